@@ -1,0 +1,3 @@
+from maxent_lightning.cli import entry
+
+entry()

@@ -1,0 +1,77 @@
+"""Build nets, θ0, data modules and module specs from the Hydra config."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .data.datamodule import MaxEntDataModule
+from .errors import UserError
+from .storage import config_digest, state_digest
+
+# Keys of a model config that describe the training recipe rather than the constructor.
+MODEL_META_KEYS = ("temperature",)
+
+
+def plain(cfg: Any) -> Any:
+    """Resolved plain Python containers from an OmegaConf node (or the value itself)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def build_net(model_cfg: Mapping, input_shape, num_classes: int) -> nn.Module:
+    """Instantiate the backbone named by ``_target_`` for this data shape."""
+    cfg = {k: v for k, v in plain(model_cfg).items() if k not in MODEL_META_KEYS}
+    try:
+        return instantiate(cfg, input_shape=tuple(input_shape), num_classes=num_classes)
+    except InstantiationException as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"cannot build model '{cfg.get('_target_')}': {first}") from None
+
+
+def init_theta0(model_cfg: Mapping, input_shape, num_classes: int, seed: int):
+    """θ0 depends only on (seed, model config, data shape): the same for every rewarded set."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_net(model_cfg, input_shape, num_classes)
+    theta0 = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return net, theta0, state_digest(theta0)
+
+
+def build_datamodule(cfg: DictConfig, rewarded=None, shuffle_seed: int | None = None):
+    d = cfg.data
+    return MaxEntDataModule(
+        name=d.name,
+        rewarded=list(rewarded if rewarded is not None else cfg.rewarded),
+        targets=cfg.loss.targets,
+        root=d.get("root"),
+        download=d.get("download", True),
+        batch_size=d.batch_size,
+        val_fraction=d.val_fraction,
+        split_seed=d.split_seed,
+        shuffle_seed=cfg.seed if shuffle_seed is None else shuffle_seed,
+    )
+
+
+def module_spec(cfg: DictConfig, rewarded=None) -> dict:
+    """What identifies a trained module: equal specs give equal checkpoints."""
+    data = {k: v for k, v in plain(cfg.data).items() if k not in ("root", "download")}
+    callbacks = plain(cfg.get("callbacks")) or {}
+    return {
+        "data": data,
+        "model": plain(cfg.model),
+        "loss": plain(cfg.loss),
+        "imp": plain(cfg.imp),
+        "optimizer": plain(cfg.optimizer),
+        "max_epochs": cfg.trainer.max_epochs,
+        "callbacks": callbacks,
+        "rewarded": sorted(rewarded if rewarded is not None else cfg.rewarded),
+        "seed": cfg.seed,
+    }
+
+
+def spec_fingerprint(spec: dict) -> str:
+    return config_digest(spec)

@@ -1,0 +1,149 @@
+"""Train one module: IMP rounds as separate fits, resumable, skip-if-done."""
+
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from . import masks as M
+from .builders import build_datamodule, init_theta0, module_spec, spec_fingerprint
+from .callbacks import RestoreBestWeights
+from .errors import UserError
+from .imp import IterativeMagnitudePruning
+from .module import MaxEntModule
+from .plots import confusion_png
+from .storage import (
+    ModuleRecord,
+    load_torch,
+    read_json,
+    save_module,
+    save_torch,
+    write_json,
+)
+
+ROUNDS_DIR = "imp"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that need no data; the rewarded set is checked against the data set later."""
+    imp, T = cfg.imp, cfg.loss.temperature
+    if not 0.0 <= float(imp.sparsity) < 1.0:
+        raise UserError(f"imp.sparsity={imp.sparsity} must be in [0, 1), e.g. imp.sparsity=0.99")
+    if int(imp.rounds) < 0:
+        raise UserError(f"imp.rounds={imp.rounds} must be >= 0 (0 trains dense)")
+    if imp.scope not in ("global", "layerwise"):
+        raise UserError(f"imp.scope={imp.scope} must be 'global' or 'layerwise'")
+    if not float(T) > 0:
+        raise UserError(f"loss.temperature={T} must be > 0, e.g. loss.temperature=5")
+
+
+def build_logger(cfg: DictConfig, out_dir: Path, name: str, job_type: str = "train"):
+    """The configured loggers (W&B, CSV, none), writing under ``out_dir``."""
+    loggers = []
+    for key, lcfg in (cfg.get("logger") or {}).items():
+        extra = {"name": name, "job_type": job_type} if key == "wandb" else {}
+        loggers.append(instantiate(lcfg, save_dir=str(out_dir), **extra))
+    return loggers
+
+
+def finish_loggers(loggers) -> None:
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+def _round_epochs(cfg: DictConfig, final: bool) -> int:
+    epochs = int(cfg.trainer.max_epochs)
+    if final or cfg.imp.round_epochs is None:
+        return epochs if final else max(1, epochs // max(int(cfg.imp.rounds), 1))
+    return int(cfg.imp.round_epochs)
+
+
+def _resume(out_dir: Path, fingerprint: str, rounds: int):
+    """Masks and next round index from the last finished round of this very module."""
+    for r in reversed(range(rounds)):
+        path = out_dir / ROUNDS_DIR / f"round_{r}.pt"
+        if path.exists():
+            saved = load_torch(path, "IMP round artifact")
+            if saved.get("fingerprint") == fingerprint:
+                return saved["masks"], r + 1
+    return None
+
+
+def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
+    """Train (or reuse) the module of ``cfg`` for ``rewarded``; returns its metrics."""
+    out_dir = Path(out_dir)
+    spec = module_spec(cfg, rewarded)
+    fingerprint = spec_fingerprint(spec)
+    done = out_dir / "metrics.json"
+    if done.exists() and (out_dir / "module.pt").exists():
+        metrics = read_json(done)
+        if metrics.get("fingerprint") == fingerprint:
+            return metrics
+    validate(cfg)
+    start_time = time.perf_counter()
+    dm = build_datamodule(cfg, rewarded)
+    net, theta0, theta0_id = init_theta0(cfg.model, dm.input_shape, dm.num_classes, cfg.seed)
+    loss = instantiate(cfg.loss)
+    module = MaxEntModule(net, loss, dm.rewarded, dm.num_classes, instantiate(cfg.optimizer))
+
+    rounds = int(cfg.imp.rounds) if cfg.imp.enabled else 0
+    names = M.prunable_names(net, include_bias=cfg.imp.scope == "layerwise")
+    masks, start = _resume(out_dir, fingerprint, rounds) or (M.full_masks(net, names), 0)
+    output_layer = names[-1].rsplit(".", 1)[0]
+    pruner = IterativeMagnitudePruning(
+        theta0, masks, rounds, cfg.imp.sparsity, cfg.imp.scope, output_layer, start_round=start
+    )
+    M.rewind(net, theta0, masks)
+    loggers = build_logger(cfg, out_dir, name=f"R{'-'.join(map(str, dm.rewarded))}_s{cfg.seed}")
+    stop_epochs = []
+    for r in range(start, rounds + 1):
+        dm.shuffle_seed = int(cfg.seed) * 1000 + r
+        L.seed_everything(int(cfg.seed) + r, verbose=False)
+        best = RestoreBestWeights()
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        trainer = instantiate(
+            cfg.trainer,
+            max_epochs=_round_epochs(cfg, final=r == rounds),
+            callbacks=[*callbacks, best, pruner],
+            logger=loggers or False,
+            enable_progress_bar=not quiet and cfg.trainer.enable_progress_bar,
+        )
+        trainer.fit(module, datamodule=dm)
+        stop_epochs.append(trainer.current_epoch)
+        if r < rounds:
+            record = {"round": r, "sparsity": M.sparsity(pruner.masks),
+                      "best_epoch": best.best_epoch, "best_val_loss": best.best_score}
+            save_torch(out_dir / ROUNDS_DIR / f"round_{r}.pt",
+                       {"masks": pruner.masks, "fingerprint": fingerprint, **record})
+            write_json(out_dir / ROUNDS_DIR / f"round_{r}.json", record)
+
+    results = trainer.test(module, datamodule=dm, verbose=False)[0]
+    confusion = module.test_confusion.compute()
+    metrics = {k: float(v) for k, v in results.items()}
+    metrics.update(
+        sparsity=M.sparsity(pruner.masks), rewarded=dm.rewarded, seed=int(cfg.seed),
+        fingerprint=fingerprint, theta0_id=theta0_id, data=dm.name, num_classes=dm.num_classes,
+        confusion=confusion.tolist(), stop_epochs=stop_epochs,
+        wall_s=round(time.perf_counter() - start_time, 2),
+    )
+    net.cpu()
+    record = ModuleRecord(
+        state_dict=net.state_dict(), masks=pruner.masks, theta0_id=theta0_id,
+        rewarded=dm.rewarded, num_classes=dm.num_classes, input_shape=tuple(dm.input_shape),
+        temperature=loss.temperature, seed=int(cfg.seed), spec=spec, fingerprint=fingerprint,
+        metrics=dict(metrics),
+    )
+    save_module(out_dir / "module.pt", record)
+    confusion_png(out_dir / "confusion.png", confusion, dm.splits.classes,
+                  title=f"R={dm.rewarded} seed={cfg.seed}")
+    for logger in loggers:
+        logger.log_metrics({"sparsity": metrics["sparsity"]})
+        if hasattr(logger, "log_image"):
+            logger.log_image("test/confusion", [str(out_dir / "confusion.png")])
+    finish_loggers(loggers)
+    write_json(done, metrics)
+    return metrics
+
