@@ -109,6 +109,7 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
             max_epochs=_round_epochs(cfg, final=r == rounds),
             callbacks=[*callbacks, best, pruner],
             logger=loggers or False,
+            default_root_dir=str(out_dir),
             enable_progress_bar=not quiet and cfg.trainer.enable_progress_bar,
         )
         trainer.fit(module, datamodule=dm)
@@ -147,3 +148,15 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     write_json(done, metrics)
     return metrics
 
+
+
+def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]]) -> list[dict]:
+    """Train several modules of one seed (``(rewarded, out_dir)`` each), skipping finished
+    ones; each directory is locked while its module trains."""
+    from .store import locked
+
+    results = []
+    for rewarded, out_dir in jobs:
+        with locked(Path(out_dir)):
+            results.append(train_module(cfg, out_dir, rewarded, quiet=True))
+    return results
