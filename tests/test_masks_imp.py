@@ -85,7 +85,8 @@ def test_rewind_restores_theta0_times_mask_and_callback_prunes_at_fit_end():
 
 def test_masked_gradients_and_weights_stay_zero_through_adam_steps():
     net = _net()
-    masks = M.prune_global(dict(net.named_parameters()), M.full_masks(net, M.prunable_names(net)), 0.7)
+    full = M.full_masks(net, M.prunable_names(net))
+    masks = M.prune_global(dict(net.named_parameters()), full, 0.7)
     pruner = IterativeMagnitudePruning({}, masks, rounds=1, sparsity=0.7)
     holder = nn.Module()
     holder.net = net
