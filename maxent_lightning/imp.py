@@ -45,15 +45,20 @@ class IterativeMagnitudePruning(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         M.apply_masks(pl_module.net, self.masks)
+        # Per fit: (parameter, mask as 0/1 of its dtype); a bool factor is ~10x slower per step.
+        params = dict(pl_module.net.named_parameters())
+        self._factors = [(params[n], m.to(params[n].device, params[n].dtype))
+                         for n, m in self.masks.items()]
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        params = dict(pl_module.net.named_parameters())
-        for name, mask in self.masks.items():
-            if params[name].grad is not None:
-                params[name].grad.mul_(mask)
+        for param, factor in self._factors:
+            if param.grad is not None:
+                param.grad.mul_(factor)
 
+    @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        M.apply_masks(pl_module.net, self.masks)
+        for param, factor in self._factors:
+            param.mul_(factor)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.final_phase:

@@ -14,16 +14,17 @@ State = dict[str, torch.Tensor]
 
 
 def check_composable(records: Sequence[ModuleRecord]) -> None:
-    """Refuse modules that do not share θ0, architecture, class set, data or temperature."""
+    """Refuse modules that do not share data, architecture, class set, θ0 or temperature,
+    or whose rewarded sets overlap."""
     if not records:
         raise UserError("no modules to compose; give at least one module checkpoint")
     first = records[0]
     for i, rec in enumerate(records[1:], start=1):
         for what, a, b in (
-            ("θ0", first.theta0_id, rec.theta0_id),
+            ("data set", first.spec["data"]["name"], rec.spec["data"]["name"]),
             ("architecture", first.spec["model"], rec.spec["model"]),
             ("class count", first.num_classes, rec.num_classes),
-            ("data set", first.spec["data"]["name"], rec.spec["data"]["name"]),
+            ("θ0", first.theta0_id, rec.theta0_id),
             ("temperature", first.temperature, rec.temperature),
         ):
             if a != b:
@@ -31,6 +32,15 @@ def check_composable(records: Sequence[ModuleRecord]) -> None:
                     f"module {i} (R={rec.rewarded}) has a different {what} than module 0 "
                     f"(R={first.rewarded}); only modules of the same seed, model and data compose"
                 )
+    seen: dict[int, int] = {}
+    for i, rec in enumerate(records):
+        for c in rec.rewarded:
+            if c in seen:
+                raise UserError(
+                    f"rewarded sets overlap: modules {seen[c]} and {i} both reward class {c}; "
+                    "composed modules need disjoint rewarded sets"
+                )
+            seen[c] = i
 
 
 def sum_states(states: Sequence[Mapping[str, torch.Tensor]]) -> State:

@@ -17,8 +17,18 @@ from .errors import UserError
 MODULE_FORMAT = "maxent_lightning.module/1"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp alone makes files 0600
+
+
 def _atomic(path: Path, write) -> Path:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
+    """Write through a temporary file in the same folder, then rename over ``path``: a kill
+    leaves either the old file or the new one, never a half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -27,6 +37,7 @@ def _atomic(path: Path, write) -> Path:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -59,11 +70,22 @@ def save_torch(path: Path, obj: Any) -> Path:
     return _atomic(path, lambda fh: torch.save(obj, fh))
 
 
+class CorruptFile(UserError):
+    """A file that exists but cannot be used (truncated, foreign format, bad digest)."""
+
+    def __init__(self, problem: str, fix: str = "delete it to recompute"):
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+
+
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path}: {err}; delete it to recompute") from None
+        raise CorruptFile(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise CorruptFile(f"{path} holds no JSON object")
+    return data
 
 
 def load_torch(path: Path, what: str = "file") -> Any:
@@ -72,7 +94,10 @@ def load_torch(path: Path, what: str = "file") -> Any:
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     except Exception as err:  # truncated or foreign files raise many kinds of errors
-        raise UserError(f"{what} {path} is unreadable ({type(err).__name__}); delete it") from None
+        raise CorruptFile(
+            f"{what} {path} is unreadable (truncated or not a torch file: {type(err).__name__})",
+            "retrain it or give a valid file",
+        ) from None
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -114,18 +139,38 @@ class ModuleRecord:
         return net.eval()
 
 
+def _payload_digest(state_dict: dict, masks: dict) -> str:
+    return state_digest({**state_dict, **{f"mask/{k}": v for k, v in masks.items()}})
+
+
 def save_module(path: Path, record: ModuleRecord) -> Path:
     payload = {"format": MODULE_FORMAT, **record.__dict__}
-    payload["state_dict"] = {k: v.detach().cpu() for k, v in record.state_dict.items()}
+    for key in ("state_dict", "masks"):
+        payload[key] = {k: v.detach().cpu() for k, v in getattr(record, key).items()}
+    payload["digest"] = _payload_digest(payload["state_dict"], payload["masks"])
     return save_torch(path, payload)
 
 
-def load_module(path: Path) -> ModuleRecord:
+def load_module(path: Path, fingerprint: str | None = None) -> ModuleRecord:
+    """The module at ``path``, checked: format, every field, content digest of its tensors
+    and, when given, the fingerprint of the config it was trained with."""
     payload = load_torch(path, "module checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != MODULE_FORMAT:
-        raise UserError(f"{path} is not a maxent_lightning module checkpoint ({MODULE_FORMAT})")
+        raise CorruptFile(f"{path} is not a maxent_lightning module checkpoint ({MODULE_FORMAT})",
+                          "give the module.pt of a trained module")
     payload.pop("format")
+    digest = payload.pop("digest", None)  # absent in checkpoints written before digests
     try:
-        return ModuleRecord(**payload)
+        record = ModuleRecord(**payload)
     except TypeError as err:
-        raise UserError(f"{path} is an incomplete module checkpoint ({err})") from None
+        raise CorruptFile(f"{path} is an incomplete module checkpoint ({err})",
+                          "retrain it") from None
+    if digest is not None and _payload_digest(record.state_dict, record.masks) != digest:
+        raise CorruptFile(f"module checkpoint {path} is corrupt (content digest mismatch)",
+                          "retrain it")
+    if fingerprint is not None and record.fingerprint != fingerprint:
+        raise UserError(
+            f"{path} holds module {record.fingerprint} (R={record.rewarded}, seed={record.seed}),"
+            f" not the requested {fingerprint}; delete that directory to retrain it"
+        )
+    return record

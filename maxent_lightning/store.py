@@ -2,6 +2,7 @@
 set, seed) is trained once and reused by every experiment that needs it."""
 
 import fcntl
+import logging
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,9 @@ from omegaconf import DictConfig
 
 from .builders import module_spec, spec_fingerprint
 from .errors import UserError
-from .storage import read_json
+from .storage import CorruptFile, load_module, read_json
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -33,27 +36,57 @@ class ModuleStore:
         spec = module_spec(cfg, rewarded)
         return self.root / spec["data"]["name"] / spec_fingerprint(spec)
 
+    def check(self, directory: Path) -> str | None:
+        """None when ``directory`` holds its finished module (readable, digest and fingerprint
+        verified), else why not: 'missing' or what is corrupt. A directory holding another
+        module's files (recorded fingerprint differs from its name) is refused: UserError."""
+        done, module = directory / "metrics.json", directory / "module.pt"
+        if not (done.exists() and module.exists()):
+            return "missing"
+        try:
+            recorded = read_json(done).get("fingerprint")
+            if recorded == directory.name:
+                load_module(module, fingerprint=directory.name)
+                return None
+        except CorruptFile as err:
+            return err.problem
+        raise UserError(
+            f"{done} records module {recorded}, not {directory.name} (files copied from another "
+            "module?); delete that directory to retrain it"
+        )
+
     def is_done(self, cfg: DictConfig, rewarded: Sequence[int]) -> bool:
-        d = self.dir_for(cfg, rewarded)
-        if not ((d / "metrics.json").exists() and (d / "module.pt").exists()):
-            return False
-        return read_json(d / "metrics.json").get("fingerprint") == d.name
+        return self.check(self.dir_for(cfg, rewarded)) is None
+
+    def _discard(self, directory: Path, why: str, rewarded, seed) -> None:
+        """Drop the done marker of a corrupt module (re-checked under its lock) to retrain it."""
+        with locked(directory):
+            if self.check(directory) not in (None, "missing"):
+                log.warning("module R=%s seed=%s: %s; retraining it", rewarded, seed, why)
+                (directory / "metrics.json").unlink(missing_ok=True)
 
     def get_many(self, cfg: DictConfig, rewarded_sets: Sequence[Sequence[int]]) -> list[Path]:
-        """Checkpoint paths of the modules, training those missing (all at once if possible)."""
+        """Checkpoint paths of the modules, training those missing or corrupt (all at once if
+        possible); with ``train_missing=False`` those are refused instead."""
         from .training import train_modules
 
         dirs = [self.dir_for(cfg, r) for r in rewarded_sets]
-        missing = [(list(r), d) for r, d in zip(rewarded_sets, dirs, strict=True)
-                   if not self.is_done(cfg, r)]
+        missing = [(list(r), d, why) for r, d in zip(rewarded_sets, dirs, strict=True)
+                   if (why := self.check(d)) is not None]
         if missing and not self.train_missing:
-            r, d = missing[0]
+            r, d, why = missing[0]
+            what = "is not in the store" if why == "missing" else f"is unusable ({why})"
             raise UserError(
-                f"module R={r} seed={cfg.seed} is not in the store ({d}); train it first "
+                f"module R={r} seed={cfg.seed} {what} ({d}); train it first "
                 "or set store.train_missing=true"
             )
+        for r, d, why in missing:
+            if why != "missing":
+                self._discard(d, why, r, cfg.seed)
         if missing:
-            train_modules(cfg, missing)
+            log.info("store %s: training %d missing module(s) of seed %s: %s", self.root,
+                     len(missing), cfg.seed, " ".join(f"R={r}" for r, _, _ in missing))
+            train_modules(cfg, [(r, d) for r, d, _ in missing])
         return [d / "module.pt" for d in dirs]
 
     def get(self, cfg: DictConfig, rewarded: Sequence[int]) -> Path:

@@ -1,5 +1,8 @@
 """Train one module: IMP rounds as separate fits, resumable, skip-if-done."""
 
+import ctypes
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +18,9 @@ from .imp import IterativeMagnitudePruning
 from .module import MaxEntModule
 from .plots import confusion_png
 from .storage import (
+    CorruptFile,
     ModuleRecord,
+    load_module,
     load_torch,
     read_json,
     save_module,
@@ -24,6 +29,20 @@ from .storage import (
 )
 
 ROUNDS_DIR = "imp"
+log = logging.getLogger(__name__)
+
+
+def _fast_cuda_check() -> None:
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import; where NVML is absent (CPU-only
+    machines) torch then retries loading it on every cuda.is_available(), i.e. every Adam step
+    (~0.2 ms). Without NVML torch falls back to the runtime check anyway: drop the variable."""
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+
+
+_fast_cuda_check()
 
 
 def validate(cfg: DictConfig) -> None:
@@ -62,14 +81,37 @@ def _round_epochs(cfg: DictConfig, final: bool) -> int:
 
 
 def _resume(out_dir: Path, fingerprint: str, rounds: int):
-    """Masks and next round index from the last finished round of this very module."""
+    """Masks and next round index from the last finished round of this very module; an
+    unreadable round artifact is skipped (that round is trained again)."""
     for r in reversed(range(rounds)):
         path = out_dir / ROUNDS_DIR / f"round_{r}.pt"
-        if path.exists():
+        if not path.exists():
+            continue
+        try:
             saved = load_torch(path, "IMP round artifact")
-            if saved.get("fingerprint") == fingerprint:
-                return saved["masks"], r + 1
+        except CorruptFile as err:
+            log.warning("%s; training that round again", err.problem)
+            continue
+        if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint:
+            return saved["masks"], r + 1
     return None
+
+
+def _finished(out_dir: Path, fingerprint: str) -> dict | None:
+    """The metrics of the finished module in ``out_dir`` when it is this very module and its
+    checkpoint loads; a corrupt one is retrained (with a warning)."""
+    done, module = out_dir / "metrics.json", out_dir / "module.pt"
+    if not (done.exists() and module.exists()):
+        return None
+    try:
+        metrics = read_json(done)
+        if metrics.get("fingerprint") != fingerprint:
+            return None
+        load_module(module, fingerprint)
+    except CorruptFile as err:
+        log.warning("%s; retraining the module", err.problem)
+        return None
+    return metrics
 
 
 def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
@@ -78,10 +120,9 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     spec = module_spec(cfg, rewarded)
     fingerprint = spec_fingerprint(spec)
     done = out_dir / "metrics.json"
-    if done.exists() and (out_dir / "module.pt").exists():
-        metrics = read_json(done)
-        if metrics.get("fingerprint") == fingerprint:
-            return metrics
+    finished = _finished(out_dir, fingerprint)
+    if finished is not None:
+        return finished
     validate(cfg)
     start_time = time.perf_counter()
     dm = build_datamodule(cfg, rewarded)
@@ -152,9 +193,16 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
 
 def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]]) -> list[dict]:
     """Train several modules of one seed (``(rewarded, out_dir)`` each), skipping finished
-    ones; each directory is locked while its module trains."""
+    ones; each directory is locked while its module trains. With ``family.enabled`` they are
+    trained together in one vectorized pass (``family.py``) where the config allows it."""
+    from .family import train_family, unsupported_reason
     from .store import locked
 
+    if (cfg.get("family") or {}).get("enabled", False):
+        reason = unsupported_reason(cfg)
+        if reason is None:
+            return train_family(cfg, jobs)
+        log.info("family training off (%s): training %d module(s) one by one", reason, len(jobs))
     results = []
     for rewarded, out_dir in jobs:
         with locked(Path(out_dir)):

@@ -1,0 +1,204 @@
+"""Benchmark: K MaxEnt modules trained three ways on identical work, in one process.
+
+1. a plain PyTorch loop written here (the floor): same net, θ0, steps, Adam, masking, IMP;
+2. the framework's sequential path (``training.train_module``, Lightning), one module at a time;
+3. the family path (``family.train_family``): all K at once.
+Early stopping is off (``callbacks=none``) so every path runs every epoch. Then the pairwise smoke
+job (real CLI: 2 modules at the authors' E, weight sum and logit merge, evaluation) is timed.
+Prints a table and ``speedup: X.XX`` (family vs sequential); writes ``reports/bench.json``.
+
+    python benchmarks/bench.py [--modules 10] [--epochs 5] [--device cpu|cuda] [--model lenet]
+"""
+
+import argparse
+import copy
+import itertools
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from maxent_lightning import masks as M
+from maxent_lightning.builders import build_datamodule, init_theta0
+from maxent_lightning.cli import CONFIG_DIR
+from maxent_lightning.evaluate import evaluate
+from maxent_lightning.family import train_family
+from maxent_lightning.loss import kl_to_target
+from maxent_lightning.targets import make_targets
+from maxent_lightning.training import train_module
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(args, tmp: Path):
+    GlobalHydra.instance().clear()
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
+    overrides = [
+        f"data={args.data}", f"model={args.model}", "imp=global", f"imp.rounds={args.rounds}",
+        f"trainer.max_epochs={args.epochs}", f"trainer.accelerator={accelerator}",
+        "trainer.enable_progress_bar=false", "callbacks=none", "logger=none",
+        f"paths.store_dir={tmp}/store", f"paths.log_dir={tmp}/outputs", *args.override,
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def rewarded_sets(k: int, num_classes: int) -> list[list[int]]:
+    """The first ``k`` distinct class sets: all singletons, then pairs, then triples..."""
+    sets = []
+    for size in range(1, num_classes + 1):
+        for combo in itertools.combinations(range(num_classes), size):
+            if len(sets) == k:
+                return sets
+            sets.append(list(combo))
+    return sets
+
+
+def plain_loop(cfg, sets, device) -> None:
+    """The floor: one module after the other, a bare loop with the same work as a fit."""
+    dm = build_datamodule(cfg, sets[0])
+    c, temp = dm.num_classes, float(cfg.loss.temperature)
+    x, _, y = (t.to(device) for t in dm.train)
+    xv, _, yv = (t.to(device) for t in dm.val)
+    xt, _, yt = dm.test
+    rounds, bs = int(cfg.imp.rounds), int(cfg.data.batch_size)
+    rate = M.per_round_rate(float(cfg.imp.sparsity), rounds)
+    for rewarded in sets:
+        net, theta0, _ = init_theta0(cfg.model, dm.input_shape, c, cfg.seed)
+        net.to(device)
+        table = make_targets(torch.arange(c), rewarded, c).to(device)
+        masks = M.full_masks(net, M.prunable_names(net))
+        for r in range(rounds + 1):
+            M.rewind(net, theta0, masks)
+            params = dict(net.named_parameters())
+            factors = [(params[n], m.to(device, torch.float32)) for n, m in masks.items()]
+            opt = torch.optim.Adam(net.parameters(), lr=float(cfg.optimizer.lr))
+            gen = torch.Generator().manual_seed(int(cfg.seed) * 1000 + r)
+            best, best_state = float("inf"), None
+            for _ in range(int(cfg.trainer.max_epochs)):
+                net.train()
+                for idx in torch.randperm(len(y), generator=gen).split(bs):
+                    idx = idx.to(device)
+                    loss = kl_to_target(net(x[idx]) / temp, table[y[idx]]).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for p, f in factors:
+                        p.grad.mul_(f)
+                    opt.step()
+                    with torch.no_grad():
+                        for p, f in factors:
+                            p.mul_(f)
+                net.eval()
+                with torch.no_grad():
+                    val = float(kl_to_target(net(xv) / temp, table[yv]).mean())
+                if val < best:
+                    best, best_state = val, copy.deepcopy(net.state_dict())
+            net.load_state_dict(best_state)
+            if r < rounds:
+                masks = M.prune_global(params, masks, rate)
+        evaluate(net.cpu().eval(), xt, yt, rewarded, c, temp)
+
+
+def timed(fn, *args) -> tuple[float, float]:
+    """(wall s, CPU s of this process): CPU time tells contention from other jobs apart."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start, cpu = time.perf_counter(), time.process_time()
+    fn(*args)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def pairwise_smoke(tmp: Path, device: str) -> dict:
+    """Wall time of the real pairwise job (2 modules, authors' E, merges, eval) as a new process."""
+    cmd = [sys.executable, "-m", "maxent_lightning", "+experiment=pairwise_mnist5k", "seed=0",
+           "logger=none", "trainer.enable_progress_bar=false",
+           f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+           f"paths.store_dir={tmp}/smoke_store", f"paths.log_dir={tmp}/smoke_out",
+           f"hydra.run.dir={tmp}/smoke_out/run"]
+    start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall, end = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = end.ru_utime + end.ru_stime - cpu.ru_utime - cpu.ru_stime
+    tail = [ln for ln in proc.stdout.splitlines() if ln.startswith("pairwise")]
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu_s, 2), "rc": proc.returncode,
+            "command": " ".join(cmd[1:]), "output": tail}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--modules", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=5, help="epochs per IMP phase (fixed)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--data", default="mnist5k")
+    p.add_argument("--model", default="mlp_shallow")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--skip", nargs="*", default=[], choices=("plain", "sequential", "smoke"))
+    p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
+    p.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
+    args = p.parse_args(argv)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory(prefix="maxent_bench_") as tmp_name:
+        tmp = Path(tmp_name)
+        cfg = config(args, tmp)
+        dm = build_datamodule(cfg, [0])
+        sets = rewarded_sets(args.modules, dm.num_classes)
+        phases = int(cfg.imp.rounds) + 1
+        samples = len(sets) * phases * int(cfg.trainer.max_epochs) * len(dm.train[2])
+        times = {}
+        if "plain" not in args.skip:
+            times["plain loop"] = timed(plain_loop, cfg, sets, device)
+        if "sequential" not in args.skip:
+            jobs = [(r, tmp / "seq" / f"m{i}") for i, r in enumerate(sets)]
+            times["sequential"] = timed(lambda: [train_module(cfg, d, r, quiet=True)
+                                                 for r, d in jobs])
+        jobs = [(r, tmp / "family" / f"m{i}") for i, r in enumerate(sets)]
+        times["family"] = timed(train_family, cfg, jobs)
+        smoke = None if "smoke" in args.skip else pairwise_smoke(tmp, args.device)
+    rows = {k: {"wall_s": round(t, 2), "cpu_s": round(c, 2), "samples_per_s": round(samples / t, 1)}
+            for k, (t, c) in times.items()}
+    nan = (float("nan"), float("nan"))
+    speedup = times.get("sequential", nan)[0] / times["family"][0]
+    seq_vs_plain = times.get("sequential", nan)[0] / times.get("plain loop", nan)[0]
+    report = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "device": str(device),
+                    "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
+        "work": {"modules": len(sets), "data": args.data, "model": args.model,
+                 "phases": phases, "epochs_per_phase": int(cfg.trainer.max_epochs),
+                 "train_samples": len(dm.train[2]), "samples_total": samples},
+        "paths": rows, "speedup_family_vs_sequential": round(speedup, 2),
+        "sequential_over_plain": round(seq_vs_plain, 2), "pairwise_smoke": smoke,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{len(sets)} modules x {phases} phases x {cfg.trainer.max_epochs} epochs on "
+          f"{args.data} ({args.model}, {device}): {samples} training samples per path")
+    print(f"{'path':<12} {'wall s':>9} {'CPU s':>9} {'samples/s':>11}")
+    for name, row in rows.items():
+        print(f"{name:<12} {row['wall_s']:>9.2f} {row['cpu_s']:>9.2f} "
+              f"{row['samples_per_s']:>11.1f}")
+    print(f"sequential / plain loop: {seq_vs_plain:.2f}")
+    if smoke:
+        print(f"pairwise smoke job (CLI, 2 modules, merges, eval): {smoke['wall_s']:.1f} s wall, "
+              f"{smoke['cpu_s']:.1f} s CPU (rc {smoke['rc']})")
+    print(f"wrote {args.out}")
+    print(f"speedup: {speedup:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

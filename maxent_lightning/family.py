@@ -1,0 +1,542 @@
+"""Train a family of modules of one seed in one vectorized pass.
+
+Every module of a seed shares θ0 and the training data; only its targets (rewarded set), masks,
+optimizer state and early stopping differ. The K parameter sets are stacked into leaf tensors of
+shape (K, ...) and every batch goes through all of them at once (``torch.func.vmap`` over
+``functional_call``). The optimizer is elementwise, so one instance over the stacked tensors is
+K independent ones. A member that stops early is dropped from the stack (its optimizer state
+sliced out), so it is never touched again. Dropout masks come from a generator per member (seeded
+by its fingerprint and round), so a module is the same whichever members train beside it. The
+rest follows ``training.train_module`` step for step: same θ0, batch order per (seed, round),
+gradient/weight masking, Lightning's EarlyStopping rule, best-validation restore, IMP pruning and
+the same artifacts in each member's directory (bitwise equal to it up to float rounding when
+dropout is 0; with dropout the random masks differ from Lightning's global-RNG ones).
+"""
+
+import copy
+import logging
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping
+from omegaconf import DictConfig
+from torch import nn
+from torch.func import functional_call, vmap
+
+from . import masks as M
+from .builders import build_datamodule, build_net, init_theta0, module_spec, spec_fingerprint
+from .data.datamodule import cached_source, check_rewarded
+from .evaluate import evaluate
+from .imp import IterativeMagnitudePruning
+from .loss import MaxEntLoss, kl_to_target
+from .merge import has_batchnorm
+from .metrics import evaluation_metrics
+from .plots import confusion_png
+from .storage import ModuleRecord, save_module, save_torch, write_json
+from .targets import make_targets
+from .training import (
+    ROUNDS_DIR,
+    _finished,
+    _resume,
+    _round_epochs,
+    build_logger,
+    finish_loggers,
+    validate,
+)
+
+log = logging.getLogger(__name__)
+
+# Optimizers whose update of an entry depends only on that entry's history.
+ELEMENTWISE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Adagrad")
+# Trainer keys that do not change what a fit computes.
+TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "num_sanity_val_steps",
+                "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
+                "log_every_n_steps", "deterministic", "benchmark", "default_root_dir"}
+EVAL_BATCH = 1000  # MaxEntDataModule's default eval_batch_size (for memory planning)
+
+
+def _fused(factory):
+    """The optimizer with its fused kernel (one pass per step instead of one per operation;
+    equal to the unfused update up to rounding) where the class and device have one."""
+
+    def build(params):
+        try:
+            return factory(params, fused=True)
+        except (TypeError, RuntimeError):  # no fused kernel for this optimizer or device
+            return factory(params)
+
+    return build
+
+
+class MemberDropout(nn.Module):
+    """Dropout whose keep-mask (scaled) is drawn outside vmap from each member's own generator
+    and set for the call; without a mask (evaluation) it is the identity."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p, self.mask = p, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mask is None else x * self.mask
+
+
+def _member_dropout(net: nn.Module, input_shape):
+    """``net`` with each nn.Dropout replaced (p > 0: MemberDropout, else Identity), and the
+    (module, per-sample output shape) of every MemberDropout in call order."""
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Dropout:
+                setattr(parent, name, MemberDropout(child.p) if child.p > 0 else nn.Identity())
+    drops, hooks = [], []
+    for m in net.modules():
+        if isinstance(m, MemberDropout):
+            hooks.append(m.register_forward_hook(
+                lambda mod, _i, out: drops.append((mod, tuple(out.shape[1:])))))
+    with torch.no_grad():
+        net(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
+    for h in hooks:
+        h.remove()
+    return net, drops
+
+
+def _generator(fingerprint: str, round_: int, device) -> torch.Generator:
+    """The dropout stream of one member in one IMP round (a function of its spec only)."""
+    g = torch.Generator(device=device)
+    g.manual_seed((int(fingerprint, 16) * 1009 + round_) % (1 << 63))
+    return g
+
+
+def _early_stoppers(cfg: DictConfig) -> list[EarlyStopping]:
+    """Fresh EarlyStopping objects of the configured callbacks (their rule is used as is)."""
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+
+
+def unsupported_reason(cfg: DictConfig) -> str | None:
+    """Why ``cfg`` cannot be trained as a family (then it is trained sequentially), or None."""
+    if cfg.loss.targets == "cross_entropy":
+        return "cross-entropy modules train on different samples (y in R only)"
+    extra = sorted(k for k in cfg.trainer if k not in TRAINER_KEYS)
+    if extra:
+        return f"trainer option(s) {extra} are not supported by the family trainer"
+    if str(cfg.trainer.get("precision", 32)) not in ("32", "32-true"):
+        return "only 32-bit precision is supported"
+    for name, c in (cfg.get("callbacks") or {}).items():
+        cb = instantiate(c)
+        if not isinstance(cb, EarlyStopping) or cb.monitor != "val/loss":
+            return f"callback '{name}' is not EarlyStopping on val/loss"
+    opt = instantiate(cfg.optimizer)
+    opt_name = getattr(getattr(opt, "func", opt), "__name__", str(opt))
+    if opt_name not in ELEMENTWISE:
+        return f"optimizer {opt_name} is not elementwise"
+    src = cached_source(cfg.data.name, cfg.data.get("root"), cfg.data.get("download", True))
+    net = build_net(cfg.model, src.input_shape, src.num_classes)
+    odd = [type(m).__name__ for m in net.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
+           and type(m) is not nn.Dropout and m.p > 0]
+    if odd:
+        return f"{odd[0]} is not supported (only nn.Dropout gets per-member streams)"
+    if has_batchnorm(net):
+        return f"{type(net).__name__} has BatchNorm (running statistics are not stacked)"
+    if any(True for _ in net.buffers()):
+        return f"{type(net).__name__} has buffers"
+    return None
+
+
+def pick_device(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+def _activations_per_sample(net: nn.Module, input_shape) -> int:
+    """Numel of all leaf-module outputs for one sample (what a forward keeps for backward)."""
+    sizes, hooks = [], []
+    for m in net.modules():
+        if not list(m.children()):
+            hooks.append(m.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel())))
+    with torch.no_grad():
+        net(torch.zeros(1, *input_shape))
+    for h in hooks:
+        h.remove()
+    return sum(sizes)
+
+
+def plan_sizes(net, input_shape, batch_size: int, device, chunk_size=None, fraction=0.5):
+    """(members per chunk, members per evaluation group) that fit in ``fraction`` of free memory:
+    per member params + grad + optimizer state + best copy + masks, plus activations."""
+    n = sum(p.numel() for p in net.parameters())
+    acts = _activations_per_sample(net, input_shape)
+    budget = fraction * _free_bytes(device)
+    train = 4 * (8 * n + 3 * batch_size * acts)
+    chunk = int(chunk_size) if chunk_size else max(1, int(budget // train))
+    group = max(1, int(budget / 2 // (4 * 2 * EVAL_BATCH * acts)))
+    return chunk, group
+
+
+@dataclass
+class Member:
+    """One module of the family and its per-round training state."""
+
+    rewarded: list[int]
+    out_dir: Path
+    fingerprint: str
+    spec: dict
+    masks: M.Masks
+    start: int
+    stop_epochs: list[int] = field(default_factory=list)
+    history: list[tuple[int, dict]] = field(default_factory=list)
+    steps: int = 0
+    # per round
+    stoppers: list = field(default_factory=list)
+    best_score: float = float("inf")
+    best_epoch: int = -1
+    best: dict | None = None
+    last: dict | None = None
+    weights: dict | None = None
+
+
+def _inverse(order: list[int]) -> list[int]:
+    return sorted(range(len(order)), key=order.__getitem__)
+
+
+class Stack:
+    """K members' parameters, masks, targets and one optimizer over all of them.
+
+    Each parameter is a contiguous (K, ...) leaf stored in the dimension order in which vmap's
+    backward produces its gradient (Linear weights transposed); the net sees permuted views.
+    So gradients arrive without a copy and the optimizer runs on contiguous memory."""
+
+    def __init__(self, theta0, masks, tables, optimizer, orders, device):
+        k = len(tables)
+        self.orders, self.factory, self.tables = orders, optimizer, tables
+        self.leaves, self.masks = {}, {}
+        for n, order in orders.items():
+            p = theta0[n].to(device).expand(k, *theta0[n].shape).permute(order)
+            p = p.clone(memory_format=torch.contiguous_format)
+            if n in masks:
+                self.masks[n] = masks[n].permute(order).contiguous()
+                p.mul_(self.masks[n])
+            self.leaves[n] = p.requires_grad_()
+        self.opt = optimizer(list(self.leaves.values()))
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The stacked parameters in the net's own shapes (views of the leaves)."""
+        return {n: p.permute(_inverse(self.orders[n])) for n, p in self.leaves.items()}
+
+    def mask_grads(self) -> None:
+        for n, m in self.masks.items():
+            self.leaves[n].grad.mul_(m)
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        for n, m in self.masks.items():
+            self.leaves[n].mul_(m)
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop every row but ``rows``, slicing the optimizer state alongside."""
+        index = torch.as_tensor(rows, device=self.tables.device)
+        state = self.opt.state_dict()
+        for pid, p in enumerate(self.leaves.values()):
+            for key, v in state["state"].get(pid, {}).items():
+                if torch.is_tensor(v) and v.dim() > 0 and v.shape == p.shape:
+                    state["state"][pid][key] = v.index_select(0, index)
+        self.leaves = {n: p.detach().index_select(0, index).requires_grad_()
+                       for n, p in self.leaves.items()}
+        self.masks = {n: m.index_select(0, index) for n, m in self.masks.items()}
+        self.tables = self.tables.index_select(0, index)
+        self.opt = self.factory(list(self.leaves.values()))
+        self.opt.load_state_dict(state)
+
+    def row(self, i: int) -> dict[str, torch.Tensor]:
+        return {n: p[i].detach().clone(memory_format=torch.contiguous_format)
+                for n, p in self.params().items()}
+
+
+class FamilyTrainer:
+    """Trains the members of one chunk: all IMP rounds, then test, then every artifact."""
+
+    def __init__(self, cfg: DictConfig, members: list[Member], device, eval_group: int):
+        self.cfg, self.members, self.device, self.group = cfg, members, device, eval_group
+        self.dm = build_datamodule(cfg, members[0].rewarded)
+        self.net, self.theta0, self.theta0_id = init_theta0(
+            cfg.model, self.dm.input_shape, self.dm.num_classes, cfg.seed)
+        self.net.to(device)
+        self.loss = instantiate(cfg.loss)
+        assert isinstance(self.loss, MaxEntLoss)
+        self.prunable = M.prunable_names(self.net, include_bias=cfg.imp.scope == "layerwise")
+        self.rounds = int(cfg.imp.rounds) if cfg.imp.enabled else 0
+        self.track = bool(cfg.get("logger"))
+        c = self.dm.num_classes
+        labels = torch.arange(c)
+        self.tables = torch.stack([make_targets(labels, m.rewarded, c, cfg.loss.targets)
+                                   for m in members]).to(device)
+        self.train_xy = [t.to(device) for t in (self.dm.train[0], self.dm.train[2])]
+        self.val_xy = [t.to(device) for t in (self.dm.val[0], self.dm.val[2])]
+        self.train_net, self.drops = _member_dropout(copy.deepcopy(self.net), self.dm.input_shape)
+        self.fwd = vmap(self._forward, in_dims=(0, None, 0), randomness="same")
+        self.orders = self._grad_layouts()
+        self.optimizer = instantiate(cfg.optimizer)
+        if (cfg.get("family") or {}).get("fused_optimizer", False):
+            self.optimizer = _fused(self.optimizer)
+
+    def _grad_layouts(self) -> dict[str, list[int]]:
+        """Dimension order (members first) in which vmap's backward lays out each gradient."""
+        probe = {n: p.detach().expand(2, *p.shape).clone().requires_grad_()
+                 for n, p in self.net.named_parameters()}
+        out = self.fwd(probe, self.train_xy[0][:2], [])
+        grads = torch.autograd.grad(out.sum(), list(probe.values()), allow_unused=True)
+        return {n: [0, *sorted(range(1, p.dim()), key=lambda d: (-g.stride(d), d))]
+                if g is not None else list(range(p.dim()))
+                for (n, p), g in zip(probe.items(), grads, strict=True)}
+
+    def _forward(self, params, x, keep):
+        """One member's logits; ``keep``: its dropout keep-masks (none: no dropout)."""
+        for (module, _), mask in zip(self.drops, keep, strict=False):
+            module.mask = mask
+        try:
+            return functional_call(self.train_net, params, (x,))
+        finally:
+            for module, _ in self.drops:
+                module.mask = None
+
+    def _losses(self, params, tables, x, y, keep=()) -> torch.Tensor:
+        """Per-member batch-mean KL(ỹ ‖ softmax(z/T)), shape (K,)."""
+        logits = self.fwd(params, x, list(keep))
+        return kl_to_target(self.loss.scale(logits), tables[:, y]).mean(-1), logits
+
+    def _keep_masks(self, gens: list[torch.Generator], batch: int) -> list[torch.Tensor]:
+        """Dropout keep-masks scaled by 1/(1-p), (K, batch, ...) per dropout layer, each
+        member's drawn from its own generator: independent of the other members."""
+        out = []
+        for module, shape in self.drops:
+            q = 1.0 - module.p
+            draws = [torch.empty((batch, *shape), device=self.device).bernoulli_(q, generator=g)
+                     for g in gens]
+            out.append(torch.stack(draws).div_(q))
+        return out
+
+    def train_epoch(self, stack: Stack, sampler, gens) -> torch.Tensor:
+        x_all, y_all = self.train_xy
+        total = torch.zeros(len(stack), device=self.device)
+        for idx in sampler:
+            index = torch.as_tensor(idx, device=self.device)
+            keep = self._keep_masks(gens, len(idx)) if self.drops else ()
+            losses, _ = self._losses(stack.params(), stack.tables, x_all[index], y_all[index],
+                                     keep)
+            stack.opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            stack.mask_grads()
+            stack.opt.step()
+            stack.mask_weights()
+            if self.track:
+                total += losses.detach() * len(idx)
+        return total / len(y_all)
+
+    @torch.no_grad()
+    def val_losses(self, stack: Stack, rows: list[int]):
+        """val/loss per row, accumulated over val batches exactly as Lightning's epoch mean."""
+        x_all, y_all = self.val_xy
+        value, count = torch.zeros(len(stack), device=self.device), 0
+        metrics = [evaluation_metrics(self.members[k].rewarded, self.dm.num_classes)
+                   for k in rows] if self.track else []
+        size = self.dm.eval_batch_size
+        for s in range(0, len(y_all), size):
+            x, y = x_all[s:s + size], y_all[s:s + size]
+            parts = []
+            for g in range(0, len(stack), self.group):
+                sub = {n: p[g:g + self.group] for n, p in stack.params().items()}
+                losses, logits = self._losses(sub, stack.tables[g:g + self.group], x, y)
+                parts.append(losses)
+                for i, z in enumerate(self.loss.scale(logits) if metrics else []):
+                    metrics[g + i].update(z.cpu(), y.cpu())
+            value = value + torch.cat(parts) * len(y)
+            count += len(y)
+        val = (value / torch.tensor(count, device=self.device)).cpu()
+        extra = [{f"val/{k}": float(v) for k, v in m.compute().items()} for m in metrics]
+        return val, extra
+
+    def run_round(self, r: int) -> None:
+        cfg = self.cfg
+        rows = [k for k, m in enumerate(self.members) if m.start <= r]
+        if not rows:
+            return
+        masks = {n: torch.stack([self.members[k].masks[n] for k in rows]).to(
+            self.device, torch.get_default_dtype()) for n in self.prunable}
+        stack = Stack(self.theta0, masks, self.tables[rows], self.optimizer, self.orders,
+                      self.device)
+        for k in rows:
+            m = self.members[k]
+            m.stoppers, m.best_score, m.best_epoch, m.best, m.last = (
+                _early_stoppers(cfg), float("inf"), -1, None, None)
+        gens = {k: _generator(self.members[k].fingerprint, r, self.device) for k in rows}
+        self.dm.shuffle_seed = int(cfg.seed) * 1000 + r
+        L.seed_everything(int(cfg.seed) + r, verbose=False)
+        sampler = self.dm.train_dataloader().sampler  # the very batch order of the loader
+        epochs = _round_epochs(cfg, final=r == self.rounds)
+        steps = len(sampler)
+        for epoch in range(epochs):
+            train_loss = self.train_epoch(stack, sampler, [gens[k] for k in rows])
+            val, extra = self.val_losses(stack, rows)
+            stopped = []
+            for i, k in enumerate(rows):
+                m = self.members[k]
+                m.steps += steps
+                if self.track:
+                    m.history.append((m.steps, {"epoch": epoch, "train/loss": float(train_loss[i]),
+                                                "val/loss": float(val[i]), **extra[i]}))
+                if float(val[i]) < m.best_score:  # RestoreBestWeights
+                    m.best_score, m.best_epoch, m.best = float(val[i]), epoch, stack.row(i)
+                if any([es._evaluate_stopping_criteria(val[i])[0] for es in m.stoppers]):
+                    m.stop_epochs.append(epoch + 1)
+                    m.last = stack.row(i)
+                    stopped.append(i)
+            if stopped:
+                keep = [i for i in range(len(rows)) if i not in stopped]
+                rows = [rows[i] for i in keep]
+                if not rows:
+                    break
+                stack.keep(keep)
+        for i, k in enumerate(rows):
+            self.members[k].stop_epochs.append(epochs)
+            self.members[k].last = stack.row(i)
+        self._end_round(r)
+
+    def _end_round(self, r: int) -> None:
+        """Restore each member's best weights; before the final phase prune and record."""
+        output_layer = self.prunable[-1].rsplit(".", 1)[0]
+        for m in self.members:
+            if m.start > r:
+                continue
+            m.weights = m.best if m.best is not None else m.last
+            if r == self.rounds:
+                continue
+            pruner = IterativeMagnitudePruning(self.theta0, m.masks, self.rounds,
+                                               self.cfg.imp.sparsity, self.cfg.imp.scope,
+                                               output_layer, start_round=r)
+            m.masks = pruner.next_masks(m.weights)
+            record = {"round": r, "sparsity": M.sparsity(m.masks),
+                      "best_epoch": m.best_epoch, "best_val_loss": m.best_score}
+            save_torch(m.out_dir / ROUNDS_DIR / f"round_{r}.pt",
+                       {"masks": m.masks, "fingerprint": m.fingerprint, **record})
+            write_json(m.out_dir / ROUNDS_DIR / f"round_{r}.json", record)
+
+    def finish(self, m: Member, wall_s: float) -> dict:
+        """Test, then write module.pt, confusion.png, loggers and metrics.json (last)."""
+        cfg, dm, net = self.cfg, self.dm, self.net
+        net.load_state_dict({n: w.cpu() for n, w in m.weights.items()})
+        x, _, y = dm.test
+        res = evaluate(net.eval(), x, y, m.rewarded, dm.num_classes, self.loss.temperature,
+                       targets=cfg.loss.targets, batch_size=dm.eval_batch_size)
+        confusion = torch.tensor(res.pop("confusion"))
+        metrics = {f"test/{k}": v for k, v in res.items()}
+        metrics.update(
+            sparsity=M.sparsity(m.masks), rewarded=m.rewarded, seed=int(cfg.seed),
+            fingerprint=m.fingerprint, theta0_id=self.theta0_id, data=dm.name,
+            num_classes=dm.num_classes, confusion=confusion.tolist(), stop_epochs=m.stop_epochs,
+            wall_s=round(wall_s, 2),
+        )
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        record = ModuleRecord(
+            state_dict=state, masks=m.masks, theta0_id=self.theta0_id, rewarded=m.rewarded,
+            num_classes=dm.num_classes, input_shape=tuple(dm.input_shape),
+            temperature=self.loss.temperature, seed=int(cfg.seed), spec=m.spec,
+            fingerprint=m.fingerprint, metrics=dict(metrics),
+        )
+        save_module(m.out_dir / "module.pt", record)
+        confusion_png(m.out_dir / "confusion.png", confusion, dm.splits.classes,
+                      title=f"R={m.rewarded} seed={cfg.seed}")
+        self._replay_logs(m, metrics)
+        write_json(m.out_dir / "metrics.json", metrics)
+        return metrics
+
+    def _replay_logs(self, m: Member, metrics: dict) -> None:
+        """Per-epoch history and test metrics into the member's own loggers, one run at a time."""
+        loggers = build_logger(self.cfg, m.out_dir,
+                               name=f"R{'-'.join(map(str, m.rewarded))}_s{self.cfg.seed}")
+        for logger in loggers:
+            for step, row in m.history:
+                logger.log_metrics(row, step=step)
+            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}
+                               | {"sparsity": metrics["sparsity"]}, step=m.steps)
+            if hasattr(logger, "log_image"):
+                logger.log_image("test/confusion", [str(m.out_dir / "confusion.png")])
+            logger.save()
+            logger.finalize("success")
+        finish_loggers(loggers)
+
+
+def _member(cfg: DictConfig, rewarded, out_dir: Path, num_classes: int, name: str) -> Member:
+    spec = module_spec(cfg, rewarded)
+    fingerprint = spec_fingerprint(spec)
+    return Member(check_rewarded(rewarded, num_classes, name), Path(out_dir), fingerprint, spec,
+                  masks={}, start=0)
+
+
+def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
+    start_time = time.perf_counter()
+    trainer = FamilyTrainer(cfg, members, device, group)
+    rounds = trainer.rounds
+    for m in members:
+        full = M.full_masks(trainer.net, trainer.prunable)
+        m.masks, m.start = _resume(m.out_dir, m.fingerprint, rounds) or (full, 0)
+        m.masks = {n: v.cpu() for n, v in m.masks.items()}
+    for r in range(min(m.start for m in members), rounds + 1):
+        trainer.run_round(r)
+    share = (time.perf_counter() - start_time) / len(members)
+    trainer.net.cpu()
+    return [trainer.finish(m, share) for m in members]
+
+
+def train_family(cfg: DictConfig, jobs) -> list[dict]:
+    """Train the ``(rewarded, out_dir)`` modules of one seed together (chunked to fit memory),
+    skipping finished ones; every member directory is locked while its chunk trains."""
+    from .store import locked
+
+    validate(cfg)
+    src = cached_source(cfg.data.name, cfg.data.get("root"), cfg.data.get("download", True))
+    device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
+    fam = cfg.get("family") or {}
+    probe = build_net(cfg.model, src.input_shape, src.num_classes)
+    chunk, group = plan_sizes(probe, src.input_shape, int(cfg.data.batch_size), device,
+                              fam.get("chunk_size"))
+    members, results = {}, {}
+    for rewarded, out_dir in jobs:
+        m = _member(cfg, rewarded, out_dir, src.num_classes, cfg.data.name)
+        key = str(m.out_dir.resolve())
+        if key not in members:
+            members[key] = m
+    todo = [m for m in members.values() if _finished(m.out_dir, m.fingerprint) is None]
+    log.info("family training: %d module(s) in chunks of %d on %s", len(todo), chunk, device)
+    for s in range(0, len(todo), chunk):
+        part = sorted(todo[s:s + chunk], key=lambda m: str(m.out_dir.resolve()))
+        with ExitStack() as locks:
+            for m in part:
+                locks.enter_context(locked(m.out_dir))
+            ready = [m for m in part if _finished(m.out_dir, m.fingerprint) is None]
+            if ready:
+                for m, metrics in zip(ready, _train_chunk(cfg, ready, device, group), strict=True):
+                    results[str(m.out_dir.resolve())] = metrics
+    for key, m in members.items():
+        if key not in results:
+            results[key] = _finished(m.out_dir, m.fingerprint)
+    return [results[str(Path(d).resolve())] for _, d in jobs]

@@ -1,0 +1,36 @@
+"""The ``eval`` task: evaluate one module checkpoint (``checkpoints=[a/module.pt]``) on the
+test split of its data set, on its own rewarded set or on ``eval.rewarded``."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ..data.datamodule import check_rewarded
+from ..errors import UserError
+from ..jobs import Job, class_set, load_data, on_device, record_row, scores
+from ..storage import load_module
+
+
+def run(cfg: DictConfig):
+    job = Job.start(cfg, "eval")
+    if job is None:
+        return None
+    if len(cfg.checkpoints or []) != 1:
+        raise UserError("eval takes exactly one module: checkpoints=[path/to/module.pt]")
+    rec = load_module(Path(cfg.checkpoints[0]))
+    name = rec.spec["data"]["name"]
+    splits = load_data(cfg, name)
+    rewarded = (rec.rewarded if cfg.eval.rewarded is None
+                else check_rewarded(list(cfg.eval.rewarded), rec.num_classes, name))
+    values, confusion = scores(on_device(rec.build_net(), job.device), splits.x_test,
+                               splits.y_test, rewarded, rec.num_classes, rec.temperature)
+    row = record_row(job, rec, class_set=class_set(rewarded), merge="none", split="test",
+                     **values)
+    job.confusion("confusion", confusion, splits.classes, title=f"R={rewarded}")
+    print(f"eval {cfg.checkpoints[0]} on R={rewarded}: rewarded acc "
+          f"{values['rewarded_acc']:.4f}, non-rewarded entropy "
+          f"{values['nonrewarded_entropy']:.3f}, accuracy {values['acc']:.4f}")
+    summary = {"checkpoint": str(cfg.checkpoints[0]), "rewarded": rewarded, **values,
+               "confusions": [{"merge": "none", "class_set": class_set(rewarded),
+                               "matrix": confusion.tolist()}]}
+    return job.finish([row], summary, run_name=f"eval-R{class_set(rewarded)}-seed{rec.seed}")

@@ -1,0 +1,280 @@
+"""Run every bad input of issue 5 through the real CLI and print a markdown table
+(input, message, exit code, traceback, files unchanged).
+
+    python scripts/bad_input_matrix.py [--work DIR] [--jobs 3]
+
+Setup (in-process, tiny): modules on the embedded digits/mnist5k, a finished merge job, a
+truncated and a foreign checkpoint, malformed HAR/Yeast/IDX/CIFAR files. Each case then runs
+``python -m maxent_lightning ...`` in its own process; every file written by the setup must be
+byte-identical afterwards.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+TINY = ["data=digits", "trainer.max_epochs=2", "imp.round_epochs=1", "model.hidden=[32]",
+        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none"]
+
+
+@dataclass
+class Case:
+    name: str  # what is wrong, as the issue words it
+    args: list[str]  # overrides after TINY; "{key}" is filled from the setup's paths
+    needle: str  # text the one error line must contain
+    tiny: bool = True
+
+
+MERGE = "task=merge"
+CASES = [
+    Case("unknown config group option", ["data=nope"], "Could not find 'data/nope'"),
+    Case("unknown experiment", ["+experiment=nope"], "Could not find 'experiment/nope'"),
+    Case("rewarded class out of range (train)", ["rewarded=[12]"], "outside data set"),
+    Case("rewarded class out of range (eval)",
+         ["task=eval", "checkpoints=[{A}]", "eval.rewarded=[10]"], "outside data set"),
+    Case("empty rewarded set", ["rewarded=[]"], "empty"),
+    Case("duplicate rewarded class", ["rewarded=[1,1]"], "repeats"),
+    Case("overlapping class sets in a pair", [MERGE, "checkpoints=[{A},{G}]"], "overlap"),
+    Case("imp.sparsity = 1", ["imp.sparsity=1.0"], "imp.sparsity"),
+    Case("imp.sparsity < 0 (single task)", ["task=single", "imp.sparsity=-0.5"],
+         "imp.sparsity"),
+    Case("imp.rounds < 0", ["imp.rounds=-1"], "imp.rounds"),
+    Case("temperature = 0", ["loss.temperature=0"], "loss.temperature"),
+    Case("temperature < 0 (pairwise task)", ["task=pairwise", "loss.temperature=-1"],
+         "loss.temperature"),
+    Case("cardinality too large", ["task=pairwise", "cardinality=6"], "cardinality=6"),
+    Case("merge: different θ0 (seed)", [MERGE, "checkpoints=[{A},{C}]"], "different θ0"),
+    Case("merge: different architecture", [MERGE, "checkpoints=[{A},{D}]"], "different"),
+    Case("merge: different class count", [MERGE, "checkpoints=[{A},{F}]"],
+         "different class count"),
+    Case("merge: different data", [MERGE, "checkpoints=[{A},{E}]"], "different"),
+    Case("truncated checkpoint", [MERGE, "checkpoints=[{A},{T}]"], "unreadable"),
+    Case("checkpoint that is not a module", [MERGE, "checkpoints=[{A},{N}]"],
+         "not a maxent_lightning module"),
+    Case("logit weights: wrong count", [MERGE, "checkpoints=[{A},{B}]",
+                                        "merge.logit_weights=[1.0]"], "logit weights"),
+    Case("logit weights: negative", [MERGE, "checkpoints=[{A},{B}]",
+                                     "merge.logit_weights=[1.0,-0.5]"], "non-negative"),
+    Case("data missing offline", ["data=mnist", "data.download=false", "data.root={nowhere}"],
+         "not found"),
+    Case("malformed IDX (MNIST)", ["data=mnist", "data.download=false", "data.root={bad_idx}"],
+         "malformed mnist"),
+    Case("malformed CIFAR", ["data=cifar10", "data.download=false", "data.root={bad_cifar}"],
+         "malformed cifar10"),
+    Case("malformed HAR", ["data=har", "data.download=false", "data.root={bad_har}"],
+         "malformed har"),
+    Case("malformed Yeast", ["data=yeast", "data.download=false", "data.root={bad_yeast}"],
+         "malformed yeast"),
+    Case("output dir holds a finished run of another config (train)",
+         ["rewarded=[2]", "hydra.run.dir={A_dir}"], "different config"),
+    Case("output dir holds a finished job of another config (merge)",
+         [MERGE, "checkpoints=[{A},{B}]", "merge.kind=weight", "hydra.run.dir={merge_dir}"],
+         "different config"),
+    Case("module missing, store.train_missing=false",
+         ["task=pairwise", "store.train_missing=false", "paths.store_dir={empty_store}"],
+         "not in the store"),
+    Case("store dir holding another module's files",
+         ["task=pairwise", "store.train_missing=false", "paths.store_dir={tampered_store}"],
+         "records module"),
+]
+
+
+def cli(args, cwd, timeout=600):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "maxent_lightning", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def cli_in_process(args) -> tuple[int, str]:
+    """``python -m maxent_lightning *args`` in this process (same entry point, no start-up
+    cost): (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from maxent_lightning import cli as entry
+
+    err, argv, code = io.StringIO(), sys.argv, 0
+    sys.argv = ["maxent_lightning", *args]
+    GlobalHydra.instance().clear()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            entry.entry()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return code, err.getvalue()
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from maxent_lightning.cli import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose("train", overrides=list(overrides))
+
+
+def _write_bad_data(work: Path) -> dict:
+    idx = work / "bad_idx" / "MNIST" / "raw"
+    idx.mkdir(parents=True)
+    for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+              "t10k-labels-idx1-ubyte"):
+        (idx / f).write_bytes(b"\x00\x00\x08\x03 this is not an IDX file")
+    cifar = work / "bad_cifar" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (cifar / f).write_bytes(b"this is not a pickle")
+    har = work / "bad_har" / "UCI HAR Dataset"
+    for split in ("train", "test"):
+        (har / split).mkdir(parents=True)
+        (har / split / f"X_{split}.txt").write_text("1.0 2.0 3.0\n")
+        (har / split / f"y_{split}.txt").write_text("1\n")
+    (work / "bad_yeast").mkdir()
+    (work / "bad_yeast" / "yeast.data").write_text("ADT1_YEAST 0.58 0.61 0.47 CYT\n")
+    return {k: str(work / k) for k in ("bad_idx", "bad_cifar", "bad_har", "bad_yeast")}
+
+
+MODULES = {"A": ([0], []), "B": ([1], []), "G": ([0, 1], []), "C": ([1], ["seed=1"]),
+           "D": ([1], ["model.hidden=[16]"]), "E": ([1], ["data=mnist5k"])}
+
+
+def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=()) -> dict:
+    """Modules and files the cases refer to, by key (see CASES). ``modules``: which of
+    MODULES to train (A and B always); ``real_merge``: run a merge job for the finished-job
+    case (else only its done marker, metrics.json of another fingerprint, is written);
+    ``cheap``: extra overrides for training the modules."""
+    from maxent_lightning.builders import module_spec, spec_fingerprint
+    from maxent_lightning.jobs import pick_pair
+    from maxent_lightning.storage import load_module, save_module, write_json
+    from maxent_lightning.store import ModuleStore
+    from maxent_lightning.training import train_module
+
+    paths = {"nowhere": str(work / "nowhere"), "empty_store": str(work / "empty_store")}
+    for key in dict.fromkeys(["A", "B", *modules]):
+        rewarded, extra = MODULES[key]
+        out = work / "modules" / key
+        train_module(compose([*TINY, *cheap, *extra]), out, rewarded, quiet=True)
+        paths[key], paths[f"{key}_dir"] = str(out / "module.pt"), str(out)
+    rec = load_module(paths["B"])
+    rec.num_classes = 9  # a module of another class count (no embedded 9-class data set)
+    paths["F"] = str(save_module(work / "modules" / "F" / "module.pt", rec))
+    if "C" not in paths:  # not trained: B as if of another seed (θ0)
+        rec = load_module(paths["B"])
+        rec.theta0_id, rec.seed = "0" * 16, 1
+        paths["C"] = str(save_module(work / "modules" / "C" / "module.pt", rec))
+    blob = Path(paths["B"]).read_bytes()
+    paths["T"] = str(work / "truncated.pt")
+    Path(paths["T"]).write_bytes(blob[: len(blob) // 2])
+    paths["N"] = str(work / "modules" / "B" / "imp" / "round_0.pt")
+    # A finished merge job (fingerprint of merge.kind=both); a rerun with another config fails.
+    merge_dir = work / "merge_job"
+    if real_merge:
+        res = cli([*TINY, MERGE, f"checkpoints=[{paths['A']},{paths['B']}]",
+                   f"hydra.run.dir={merge_dir}"], cwd=work)
+        if res.returncode != 0:
+            raise RuntimeError(f"setup merge failed: {res.stderr[-2000:]}")
+    else:
+        write_json(merge_dir / "metrics.json", {"fingerprint": "another-config", "task": "merge"})
+    paths["merge_dir"] = str(merge_dir)
+    # A store whose directory of the pairwise job's first module holds module B's files.
+    cfg = compose([*TINY, "task=pairwise"])
+    first = pick_pair(cfg, 10)[0]
+    target = ModuleStore(work / "tampered_store").dir_for(cfg, first)
+    assert target.name == spec_fingerprint(module_spec(cfg, first))
+    shutil.copytree(paths["B_dir"], target)
+    paths["tampered_store"] = str(work / "tampered_store")
+    paths.update(_write_bad_data(work))
+    return paths
+
+
+def snapshot(root: Path) -> dict:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "runs" not in p.parts
+            and "outputs" not in p.parts}
+
+
+def key(override: str) -> str:
+    return override.lstrip("+~").partition("=")[0]
+
+
+def case_args(case: Case, paths: dict, work: Path, index: int) -> list[str]:
+    args = [a.format(**paths) for a in case.args]
+    base = [*(TINY if case.tiny else []), f"paths.log_dir={work}/outputs",
+            f"paths.store_dir={work}/store", f"hydra.run.dir={work}/runs/{index}"]
+    given = {key(a) for a in args}
+    return [*(b for b in base if key(b) not in given), *args]
+
+
+def outcome(case: Case, args: list[str], rc: int, stderr: str) -> dict:
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    return {"case": case, "args": args, "rc": rc, "errors": errors, "stderr": stderr,
+            "traceback": "Traceback" in stderr,
+            "ok": rc != 0 and len(errors) == 1 and case.needle in errors[0]
+            and "Traceback" not in stderr}
+
+
+def run_case(case: Case, paths: dict, work: Path, index: int) -> dict:
+    args = case_args(case, paths, work, index)
+    res = cli(args, cwd=work)
+    return outcome(case, [a.format(**paths) for a in case.args], res.returncode, res.stderr)
+
+
+def run_all(work: Path, jobs: int = 3, cases=CASES, paths=None) -> list[dict]:
+    paths = paths or prepare(work)
+    before = snapshot(work)
+    with ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(lambda ic: run_case(ic[1], paths, work, ic[0]),
+                                enumerate(cases)))
+    after = snapshot(work)
+    changed = sorted(str(p) for p in before if after.get(p) != before[p])
+    for r in results:
+        r["unchanged"] = not changed
+    return results
+
+
+def short(arg: str, work: Path) -> str:
+    return arg.replace(str(work) + "/", "").replace("modules/", "").replace("/module.pt", "")
+
+
+def table(results: list[dict], work: Path) -> str:
+    lines = ["| input | overrides | message | exit code | traceback | files unchanged |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        msg = r["errors"][0] if r["errors"] else (r["stderr"].strip().splitlines() or [""])[-1]
+        msg = short(msg, work).replace("|", "\\|")
+        args = " ".join(short(a, work) for a in r["args"])
+        lines.append(f"| {r['case'].name} | `{args}` | {msg} | {r['rc']} | "
+                     f"{'yes' if r['traceback'] else 'no'} | {'yes' if r['unchanged'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--jobs", type=int, default=3)
+    opts = parser.parse_args()
+    work = opts.work or Path(tempfile.mkdtemp(prefix="bad_input_"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = run_all(work.resolve(), opts.jobs)
+    print(table(results, work.resolve()))
+    failed = [r["case"].name for r in results if not (r["ok"] and r["unchanged"])]
+    print(f"\n{len(results) - len(failed)}/{len(results)} cases as expected"
+          + (f"; NOT: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

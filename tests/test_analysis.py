@@ -1,0 +1,193 @@
+"""multirun_analysis on a synthetic multirun directory with known values."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multirun_analysis import analyze, load_runs
+from multirun_analysis.__main__ import main
+from multirun_analysis.load import COLUMNS, confusion_matrices
+from multirun_analysis.tables import fmt, welch_bold
+
+# Pairwise rewarded accuracy per (cardinality, loss), over 3 seeds × 2 pairs (seed-major).
+# |R|=1: ME clearly best with low variance; |R|=2: ME and QME statistically tied.
+RACC = {
+    (1, "maxent"): [0.98, 0.99, 0.98, 0.99, 0.98, 0.99],
+    (1, "quasi_maxent"): [0.90, 0.91, 0.90, 0.91, 0.90, 0.91],
+    (1, "cross_entropy"): [0.70, 0.72, 0.70, 0.72, 0.70, 0.72],
+    (2, "maxent"): [0.95, 0.80, 0.90, 0.85, 0.93, 0.82],
+    (2, "quasi_maxent"): [0.94, 0.79, 0.91, 0.84, 0.92, 0.80],
+    (2, "cross_entropy"): [0.50, 0.51, 0.50, 0.51, 0.50, 0.51],
+}
+ENTROPY = {"maxent": 2.29, "quasi_maxent": 2.0, "cross_entropy": 0.3}
+
+
+def _write_job(root, num, rows, confusion=None):
+    job = root / str(num)
+    job.mkdir(parents=True)
+    (job / "config.yaml").write_text("seed: 0\n")
+    (job / "metrics.json").write_text(json.dumps({"rows": len(rows)}))
+    if confusion is not None:  # what the tasks write: a list of {merge, class_set, matrix}
+        entries = [{"merge": m, "class_set": "0-1", "matrix": confusion} for m in ("weight",
+                                                                                    "logit")]
+        (job / "confusions.json").write_text(json.dumps({"confusions": entries}))
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(job / "results.csv", index=False)
+
+
+def _row(**kw):
+    base = dict(data="mnist", model="mlp_shallow", loss="maxent", imp=True, sparsity=0.99,
+                temperature=5.0, merge="none", split="test", experiment="synthetic")
+    return {**base, **kw}
+
+
+def make_multirun(root):
+    """A sweep dir with pairwise, single, complete, mode-connectivity and sweep jobs."""
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    jobs = []
+    for (card, loss), values in RACC.items():
+        for seed in range(3):
+            rows = []
+            for pair in range(2):
+                v = values[2 * seed + pair]
+                ent = np.nan if card == 5 else ENTROPY[loss] + 0.01 * pair
+                for merge in ("weight", "logit"):
+                    rows.append(_row(task="pairwise", loss=loss, seed=seed, cardinality=card,
+                                     pair=pair, merge=merge, rewarded_acc=v,
+                                     nonrewarded_entropy=ent))
+            jobs.append((rows, np.eye(10).tolist()))
+    for seed in range(2):  # single: 10 classes per seed, with and without IMP
+        rows = [_row(task="single", imp=imp, seed=seed, cardinality=1, class_set=str(c),
+                     rewarded_acc=1.0 - 0.01 * (c % 2), nonrewarded_entropy=2.3 - 0.02 * seed)
+                for c in range(10) for imp in (True, False)]
+        jobs.append((rows, None))
+    for seed in range(2):  # complete merge (+ temperature/sparsity sweeps), mode connectivity
+        rows = [_row(task="complete", seed=seed, permutation=0, step=s, merge=m, imp=imp,
+                     temperature=temp, sparsity=p, rewarded_acc=1 - 0.02 * s - 0.01 * seed,
+                     nonrewarded_entropy=2.3 - 0.1 * s)
+                for s in range(1, 5) for m in ("weight", "logit") for imp in (True, False)
+                for temp in (1.0, 5.0) for p in (0.9, 0.99)]
+        rows += [_row(task="mode_connectivity", seed=seed, step=s, t=t, split=sp,
+                      barrier_pct=10 * t * (1 - t) * s + seed)
+                 for s in (1, 2) for t in np.linspace(0, 1, 5) for sp in ("train", "test")]
+        jobs.append((rows, None))
+    for i, (rows, conf) in enumerate(jobs):
+        _write_job(root, i, rows, conf)
+    (root / str(len(jobs))).mkdir()  # an unfinished job: config, no results.csv
+    (root / str(len(jobs)) / "config.yaml").write_text("seed: 9\n")
+    return root, len(jobs)
+
+
+@pytest.fixture
+def multirun(tmp_path):
+    return make_multirun(tmp_path / "multirun" / "synthetic")
+
+
+def test_load_counts_finished_and_skipped(multirun):
+    root, n = multirun
+    runs = load_runs([root])
+    assert len(runs.jobs) == n and len(runs.skipped) == 1
+    assert runs.frame.imp.isin([True, False]).all()
+
+
+def test_confusion_sources(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"logit": {"confusion": [[3, 1], [0, 4]]},
+                                                       "acc": 0.5, "x": {"confusion": [1]}}))
+    (tmp_path / "confusions.json").write_text(json.dumps({"confusions": [
+        {"merge": "weight", "step": 2, "class_set": "0-1", "matrix": [[1, 0], [0, 1]]}]}))
+    mats = confusion_matrices([tmp_path])
+    assert sorted(mats["merge"]) == ["logit", "weight"]
+    assert mats.set_index("merge").loc["logit", "matrix"] == [[3, 1], [0, 4]]
+
+
+def test_format_and_welch():
+    assert fmt(0.98512, 0.0054772, 6) == "0.985 (0.005)"
+    assert fmt(0.985, 0.005, 6, bold=True) == "**0.985** (0.005)"
+    assert fmt(0.985, 0.005, 6, bold=True, style="tex") == r"\textbf{0.985} (0.005)"
+    assert fmt(0.5, float("nan"), 1) == "0.500 (-)"
+    assert welch_bold({k[1]: v for k, v in RACC.items() if k[0] == 1}) == {"maxent"}
+    assert welch_bold({k[1]: v for k, v in RACC.items() if k[0] == 2}) == {
+        "maxent", "quasi_maxent"}
+    assert welch_bold({"a": [0.9], "b": [0.5, 0.5], "c": [0.9, np.nan]}) == {"a", "c"}
+    assert welch_bold({"only": [1.0, 0.9]}) == set()
+
+
+def test_tables_known_values_and_bold(multirun, tmp_path):
+    root, _ = multirun
+    out = tmp_path / "report"
+    report = analyze([root], out, ["table1", "table2", "table4"])
+    names = {p.name for p in report.written}
+    for stem in ("table1", "table2", "table2_logit", "table4", "table4_logit"):
+        assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
+    stats = pd.read_csv(out / "table2.csv")
+    for (card, loss), values in RACC.items():
+        cell = stats[(stats.cardinality == card) & (stats.loss == loss)
+                     & (stats.metric == "rewarded_acc")].iloc[0]
+        assert cell["mean"] == pytest.approx(np.mean(values))
+        assert cell["std"] == pytest.approx(np.std(values, ddof=1))  # ddof=1 documented
+        assert cell["n"] == 6
+        assert cell["bold"] == (loss == "maxent" or (card, loss) == (2, "quasi_maxent"))
+    md = (out / "table2.md").read_text()
+    assert "**0.985** (0.005)" in md  # |R|=1 ME: mean 0.985, std 0.0055
+    assert "0.905 (0.005)" in md and "**0.905**" not in md
+    assert "**0.875** (0.061)" in md and "**0.867** (0.065)" in md  # tied at |R|=2
+    assert "MNIST R-Acc" in md and "| XE " in md
+    tex = (out / "table2.tex").read_text()
+    assert r"\textbf{0.985} (0.005)" in tex and r"\begin{tabular}" in tex
+    t1 = pd.read_csv(out / "table1.csv")
+    cell = t1[(t1.imp) & (t1.metric == "rewarded_acc")].iloc[0]
+    assert cell["mean"] == pytest.approx(0.995) and cell["n"] == 20
+    assert cell["std"] == pytest.approx(np.std([1.0, 0.99] * 10, ddof=1))
+    t4 = pd.read_csv(out / "table4.csv")
+    assert set(t4.imp) == {True} and t4.bold.sum() == 2 * 1 + 3  # ME ent+acc |R|=1, 3 at |R|=2
+
+
+def test_figures_written(multirun, tmp_path):
+    root, _ = multirun
+    report = analyze([root], tmp_path / "report")
+    names = {p.name for p in report.written}
+    # Files split by what varies: IMP for the sweeps, the loss for confusion grids.
+    for fig in ("fig3.png", "fig3_logit.png", "fig4.png", "fig5.png", "fig6_imp.png",
+                "fig7_noimp.png", "fig8.png", "cifar10.png", "cifar100.png",
+                "confusion_maxent_weight.png", "confusion_cross_entropy_logit.png", "index.md"):
+        assert fig in names, fig
+    for path in report.written:
+        assert path.stat().st_size > 0
+        if path.suffix == ".png":
+            assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "multirun_analysis", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli(multirun, tmp_path):
+    root, n = multirun
+    res = _cli(root, "--out", tmp_path / "r", "--table", "table2")
+    assert res.returncode == 0, res.stderr
+    assert f"found {n} job(s)" in res.stdout and "skipped 1" in res.stdout
+    assert (tmp_path / "r" / "table2.md").is_file()
+
+
+def test_cli_missing_dir(tmp_path):
+    res = _cli(tmp_path / "nope", "--out", tmp_path / "r")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such directory"]
+
+
+@pytest.mark.parametrize("case", ["no_results", "unknown_table", "no_rows"])
+def test_cli_bad_input(tmp_path, capsys, case):
+    (tmp_path / "bad" / "0").mkdir(parents=True)  # a sweep whose job never finished
+    root = tmp_path / "synthetic"
+    if case != "no_results":
+        _write_job(root, 0, [_row(task="single", seed=0, rewarded_acc=1.0)])
+    args = {"no_results": [tmp_path / "bad"], "unknown_table": [root, "--table", "nosuch"],
+            "no_rows": [root, "--table", "fig5"]}[case]
+    assert main([*map(str, args), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")

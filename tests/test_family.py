@@ -1,0 +1,123 @@
+"""The family trainer yields, member by member, what the sequential path yields."""
+
+import logging
+import shutil
+
+import pytest
+import torch
+
+from maxent_lightning import family
+from maxent_lightning.family import train_family, unsupported_reason
+from maxent_lightning.storage import load_module, load_torch, read_json
+from maxent_lightning.training import train_module, train_modules
+
+FILES = ["confusion.png", "imp/round_0.json", "imp/round_0.pt", "imp/round_1.json",
+         "imp/round_1.pt", "metrics.json", "module.pt"]
+
+
+def assert_same_module(seq_dir, fam_dir, atol=1e-5):
+    for name in FILES:
+        assert (fam_dir / name).exists(), name
+    a, b = load_module(seq_dir / "module.pt"), load_module(fam_dir / "module.pt")
+    assert a.fingerprint == b.fingerprint and a.theta0_id == b.theta0_id
+    assert list(a.state_dict) == list(b.state_dict)
+    for k in a.state_dict:
+        assert b.state_dict[k].is_contiguous()
+        torch.testing.assert_close(b.state_dict[k], a.state_dict[k], atol=atol, rtol=0)
+    for k in a.masks:
+        assert torch.equal(a.masks[k], b.masks[k]), k
+        assert (b.state_dict[k][~b.masks[k]] == 0).all(), f"pruned entries of {k} not zero"
+    ma, mb = read_json(seq_dir / "metrics.json"), read_json(fam_dir / "metrics.json")
+    assert set(ma) == set(mb)
+    for k, v in ma.items():
+        if k.startswith("test/"):
+            assert mb[k] == pytest.approx(v, abs=1e-5), k
+        elif k != "wall_s":
+            assert mb[k] == v, k
+    for r in (0, 1):
+        ra, rb = (read_json(d / "imp" / f"round_{r}.json") for d in (seq_dir, fam_dir))
+        assert rb["best_epoch"] == ra["best_epoch"]
+        assert rb["best_val_loss"] == pytest.approx(ra["best_val_loss"], abs=1e-6)
+        assert load_torch(fam_dir / "imp" / f"round_{r}.pt")["fingerprint"] == a.fingerprint
+    return ma, mb
+
+
+def run_both(cfg, tmp_path, sets):
+    seq = [train_module(cfg, tmp_path / f"seq{i}", r, quiet=True) for i, r in enumerate(sets)]
+    fam = train_family(cfg, [(r, tmp_path / f"fam{i}") for i, r in enumerate(sets)])
+    assert [m["rewarded"] for m in fam] == [sorted(r) for r in sets]
+    return [assert_same_module(tmp_path / f"seq{i}", tmp_path / f"fam{i}")
+            for i in range(len(sets))], seq
+
+
+def test_mlp_family_matches_sequential(make_cfg, tmp_path):
+    cfg = make_cfg("model.dropout=0")
+    assert unsupported_reason(cfg) is None
+    run_both(cfg, tmp_path, [[0], [7, 1]])
+
+
+def test_lenet_family_matches_sequential(make_cfg, tmp_path):
+    cfg = make_cfg("model=lenet", "model.channels=[4]", "model.hidden=[16]",
+                   "imp=layerwise", "family.fused_optimizer=true")
+    run_both(cfg, tmp_path, [[2], [5]])
+
+
+def test_early_stop_of_one_member_leaves_the_others_alone(make_cfg, tmp_path):
+    cfg = make_cfg("model.dropout=0", "trainer.max_epochs=8", "optimizer.lr=0.03",
+                   "callbacks.early_stopping.patience=0")
+    pairs, _ = run_both(cfg, tmp_path, [[0], [3]])
+    stops = [mb["stop_epochs"] for _, mb in pairs]
+    assert any(e < 8 for s in stops for e in s), stops  # someone stopped early ...
+    assert len({tuple(s) for s in stops}) > 1, stops  # ... and not everyone alike
+    alone = train_family(cfg, [([3], tmp_path / "alone")])[0]
+    assert alone["stop_epochs"] == stops[1]
+    assert_same_module(tmp_path / "seq1", tmp_path / "alone")
+
+
+def test_chunks_resume_and_skip(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("model.dropout=0", "family.chunk_size=2")
+    sets = [[0], [4], [9]]
+    jobs = [(r, tmp_path / f"m{i}") for i, r in enumerate(sets)]
+    first = train_modules(cfg, jobs)
+    # m1 loses everything after its first round, m2 is gone: both are trained again together.
+    for name in ("module.pt", "metrics.json", "imp/round_1.pt", "imp/round_1.json"):
+        (tmp_path / "m1" / name).unlink()
+    shutil.rmtree(tmp_path / "m2")
+    calls = []
+    real = family._train_chunk
+    monkeypatch.setattr(family, "_train_chunk",
+                        lambda c, ms, *a: calls.append(len(ms)) or real(c, ms, *a))
+    again = train_modules(cfg, jobs)
+    assert calls == [2]
+    assert len(again[1]["stop_epochs"]) == 2 and len(again[2]["stop_epochs"]) == 3
+    for old, new in zip(first, again, strict=True):
+        for k, v in old.items():
+            if k.startswith("test/"):
+                assert new[k] == pytest.approx(v, abs=1e-6), k
+            elif k == "stop_epochs":  # a resumed module lists the rounds it trained (as seq.)
+                assert new[k] == v[len(v) - len(new[k]):]
+            elif k != "wall_s":
+                assert new[k] == v, k
+    assert train_modules(cfg, jobs) and calls == [2]  # all done: nothing trained
+
+
+def test_fallbacks_are_logged(make_cfg, tmp_path, caplog):
+    assert "BatchNorm" in unsupported_reason(make_cfg("model=vgg11", fast=False))
+    assert "cross-entropy" in unsupported_reason(make_cfg("loss=cross_entropy"))
+    assert "gradient_clip_val" in unsupported_reason(make_cfg("+trainer.gradient_clip_val=1"))
+    cfg = make_cfg("loss=cross_entropy", "trainer.max_epochs=1")
+    with caplog.at_level(logging.INFO, logger="maxent_lightning.training"):
+        (m,) = train_modules(cfg, [([1], tmp_path / "xe")])
+    assert "family training off (cross-entropy" in caplog.text
+    assert m["rewarded"] == [1]
+
+
+def test_member_does_not_depend_on_its_companions_even_with_dropout(make_cfg, tmp_path):
+    cfg = make_cfg("model.dropout=0.5")  # each member draws its dropout masks from its own stream
+    train_family(cfg, [([4], tmp_path / "alone")])
+    train_family(cfg, [([7], tmp_path / "b"), ([4], tmp_path / "together"), ([1], tmp_path / "c")])
+    a, b = load_module(tmp_path / "alone" / "module.pt"), load_module(tmp_path / "together" /
+                                                                       "module.pt")
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert all(torch.equal(a.masks[k], b.masks[k]) for k in a.masks)
+    assert a.metrics["stop_epochs"] == b.metrics["stop_epochs"]
