@@ -230,7 +230,7 @@ class Stack:
         for n, order in orders.items():
             p = theta0[n].to(device).expand(k, *theta0[n].shape).permute(order)
             p = p.clone(memory_format=torch.contiguous_format)
-            if n in masks:
+            if n in masks and not bool(masks[n].all()):  # all-ones masks need no masking
                 self.masks[n] = masks[n].permute(order).contiguous()
                 p.mul_(self.masks[n])
             self.leaves[n] = p.requires_grad_()
@@ -243,12 +243,11 @@ class Stack:
         """The stacked parameters in the net's own shapes (views of the leaves)."""
         return {n: p.permute(_inverse(self.orders[n])) for n, p in self.leaves.items()}
 
-    def mask_grads(self) -> None:
-        for n, m in self.masks.items():
-            self.leaves[n].grad.mul_(m)
-
     @torch.no_grad()
     def mask_weights(self) -> None:
+        """Zero the pruned entries again after a step. (Their gradients are not masked: with an
+        elementwise optimizer a pruned entry's state never reaches an alive one, so the
+        weights equal those of imp.py's masked gradients exactly, for one multiply less.)"""
         for n, m in self.masks.items():
             self.leaves[n].mul_(m)
 
@@ -330,9 +329,10 @@ class FamilyTrainer:
         out = []
         for module, shape in self.drops:
             q = 1.0 - module.p
-            draws = [torch.empty((batch, *shape), device=self.device).bernoulli_(q, generator=g)
-                     for g in gens]
-            out.append(torch.stack(draws).div_(q))
+            keep = torch.empty((len(gens), batch, *shape), device=self.device)
+            for row, g in zip(keep, gens, strict=True):
+                row.bernoulli_(q, generator=g)
+            out.append(keep.mul_(1.0 / q))
         return out
 
     def train_epoch(self, stack: Stack, sampler, gens) -> torch.Tensor:
@@ -345,7 +345,6 @@ class FamilyTrainer:
                                      keep)
             stack.opt.zero_grad(set_to_none=True)
             losses.sum().backward()
-            stack.mask_grads()
             stack.opt.step()
             stack.mask_weights()
             if self.track:

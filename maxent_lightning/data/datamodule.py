@@ -22,6 +22,7 @@ class IndexedTensors(Dataset):
         return len(self.tensors[0])
 
     def __getitem__(self, index):
+        index = torch.as_tensor(index)  # one list -> tensor conversion, not one per tensor
         return tuple(t[index] for t in self.tensors)
 
 
@@ -29,7 +30,8 @@ def batch_loader(tensors: Sequence[torch.Tensor], batch_size: int, generator=Non
     """Shuffled when a generator is given, sequential otherwise."""
     data = IndexedTensors(*tensors)
     base = RandomSampler(data, generator=generator) if generator else SequentialSampler(data)
-    return DataLoader(data, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
+    sampler = BatchSampler(base, batch_size, drop_last=False)
+    return DataLoader(data, sampler=sampler, batch_size=None)
 
 
 @lru_cache(maxsize=4)
@@ -77,7 +79,8 @@ class MaxEntDataModule(L.LightningDataModule):
         super().__init__()
         self.name, self.root, self.download = name, root, download
         self.targets, self.batch_size, self.eval_batch_size = targets, batch_size, eval_batch_size
-        self.val_fraction, self.split_seed, self.shuffle_seed = val_fraction, split_seed, shuffle_seed
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.shuffle_seed = shuffle_seed
         self.splits = cached_source(name, root, download)
         self.rewarded = check_rewarded(rewarded, self.splits.num_classes, name)
         self._build()
@@ -98,7 +101,8 @@ class MaxEntDataModule(L.LightningDataModule):
 
     def _build(self) -> None:
         s = self.splits
-        order = torch.randperm(len(s.y_train), generator=torch.Generator().manual_seed(self.split_seed))
+        split = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(len(s.y_train), generator=split)
         n_val = int(round(self.val_fraction * len(order)))
         val_idx, train_idx = order[:n_val], order[n_val:]
         self.train = self._relabel(s.x_train[train_idx], s.y_train[train_idx], train=True)
