@@ -1,6 +1,8 @@
 """Benchmark: K MaxEnt modules trained three ways on identical work, in one process.
 
-1. a plain PyTorch loop written here (the floor): same net, θ0, steps, Adam, masking, IMP;
+1. a plain PyTorch loop written here (the floor): same net, θ0, steps, Adam, masking, IMP, and
+   the same outputs: validation loss and metrics every epoch, test metrics, a checkpoint and a
+   confusion figure per module;
 2. the framework's sequential path (``training.train_module``, Lightning), one module at a time;
 3. the family path (``family.train_family``): all K at once.
 Early stopping is off (``callbacks=none``) so every path runs every epoch. Then the pairwise smoke
@@ -29,10 +31,11 @@ from hydra.core.global_hydra import GlobalHydra
 
 from maxent_lightning import masks as M
 from maxent_lightning.builders import build_datamodule, init_theta0
-from maxent_lightning.cli import CONFIG_DIR
+from maxent_lightning.cli import CONFIG_DIR, quiet_libraries
 from maxent_lightning.evaluate import evaluate
 from maxent_lightning.family import train_family
 from maxent_lightning.loss import kl_to_target
+from maxent_lightning.plots import confusion_png
 from maxent_lightning.targets import make_targets
 from maxent_lightning.training import train_module
 
@@ -63,12 +66,12 @@ def rewarded_sets(k: int, num_classes: int) -> list[list[int]]:
     return sets
 
 
-def plain_loop(cfg, sets, device) -> None:
+def plain_loop(cfg, sets, device, out: Path) -> None:
     """The floor: one module after the other, a bare loop with the same work as a fit."""
     dm = build_datamodule(cfg, sets[0])
     c, temp = dm.num_classes, float(cfg.loss.temperature)
     x, _, y = (t.to(device) for t in dm.train)
-    xv, _, yv = (t.to(device) for t in dm.val)
+    xv, yv = dm.val[0].to(device), dm.val[2]  # evaluate() takes labels on the CPU
     xt, _, yt = dm.test
     rounds, bs = int(cfg.imp.rounds), int(cfg.data.batch_size)
     rate = M.per_round_rate(float(cfg.imp.sparsity), rounds)
@@ -99,13 +102,17 @@ def plain_loop(cfg, sets, device) -> None:
                             p.mul_(f)
                 net.eval()
                 with torch.no_grad():
-                    val = float(kl_to_target(net(xv) / temp, table[yv]).mean())
+                    val = evaluate(net, xv, yv, rewarded, c, temp)["loss"]
                 if val < best:
                     best, best_state = val, copy.deepcopy(net.state_dict())
             net.load_state_dict(best_state)
             if r < rounds:
                 masks = M.prune_global(params, masks, rate)
-        evaluate(net.cpu().eval(), xt, yt, rewarded, c, temp)
+        res = evaluate(net.cpu().eval(), xt, yt, rewarded, c, temp)
+        name = "-".join(map(str, rewarded))
+        torch.save({"state_dict": net.state_dict(), "masks": masks, "metrics": res},
+                   out / f"plain_{name}.pt")
+        confusion_png(out / f"plain_{name}.png", torch.tensor(res["confusion"]), dm.splits.classes)
 
 
 def timed(fn, *args) -> tuple[float, float]:
@@ -150,7 +157,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
     p.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     args = p.parse_args(argv)
-    os.environ.setdefault("WANDB_MODE", "offline")
+    quiet_libraries()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="maxent_bench_") as tmp_name:
         tmp = Path(tmp_name)
@@ -160,7 +167,7 @@ def main(argv=None) -> int:
         phases = int(cfg.imp.rounds) + 1
         samples = len(sets) * phases * int(cfg.trainer.max_epochs) * len(dm.train[2])
         paths = {
-            "plain loop": lambda rep: plain_loop(cfg, sets, device),
+            "plain loop": lambda rep: plain_loop(cfg, sets, device, tmp),
             "sequential": lambda rep: [train_module(cfg, tmp / f"seq{rep}" / f"m{i}", r, quiet=True)
                                        for i, r in enumerate(sets)],
             "family": lambda rep: train_family(

@@ -22,11 +22,12 @@ TASKS = tuple(sorted(m.name for m in pkgutil.iter_modules(tasks.__path__)))
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__`.*")
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -85,7 +86,7 @@ def flags_first(argv: list[str]) -> list[str]:
 
 
 def entry() -> None:
-    _quiet_libraries()
+    quiet_libraries()
     sys.argv[1:] = flags_first(sys.argv[1:])
     problem = unknown_option(sys.argv[1:])
     if problem:

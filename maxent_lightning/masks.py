@@ -40,8 +40,14 @@ def _prune_smallest(scores: torch.Tensor, alive: torch.Tensor, count: int) -> to
     if count <= 0:
         return keep
     alive_idx = alive.nonzero().squeeze(1)
-    order = torch.sort(scores[alive_idx], stable=True).indices[:count]
-    keep[alive_idx[order]] = False
+    values = scores[alive_idx]
+    # The first ``count`` of a stable sort, in linear time: every score below the count-th
+    # smallest, then the lowest-index entries equal to it.
+    cut = values.kthvalue(min(count, len(values))).values
+    prune = values < cut
+    ties = (values == cut).nonzero().squeeze(1)
+    prune[ties[: count - int(prune.sum())]] = True
+    keep[alive_idx[prune]] = False
     return keep
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402, F401  (the headless pyplot of every figure)
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
 def confusion_png(
@@ -17,8 +18,11 @@ def confusion_png(
     m = matrix.float()
     rates = m / m.sum(1, keepdim=True).clamp_min(1)
     size = max(4.0, 0.45 * len(classes))
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    # A bare Figure with fixed margins: no pyplot state and no layout pass (one draw, not two),
+    # since one is written per trained module.
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.add_subplot()
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(classes))
     ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title=title)
     ax.set_xticklabels(classes, rotation=90, fontsize=7)
@@ -29,8 +33,7 @@ def confusion_png(
                 ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=6,
                         color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.88, bottom=0.14, top=0.92)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -121,3 +121,19 @@ def test_member_does_not_depend_on_its_companions_even_with_dropout(make_cfg, tm
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert all(torch.equal(a.masks[k], b.masks[k]) for k in a.masks)
     assert a.metrics["stop_epochs"] == b.metrics["stop_epochs"]
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.3])
+def test_keep_masks_are_bernoulli_and_per_member(p):
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    masks = family.keep_mask(gens([0, 1, 2]), (200, 100), p, torch.device("cpu"))
+    assert masks.shape == (3, 200, 100) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    for row in masks:
+        assert row.mean().item() == pytest.approx(1 - p, abs=0.01)
+    assert not torch.equal(masks[0], masks[1])
+    again = family.keep_mask(gens([2, 7, 0]), (200, 100), p, torch.device("cpu"))
+    assert torch.equal(again[0], masks[2]) and torch.equal(again[2], masks[0])
+    flat = masks[0].flatten()  # neighbouring entries (bits of one word) are independent
+    assert torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1].abs() < 0.02

@@ -46,6 +46,14 @@ def test_global_prunes_smallest_magnitudes_across_tensors():
     assert out["b"].tolist() == [True, False]
 
 
+def test_ties_at_the_threshold_are_pruned_lowest_index_first():
+    params = {"a": torch.tensor([0.5, 0.1, 0.5, 0.5, 0.9]), "b": torch.tensor([0.5, 0.05])}
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
+    out = M.prune_global(params, masks, 4 / 7)  # 0.05, 0.1, then the first two 0.5s
+    assert out["a"].tolist() == [False, False, False, True, True]
+    assert out["b"].tolist() == [True, False]
+
+
 def test_pruned_entries_stay_pruned_in_later_rounds():
     params = {"a": torch.tensor([0.0, 0.0, 1.0, 2.0])}
     masks = {"a": torch.tensor([False, True, True, True])}
