@@ -35,6 +35,7 @@ from maxent_lightning.cli import CONFIG_DIR, quiet_libraries
 from maxent_lightning.evaluate import evaluate
 from maxent_lightning.family import train_family
 from maxent_lightning.loss import kl_to_target
+from maxent_lightning.metrics import evaluation_metrics
 from maxent_lightning.plots import confusion_png
 from maxent_lightning.targets import make_targets
 from maxent_lightning.training import train_module
@@ -101,8 +102,12 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
                         for p, f in factors:
                             p.mul_(f)
                 net.eval()
-                with torch.no_grad():
-                    val = evaluate(net, xv, yv, rewarded, c, temp)["loss"]
+                with torch.no_grad():  # val loss and metrics, as the module's validation step
+                    scaled = net(xv).cpu() / temp
+                    val = float(kl_to_target(scaled, table.cpu()[yv]).mean())
+                    metrics = evaluation_metrics(rewarded, c)
+                    metrics.update(scaled, yv)
+                    metrics.compute()
                 if val < best:
                     best, best_state = val, copy.deepcopy(net.state_dict())
             net.load_state_dict(best_state)
