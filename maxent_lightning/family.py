@@ -168,6 +168,11 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
         return f"{type(net).__name__} has BatchNorm (running statistics are not stacked)"
     if any(True for _ in net.buffers()):
         return f"{type(net).__name__} has buffers"
+    convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in net.modules())
+    on_cpu = pick_device(str(cfg.trainer.get("accelerator", "auto"))).type == "cpu"
+    if convolutions and on_cpu and not (cfg.get("family") or {}).get("cpu_convolutions", False):
+        return ("vectorized convolutions run slower on CPU than one module at a time "
+                "(family.cpu_convolutions=true uses them anyway)")
     return None
 
 

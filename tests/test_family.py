@@ -105,6 +105,9 @@ def test_fallbacks_are_logged(make_cfg, tmp_path, caplog):
     assert "BatchNorm" in unsupported_reason(make_cfg("model=vgg11", fast=False))
     assert "cross-entropy" in unsupported_reason(make_cfg("loss=cross_entropy"))
     assert "gradient_clip_val" in unsupported_reason(make_cfg("+trainer.gradient_clip_val=1"))
+    assert "convolutions" in unsupported_reason(make_cfg("model=lenet", "trainer.accelerator=cpu"))
+    assert unsupported_reason(make_cfg("model=lenet", "trainer.accelerator=cpu",
+                                       "family.cpu_convolutions=true")) is None
     cfg = make_cfg("loss=cross_entropy", "trainer.max_epochs=1")
     with caplog.at_level(logging.INFO, logger="maxent_lightning.training"):
         (m,) = train_modules(cfg, [([1], tmp_path / "xe")])
