@@ -11,21 +11,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .load import KEYS, NoRows, confusion_matrices  # noqa: E402
-from .tables import ENTROPY, RACC, _rank, name  # noqa: E402
+from .tables import ENTROPY, RACC, _need, _rank, _test, name  # noqa: E402
 
 MERGES = ("weight", "logit")
 STYLE = {"weight": "tab:blue", "logit": "tab:red", "train": "tab:blue", "test": "tab:orange"}
 IDENTITY = [k for k in KEYS if k not in ("seed", "step", "merge", "t", "split", "experiment")]
-
-
-def _test(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["split"] == "test"]
-
-
-def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
-    if df.empty:
-        raise NoRows(f"no rows for {what}")
-    return df
 
 
 def _sorted(values, col: str) -> list:

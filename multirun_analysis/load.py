@@ -100,7 +100,7 @@ def load_runs(dirs) -> Runs:
         jobs += done
         cands = _job_candidates(root) | set(done)
         for cand in sorted(cands - set(done)):
-            if not any(c in cand.parents for c in cands):  # nested dirs belong to their job
+            if cands.isdisjoint(cand.parents):  # nested dirs belong to their job
                 skipped.append(cand)
     return Runs(normalize(pd.concat(frames, ignore_index=True)), jobs, skipped)
 

@@ -227,34 +227,35 @@ def _merges(df: pd.DataFrame, what: str) -> list[str]:
     return merges
 
 
-def table2(df: pd.DataFrame) -> list[Table]:
-    """Pairwise merges with IMP (IMP rows only when there are any), bold = best loss."""
+def _pairwise_tables(df: pd.DataFrame, name: str, rows: list[str], title: str,
+                     imp_only: bool) -> list[Table]:
+    """One table per merge kind of the pairwise rows, grouped by ``rows`` (extra varying
+    columns go before the last, the loss); ``title`` is formatted with the merge's name."""
     out = []
-    for merge in _merges(df, "table2"):
+    for merge in _merges(df, name):
         d = _pairwise(df, merge)
         pruned = d[d["imp"].eq(True)]
-        d = pruned if len(pruned) else d
-        rows = ["model", "cardinality", "loss"]
-        rows = rows[:2] + _extra(d, rows + ["data"]) + rows[2:]
-        title = (f"Table 2 ({NAMES[merge].lower()} merge): pairwise entropy and rewarded accuracy,"
-                 " mean (std) over seeds and pairs; bold = best loss by Welch's test (95%)")
+        d = pruned if imp_only and len(pruned) else d
+        keys = rows[:-1] + _extra(d, rows + ["data"]) + rows[-1:]
         suffix = "" if merge == "weight" else f"_{merge}"
-        out.append(Table(f"table2{suffix}", title, summarize(d, rows, by="loss"), rows, "data"))
+        out.append(Table(f"{name}{suffix}", title.format(merge=NAMES[merge].lower()),
+                         summarize(d, keys, by="loss"), keys, "data"))
     return out
+
+
+def table2(df: pd.DataFrame) -> list[Table]:
+    """Pairwise merges with IMP (IMP rows only when there are any), bold = best loss."""
+    title = ("Table 2 ({merge} merge): pairwise entropy and rewarded accuracy, mean (std) over "
+             "seeds and pairs; bold = best loss by Welch's test (95%)")
+    return _pairwise_tables(df, "table2", ["model", "cardinality", "loss"], title, imp_only=True)
 
 
 def table4(df: pd.DataFrame) -> list[Table]:
     """Pairwise merges with and without IMP, bold = best loss per (model, |R|, IMP, data)."""
-    out = []
-    for merge in _merges(df, "table4"):
-        d = _pairwise(df, merge)
-        rows = ["model", "cardinality", "imp", "loss"]
-        rows = rows[:3] + _extra(d, rows + ["data"]) + rows[3:]
-        title = (f"Table 4 ({NAMES[merge].lower()} merge): pairwise merges with and without IMP, "
-                 "mean (std); bold = best loss per group by Welch's test (95%)")
-        suffix = "" if merge == "weight" else f"_{merge}"
-        out.append(Table(f"table4{suffix}", title, summarize(d, rows, by="loss"), rows, "data"))
-    return out
+    title = ("Table 4 ({merge} merge): pairwise merges with and without IMP, mean (std); "
+             "bold = best loss per group by Welch's test (95%)")
+    return _pairwise_tables(df, "table4", ["model", "cardinality", "imp", "loss"], title,
+                            imp_only=False)
 
 
 def cifar10(df: pd.DataFrame) -> list[Table]:
