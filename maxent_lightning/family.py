@@ -39,15 +39,15 @@ from .loss import MaxEntLoss, kl_to_target
 from .merge import has_batchnorm
 from .metrics import evaluation_metrics
 from .plots import confusion_png
-from .storage import ModuleRecord, save_module, save_torch, write_json
+from .storage import ModuleRecord, save_module, write_json
 from .targets import make_targets
 from .training import (
-    ROUNDS_DIR,
     _finished,
     _resume,
     _round_epochs,
     build_logger,
     finish_loggers,
+    save_round,
     validate,
 )
 
@@ -112,20 +112,21 @@ def keep_mask(gens: list[torch.Generator], shape, p: float, device) -> torch.Ten
     When 1 - p is a multiple of 2^-b (b <= 8; p = 0.5: b = 1), each b-bit field of a random
     32-bit word is an exact Bernoulli draw (field < (1 - p) 2^b): b/32 of the generator calls of
     one uniform per entry (the bulk of a step's dropout cost). Otherwise one uniform per entry."""
-    n = math.prod(shape)
-    q, bits = 1.0 - p, next((b for b in range(1, 9) if ((1.0 - p) * 2**b).is_integer()), None)
+    n, q = math.prod(shape), 1.0 - p
+    bits = next((b for b in range(1, 9) if (q * 2**b).is_integer()), None)
     if bits is None:
         u = torch.empty((len(gens), n), device=device)
         for row, g in zip(u, gens, strict=True):
             row.uniform_(generator=g)
-        return torch.lt(u, q).to(torch.get_default_dtype()).view(len(gens), *shape)
-    fields = 32 // bits
-    words = torch.empty((len(gens), -(-n // fields)), dtype=torch.int64, device=device)
-    for row, g in zip(words, gens, strict=True):
-        row.random_(0, 1 << 32, generator=g)
-    shifts = torch.arange(0, fields * bits, bits, device=device)
-    values = (words.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
-    keep = values.view(len(gens), -1)[:, :n] < round(q * 2**bits)
+        keep = u < q
+    else:
+        fields = 32 // bits
+        words = torch.empty((len(gens), -(-n // fields)), dtype=torch.int64, device=device)
+        for row, g in zip(words, gens, strict=True):
+            row.random_(0, 1 << 32, generator=g)
+        shifts = torch.arange(0, fields * bits, bits, device=device)
+        values = (words.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+        keep = values.view(len(gens), -1)[:, :n] < round(q * 2**bits)
     return keep.to(torch.get_default_dtype()).view(len(gens), *shape)
 
 
@@ -458,11 +459,7 @@ class FamilyTrainer:
                                                self.cfg.imp.sparsity, self.cfg.imp.scope,
                                                output_layer, start_round=r)
             m.masks = pruner.next_masks(m.weights)
-            record = {"round": r, "sparsity": M.sparsity(m.masks),
-                      "best_epoch": m.best_epoch, "best_val_loss": m.best_score}
-            save_torch(m.out_dir / ROUNDS_DIR / f"round_{r}.pt",
-                       {"masks": m.masks, "fingerprint": m.fingerprint, **record})
-            write_json(m.out_dir / ROUNDS_DIR / f"round_{r}.json", record)
+            save_round(m.out_dir, r, m.masks, m.fingerprint, m.best_epoch, m.best_score)
 
     def finish(self, m: Member, wall_s: float) -> dict:
         """Test, then write module.pt, confusion.png, loggers and metrics.json (last)."""
@@ -549,7 +546,10 @@ def train_family(cfg: DictConfig, jobs) -> list[dict]:
         key = str(m.out_dir.resolve())
         if key not in members:
             members[key] = m
-    todo = [m for m in members.values() if _finished(m.out_dir, m.fingerprint) is None]
+    for key, m in members.items():
+        if (done := _finished(m.out_dir, m.fingerprint)) is not None:
+            results[key] = done
+    todo = [m for key, m in members.items() if key not in results]
     log.info("family training: %d module(s) of seed %s, %d per pass, on %s", len(todo), cfg.seed,
              min(chunk, max(len(todo), 1)), device)
     for s in range(0, len(todo), chunk):
@@ -557,11 +557,13 @@ def train_family(cfg: DictConfig, jobs) -> list[dict]:
         with ExitStack() as locks:
             for m in part:
                 locks.enter_context(locked(m.out_dir))
-            ready = [m for m in part if _finished(m.out_dir, m.fingerprint) is None]
+            ready = []
+            for m in part:  # another process may have finished it meanwhile
+                if (done := _finished(m.out_dir, m.fingerprint)) is not None:
+                    results[str(m.out_dir.resolve())] = done
+                else:
+                    ready.append(m)
             if ready:
                 for m, metrics in zip(ready, _train_chunk(cfg, ready, device, group), strict=True):
                     results[str(m.out_dir.resolve())] = metrics
-    for key, m in members.items():
-        if key not in results:
-            results[key] = _finished(m.out_dir, m.fingerprint)
     return [results[str(Path(d).resolve())] for _, d in jobs]

@@ -97,6 +97,16 @@ def _resume(out_dir: Path, fingerprint: str, rounds: int):
     return None
 
 
+def save_round(out_dir: Path, r: int, masks: M.Masks, fingerprint: str, best_epoch: int,
+               best_val_loss: float) -> None:
+    """The artifacts of finished IMP round ``r`` (what ``_resume`` reads back)."""
+    record = {"round": r, "sparsity": M.sparsity(masks), "best_epoch": best_epoch,
+              "best_val_loss": best_val_loss}
+    save_torch(out_dir / ROUNDS_DIR / f"round_{r}.pt",
+               {"masks": masks, "fingerprint": fingerprint, **record})
+    write_json(out_dir / ROUNDS_DIR / f"round_{r}.json", record)
+
+
 def _finished(out_dir: Path, fingerprint: str) -> dict | None:
     """The metrics of the finished module in ``out_dir`` when it is this very module and its
     checkpoint loads; a corrupt one is retrained (with a warning)."""
@@ -156,11 +166,7 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
         trainer.fit(module, datamodule=dm)
         stop_epochs.append(trainer.current_epoch)
         if r < rounds:
-            record = {"round": r, "sparsity": M.sparsity(pruner.masks),
-                      "best_epoch": best.best_epoch, "best_val_loss": best.best_score}
-            save_torch(out_dir / ROUNDS_DIR / f"round_{r}.pt",
-                       {"masks": pruner.masks, "fingerprint": fingerprint, **record})
-            write_json(out_dir / ROUNDS_DIR / f"round_{r}.json", record)
+            save_round(out_dir, r, pruner.masks, fingerprint, best.best_epoch, best.best_score)
 
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
     confusion = module.test_confusion.compute()
