@@ -79,7 +79,8 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
     for rewarded in sets:
         net, theta0, _ = init_theta0(cfg.model, dm.input_shape, c, cfg.seed)
         net.to(device)
-        table = make_targets(torch.arange(c), rewarded, c).to(device)
+        table = make_targets(torch.arange(c), rewarded, c)
+        table_dev, metrics = table.to(device), evaluation_metrics(rewarded, c)
         masks = M.full_masks(net, M.prunable_names(net))
         for r in range(rounds + 1):
             M.rewind(net, theta0, masks)
@@ -92,7 +93,7 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
                 net.train()
                 for idx in torch.randperm(len(y), generator=gen).split(bs):
                     idx = idx.to(device)
-                    loss = kl_to_target(net(x[idx]) / temp, table[y[idx]]).mean()
+                    loss = kl_to_target(net(x[idx]) / temp, table_dev[y[idx]]).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     for p, f in factors:
@@ -104,10 +105,10 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
                 net.eval()
                 with torch.no_grad():  # val loss and metrics, as the module's validation step
                     scaled = net(xv).cpu() / temp
-                    val = float(kl_to_target(scaled, table.cpu()[yv]).mean())
-                    metrics = evaluation_metrics(rewarded, c)
+                    val = float(kl_to_target(scaled, table[yv]).mean())
                     metrics.update(scaled, yv)
                     metrics.compute()
+                    metrics.reset()
                 if val < best:
                     best, best_state = val, copy.deepcopy(net.state_dict())
             net.load_state_dict(best_state)

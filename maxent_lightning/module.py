@@ -56,9 +56,7 @@ class MaxEntModule(L.LightningModule):
         scaled = self.loss.scale(logits)
         loss = self.loss(logits, target)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val")
-        metrics["rewarded_acc"].update(scaled, y)
-        metrics["nonrewarded_entropy"].update(scaled, y)
-        metrics["acc"].update(scaled, y)
+        metrics.update(scaled, y)
         self.log_dict(metrics, on_epoch=True)
         return scaled
 

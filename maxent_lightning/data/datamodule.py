@@ -108,7 +108,6 @@ class MaxEntDataModule(L.LightningDataModule):
         self.train = self._relabel(s.x_train[train_idx], s.y_train[train_idx], train=True)
         self.val = self._relabel(s.x_train[val_idx], s.y_train[val_idx], train=True)
         self.test = self._relabel(s.x_test, s.y_test, train=False)
-        self.train_x_full = s.x_train[train_idx]
 
     def train_dataloader(self) -> DataLoader:
         gen = torch.Generator().manual_seed(self.shuffle_seed)

@@ -63,16 +63,16 @@ def run(cfg: DictConfig):
         theta1 = (sum_states([r.state_dict for r in records[:last]]) if theta1 is None
                   else sum_states([theta1, records[last - 1].state_dict]))
         theta2, rewarded = records[last].state_dict, sorted(sum(sets[: last + 1], []))
-        for split, (x, y) in data.items():
-            losses, values = [], []
-            for t in ts:
-                net = records[0].build_net()
-                net.load_state_dict(path_point(theta1, theta2, t))
-                model = on_device(recalibrate(cfg, net, splits.x_train, job.device), job.device)
-                values.append(scores(model, x, y, rewarded, splits.num_classes,
-                                     records[0].temperature)[0])
-                losses.append(values[-1]["loss_value"])
-            barrier = relative_barrier(losses, ts)
+        scored = {split: [] for split in data}
+        for t in ts:  # each point γ(t) built (and BatchNorm recalibrated) once for both splits
+            net = records[0].build_net()
+            net.load_state_dict(path_point(theta1, theta2, t))
+            model = on_device(recalibrate(cfg, net, splits.x_train, job.device), job.device)
+            for split, (x, y) in data.items():
+                scored[split].append(scores(model, x, y, rewarded, splits.num_classes,
+                                            records[0].temperature)[0])
+        for split, values in scored.items():
+            barrier = relative_barrier([v["loss_value"] for v in values], ts)
             key = "pair" if pair else str(step)
             worst[split][key], curves[split][key] = max(barrier), (ts, barrier)
             for t, b, v in zip(ts, barrier, values, strict=True):
