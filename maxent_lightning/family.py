@@ -10,7 +10,9 @@ by its fingerprint and round), so a module is the same whichever members train b
 rest follows ``training.train_module`` step for step: same θ0, batch order per (seed, round),
 gradient/weight masking, Lightning's EarlyStopping rule, best-validation restore, IMP pruning and
 the same artifacts in each member's directory (bitwise equal to it up to float rounding when
-dropout is 0; with dropout the random masks differ from Lightning's global-RNG ones).
+dropout is 0; with dropout the random masks differ from Lightning's global-RNG ones). On CPU, a
+large Linear weight with few alive entries (the pruned IMP phases) is trained as the 1-D leaf of
+its alive entries and multiplied sparsely (``family.sparse_below``, sparse.py).
 """
 
 import copy
@@ -39,6 +41,7 @@ from .loss import MaxEntLoss, kl_to_target
 from .merge import has_batchnorm
 from .metrics import evaluation_metrics
 from .plots import confusion_png
+from .sparse import Pattern, family_linears
 from .storage import ModuleRecord, save_module, write_json
 from .targets import make_targets
 from .training import (
@@ -59,6 +62,8 @@ ELEMENTWISE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "A
 TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "num_sanity_val_steps",
                 "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
                 "log_every_n_steps", "deterministic", "benchmark", "default_root_dir", "precision"}
+# Smaller Linear weights keep dense products: theirs cost less than a sparse product's overhead.
+SPARSE_MIN_WEIGHTS = 1 << 16
 EVAL_BATCH = 1000  # MaxEntDataModule's default eval_batch_size (for memory planning)
 
 
@@ -251,27 +256,42 @@ class Stack:
 
     Each parameter is a contiguous (K, ...) leaf stored in the dimension order in which vmap's
     backward produces its gradient (Linear weights transposed); the net sees permuted views.
-    So gradients arrive without a copy and the optimizer runs on contiguous memory."""
+    So gradients arrive without a copy and the optimizer runs on contiguous memory. A weight
+    named in ``sparse`` is instead the 1-D leaf of its alive entries (see sparse.py)."""
 
-    def __init__(self, theta0, masks, tables, optimizer, orders, device):
+    def __init__(self, theta0, masks, tables, optimizer, orders, device, sparse=()):
         k = len(tables)
         self.orders, self.factory, self.tables = orders, optimizer, tables
-        self.leaves, self.masks = {}, {}
+        self.leaves, self.masks, self.patterns = {}, {}, {}
         for n, order in orders.items():
-            p = theta0[n].to(device).expand(k, *theta0[n].shape).permute(order)
-            p = p.clone(memory_format=torch.contiguous_format)
+            full = theta0[n].to(device).expand(k, *theta0[n].shape)
+            if n in sparse:
+                self.patterns[n] = Pattern.of(masks[n] > 0)
+                self.leaves[n] = self.patterns[n].gather(full).requires_grad_()
+                continue
+            p = full.permute(order).clone(memory_format=torch.contiguous_format)
             if n in masks and not bool(masks[n].all()):  # all-ones masks need no masking
                 self.masks[n] = masks[n].permute(order).contiguous()
                 p.mul_(self.masks[n])
             self.leaves[n] = p.requires_grad_()
+        self.token = torch.zeros(k, device=device)
         self.opt = optimizer(list(self.leaves.values()))
 
     def __len__(self) -> int:
         return len(self.tables)
 
     def params(self) -> dict[str, torch.Tensor]:
-        """The stacked parameters in the net's own shapes (views of the leaves)."""
-        return {n: p.permute(_inverse(self.orders[n])) for n, p in self.leaves.items()}
+        """The stacked dense parameters in the net's own shapes (views of the leaves)."""
+        return {n: p.permute(_inverse(self.orders[n])) for n, p in self.leaves.items()
+                if n not in self.patterns}
+
+    def sparse(self) -> dict[str, tuple[torch.Tensor, Pattern]]:
+        return {n: (self.leaves[n], pattern) for n, pattern in self.patterns.items()}
+
+    def dense_params(self) -> dict[str, torch.Tensor]:
+        """Every stacked parameter in the net's own shapes (sparse ones written out)."""
+        return self.params() | {n: pattern.scatter(self.leaves[n].detach())
+                                for n, pattern in self.patterns.items()}
 
     @torch.no_grad()
     def mask_weights(self) -> None:
@@ -284,21 +304,28 @@ class Stack:
     def keep(self, rows: list[int]) -> None:
         """Drop every row but ``rows``, slicing the optimizer state alongside."""
         index = torch.as_tensor(rows, device=self.tables.device)
+        where = {n: index for n in self.leaves}
+        for n, pattern in self.patterns.items():
+            self.patterns[n], where[n] = pattern.select(index)
         state = self.opt.state_dict()
-        for pid, p in enumerate(self.leaves.values()):
+        for pid, (n, p) in enumerate(self.leaves.items()):
             for key, v in state["state"].get(pid, {}).items():
                 if torch.is_tensor(v) and v.dim() > 0 and v.shape == p.shape:
-                    state["state"][pid][key] = v.index_select(0, index)
-        self.leaves = {n: p.detach().index_select(0, index).requires_grad_()
+                    state["state"][pid][key] = v.index_select(0, where[n])
+        self.leaves = {n: p.detach().index_select(0, where[n]).requires_grad_()
                        for n, p in self.leaves.items()}
         self.masks = {n: m.index_select(0, index) for n, m in self.masks.items()}
         self.tables = self.tables.index_select(0, index)
+        self.token = self.token[: len(rows)]
         self.opt = self.factory(list(self.leaves.values()))
         self.opt.load_state_dict(state)
 
     def row(self, i: int) -> dict[str, torch.Tensor]:
-        return {n: p[i].detach().clone(memory_format=torch.contiguous_format)
-                for n, p in self.params().items()}
+        dense = {n: p[i].detach().clone(memory_format=torch.contiguous_format)
+                 for n, p in self.params().items()}
+        sparse = {n: pattern.member(self.leaves[n].detach(), i)
+                  for n, pattern in self.patterns.items()}
+        return {n: dense[n] if n in dense else sparse[n] for n in self.leaves}
 
 
 class FamilyTrainer:
@@ -322,7 +349,10 @@ class FamilyTrainer:
         self.train_xy = [t.to(device) for t in (self.dm.train[0], self.dm.train[2])]
         self.val_xy = [t.to(device) for t in (self.dm.val[0], self.dm.val[2])]
         self.train_net, self.drops = _member_dropout(copy.deepcopy(self.net), self.dm.input_shape)
-        self.fwd = vmap(self._forward, in_dims=(0, None, 0), randomness="same")
+        self.sparse_below = float((cfg.get("family") or {}).get("sparse_below", 0.0))
+        self.linears = (family_linears(self.train_net, self.prunable, self.dm.input_shape)
+                        if self.sparse_below > 0 and device.type == "cpu" else {})
+        self.fwd = vmap(self._forward, in_dims=(0, None, 0, 0), randomness="same")
         self.orders = self._grad_layouts()
         self.optimizer = instantiate(cfg.optimizer)
         if (cfg.get("family") or {}).get("fused_optimizer", False):
@@ -332,25 +362,38 @@ class FamilyTrainer:
         """Dimension order (members first) in which vmap's backward lays out each gradient."""
         probe = {n: p.detach().expand(2, *p.shape).clone().requires_grad_()
                  for n, p in self.net.named_parameters()}
-        out = self.fwd(probe, self.train_xy[0][:2], [])
+        out = self.fwd(probe, self.train_xy[0][:2], [], torch.zeros(2, device=self.device))
         grads = torch.autograd.grad(out.sum(), list(probe.values()), allow_unused=True)
         return {n: [0, *sorted(range(1, p.dim()), key=lambda d: (-g.stride(d), d))]
                 if g is not None else list(range(p.dim()))
                 for (n, p), g in zip(probe.items(), grads, strict=True)}
 
-    def _forward(self, params, x, keep):
-        """One member's logits; ``keep``: its dropout keep-masks (none: no dropout)."""
+    def _forward(self, params, x, keep, token):
+        """One member's logits; ``keep``: its dropout keep-masks (none: no dropout); ``token``:
+        its entry of a member-batched tensor, handed to the sparse layers."""
         for (module, _), mask in zip(self.drops, keep, strict=False):
             module.mask = mask
+        for module in self.linears.values():
+            module.token = token
         try:
             return functional_call(self.train_net, params, (x,))
         finally:
             for module, _ in self.drops:
                 module.mask = None
+            for module in self.linears.values():
+                module.token = None
 
-    def _losses(self, params, tables, x, y, keep=()) -> torch.Tensor:
-        """Per-member batch-mean KL(ỹ ‖ softmax(z/T)), shape (K,)."""
-        logits = self.fwd(params, x, list(keep))
+    def _losses(self, params, tables, x, y, keep=(), sparse=None) -> torch.Tensor:
+        """Per-member batch-mean KL(ỹ ‖ softmax(z/T)), shape (K,). ``sparse``: the Stack whose
+        sparse weights complete ``params``."""
+        for n, state in (sparse.sparse() if sparse else {}).items():
+            self.linears[n].sparse = state
+        try:
+            token = sparse.token if sparse else torch.zeros(len(tables), device=self.device)
+            logits = self.fwd(params, x, list(keep), token)
+        finally:
+            for module in self.linears.values():
+                module.sparse = None
         return kl_to_target(self.loss.scale(logits), tables[:, y]).mean(-1), logits
 
     def _keep_masks(self, gens: list[torch.Generator], batch: int) -> list[torch.Tensor]:
@@ -366,7 +409,7 @@ class FamilyTrainer:
             index = torch.as_tensor(idx, device=self.device)
             keep = self._keep_masks(gens, len(idx)) if self.drops else ()
             losses, _ = self._losses(stack.params(), stack.tables, x_all[index], y_all[index],
-                                     keep)
+                                     keep, sparse=stack)
             stack.opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             stack.opt.step()
@@ -382,13 +425,15 @@ class FamilyTrainer:
         value, count = torch.zeros(len(stack), device=self.device), 0
         metrics = [evaluation_metrics(self.members[k].rewarded, self.dm.num_classes)
                    for k in rows] if self.track else []
-        size = self.dm.eval_batch_size
+        whole = self.group >= len(stack)  # one group: the training step's (sparse) products
+        size, params = self.dm.eval_batch_size, stack.params() if whole else stack.dense_params()
         for s in range(0, len(y_all), size):
             x, y = x_all[s:s + size], y_all[s:s + size]
             parts = []
             for g in range(0, len(stack), self.group):
-                sub = {n: p[g:g + self.group] for n, p in stack.params().items()}
-                losses, logits = self._losses(sub, stack.tables[g:g + self.group], x, y)
+                sub = {n: p[g:g + self.group] for n, p in params.items()}
+                losses, logits = self._losses(sub, stack.tables[g:g + self.group], x, y,
+                                              sparse=stack if whole else None)
                 parts.append(losses)
                 for i, z in enumerate(self.loss.scale(logits) if metrics else []):
                     metrics[g + i].update(z.cpu(), y.cpu())
@@ -405,8 +450,11 @@ class FamilyTrainer:
             return
         masks = {n: torch.stack([self.members[k].masks[n] for k in rows]).to(
             self.device, torch.get_default_dtype()) for n in self.prunable}
+        alive = {n: float(masks[n].mean()) for n in self.linears}
+        sparse = {n for n, lin in self.linears.items()
+                  if lin.weight.numel() >= SPARSE_MIN_WEIGHTS and alive[n] < self.sparse_below}
         stack = Stack(self.theta0, masks, self.tables[rows], self.optimizer, self.orders,
-                      self.device)
+                      self.device, sparse)
         for k in rows:
             m = self.members[k]
             m.stoppers, m.best_score, m.best_epoch, m.best, m.last = (
@@ -417,8 +465,9 @@ class FamilyTrainer:
         sampler = self.dm.train_dataloader().sampler  # the very batch order of the loader
         epochs = _round_epochs(cfg, final=r == self.rounds)
         steps = len(sampler)
-        log.info("family IMP phase %d/%d: %d module(s), up to %d epochs", r, self.rounds,
-                 len(rows), epochs)
+        log.info("family IMP phase %d/%d: %d module(s), up to %d epochs%s", r, self.rounds,
+                 len(rows), epochs, "".join(f", {n} sparse ({alive[n]:.1%} alive)"
+                                            for n in sorted(sparse)))
         for epoch in range(epochs):
             train_loss = self.train_epoch(stack, sampler, [gens[k] for k in rows])
             val, extra = self.val_losses(stack, rows)

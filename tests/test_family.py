@@ -50,10 +50,24 @@ def run_both(cfg, tmp_path, sets):
             for i in range(len(sets))], seq
 
 
+@pytest.fixture
+def all_sparse(monkeypatch, caplog):
+    """Every Linear weight of the family multiplied as sparse, in every phase (even dense)."""
+    monkeypatch.setattr(family, "SPARSE_MIN_WEIGHTS", 0)
+    caplog.set_level(logging.INFO, logger="maxent_lightning.family")
+    yield "family.sparse_below=1.01"
+    text = "\n".join(r.getMessage() for r in caplog.get_records("call"))
+    assert "classifier.weight sparse" in text and "features.1.weight sparse" in text
+
+
 def test_mlp_family_matches_sequential(make_cfg, tmp_path):
     cfg = make_cfg("model.dropout=0")
     assert unsupported_reason(cfg) is None
     run_both(cfg, tmp_path, [[0], [7, 1]])
+
+
+def test_sparse_products_match_sequential(make_cfg, tmp_path, all_sparse):
+    run_both(make_cfg("model.dropout=0", all_sparse), tmp_path, [[0], [7, 1]])
 
 
 def test_lenet_family_matches_sequential(make_cfg, tmp_path):
@@ -62,9 +76,11 @@ def test_lenet_family_matches_sequential(make_cfg, tmp_path):
     run_both(cfg, tmp_path, [[2], [5]])
 
 
-def test_early_stop_of_one_member_leaves_the_others_alone(make_cfg, tmp_path):
+@pytest.mark.parametrize("sparse", [False, True])
+def test_early_stop_of_one_member_leaves_the_others_alone(make_cfg, tmp_path, sparse, request):
+    extra = [request.getfixturevalue("all_sparse")] if sparse else []
     cfg = make_cfg("model.dropout=0", "trainer.max_epochs=8", "optimizer.lr=0.03",
-                   "callbacks.early_stopping.patience=0")
+                   "callbacks.early_stopping.patience=0", *extra)
     pairs, _ = run_both(cfg, tmp_path, [[0], [3]])
     stops = [mb["stop_epochs"] for _, mb in pairs]
     assert any(e < 8 for s in stops for e in s), stops  # someone stopped early ...
@@ -115,8 +131,11 @@ def test_fallbacks_are_logged(make_cfg, tmp_path, caplog):
     assert m["rewarded"] == [1]
 
 
-def test_member_does_not_depend_on_its_companions_even_with_dropout(make_cfg, tmp_path):
-    cfg = make_cfg("model.dropout=0.5")  # each member draws its dropout masks from its own stream
+@pytest.mark.parametrize("sparse", [False, True])
+def test_member_does_not_depend_on_its_companions_even_with_dropout(make_cfg, tmp_path, sparse,
+                                                                     request):
+    extra = [request.getfixturevalue("all_sparse")] if sparse else []
+    cfg = make_cfg("model.dropout=0.5", *extra)  # each member has its own dropout stream
     train_family(cfg, [([4], tmp_path / "alone")])
     train_family(cfg, [([7], tmp_path / "b"), ([4], tmp_path / "together"), ([1], tmp_path / "c")])
     a, b = load_module(tmp_path / "alone" / "module.pt"), load_module(tmp_path / "together" /
