@@ -1,8 +1,8 @@
 """Benchmark: K MaxEnt modules trained three ways on identical work, in one process.
 
 1. a plain PyTorch loop written here (the floor): same net, θ0, steps, Adam, masking, IMP, and
-   the same outputs: validation loss and metrics every epoch, test metrics, a checkpoint and a
-   confusion figure per module;
+   the same outputs: validation loss every epoch (and the other validation metrics where a fit
+   computes them: with a logger), test metrics, a checkpoint and a confusion figure per module;
 2. the framework's sequential path (``training.train_module``, Lightning), one module at a time;
 3. the family path (``family.train_family``): all K at once.
 Early stopping is off (``callbacks=none``) so every path runs every epoch. Then the pairwise smoke
@@ -38,7 +38,7 @@ from maxent_lightning.loss import kl_to_target
 from maxent_lightning.metrics import evaluation_metrics
 from maxent_lightning.plots import confusion_png
 from maxent_lightning.targets import make_targets
-from maxent_lightning.training import train_module
+from maxent_lightning.training import tracks_val_metrics, train_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,8 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
         net, theta0, _ = init_theta0(cfg.model, dm.input_shape, c, cfg.seed)
         net.to(device)
         table = make_targets(torch.arange(c), rewarded, c)
-        table_dev, metrics = table.to(device), evaluation_metrics(rewarded, c)
+        table_dev = table.to(device)
+        metrics = evaluation_metrics(rewarded, c) if tracks_val_metrics(cfg) else None
         masks = M.full_masks(net, M.prunable_names(net))
         for r in range(rounds + 1):
             M.rewind(net, theta0, masks)
@@ -103,12 +104,13 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
                         for p, f in factors:
                             p.mul_(f)
                 net.eval()
-                with torch.no_grad():  # val loss and metrics, as the module's validation step
+                with torch.no_grad():  # as the module's validation step
                     scaled = net(xv).cpu() / temp
                     val = float(kl_to_target(scaled, table[yv]).mean())
-                    metrics.update(scaled, yv)
-                    metrics.compute()
-                    metrics.reset()
+                    if metrics is not None:
+                        metrics.update(scaled, yv)
+                        metrics.compute()
+                        metrics.reset()
                 if val < best:
                     best, best_state = val, copy.deepcopy(net.state_dict())
             net.load_state_dict(best_state)

@@ -51,6 +51,7 @@ from .training import (
     build_logger,
     finish_loggers,
     save_round,
+    tracks_val_metrics,
     validate,
 )
 
@@ -238,6 +239,7 @@ class Member:
     stop_epochs: list[int] = field(default_factory=list)
     history: list[tuple[int, dict]] = field(default_factory=list)
     steps: int = 0
+    val_metrics: object = None  # its MetricCollection, built once and reset every epoch
     # per round
     stoppers: list = field(default_factory=list)
     best_score: float = float("inf")
@@ -341,7 +343,7 @@ class FamilyTrainer:
         assert isinstance(self.loss, MaxEntLoss)
         self.prunable = M.prunable_names(self.net, include_bias=cfg.imp.scope == "layerwise")
         self.rounds = int(cfg.imp.rounds) if cfg.imp.enabled else 0
-        self.track = bool(cfg.get("logger"))
+        self.track = tracks_val_metrics(cfg)
         c = self.dm.num_classes
         labels = torch.arange(c)
         self.tables = torch.stack([make_targets(labels, m.rewarded, c, cfg.loss.targets)
@@ -423,8 +425,7 @@ class FamilyTrainer:
         """val/loss per row, accumulated over val batches exactly as Lightning's epoch mean."""
         x_all, y_all = self.val_xy
         value, count = torch.zeros(len(stack), device=self.device), 0
-        metrics = [evaluation_metrics(self.members[k].rewarded, self.dm.num_classes)
-                   for k in rows] if self.track else []
+        metrics = [self._val_metrics(self.members[k]) for k in rows] if self.track else []
         whole = self.group >= len(stack)  # one group: the training step's (sparse) products
         size, params = self.dm.eval_batch_size, stack.params() if whole else stack.dense_params()
         for s in range(0, len(y_all), size):
@@ -441,7 +442,14 @@ class FamilyTrainer:
             count += len(y)
         val = (value / torch.tensor(count, device=self.device)).cpu()
         extra = [{f"val/{k}": float(v) for k, v in m.compute().items()} for m in metrics]
+        for m in metrics:
+            m.reset()
         return val, extra
+
+    def _val_metrics(self, m: Member):
+        if m.val_metrics is None:
+            m.val_metrics = evaluation_metrics(m.rewarded, self.dm.num_classes)
+        return m.val_metrics
 
     def run_round(self, r: int) -> None:
         cfg = self.cfg

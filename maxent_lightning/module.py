@@ -12,7 +12,8 @@ from .metrics import confusion_matrix, evaluation_metrics
 
 class MaxEntModule(L.LightningModule):
     """One subnetwork module: a backbone trained to classify ``rewarded`` and stay uniform
-    elsewhere. Batches are ``(x, target distribution, label)``."""
+    elsewhere. Batches are ``(x, target distribution, label)``. ``val_metrics=False``: validation
+    logs the loss only (when neither a logger nor a callback reads the other metrics)."""
 
     def __init__(
         self,
@@ -21,12 +22,14 @@ class MaxEntModule(L.LightningModule):
         rewarded: Sequence[int],
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        val_metrics: bool = True,
     ):
         super().__init__()
         self.net, self.loss = net, loss
         self.rewarded, self.num_classes = list(rewarded), num_classes
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
-        self.val_metrics = evaluation_metrics(rewarded, num_classes).clone(prefix="val/")
+        self.val_metrics = (evaluation_metrics(rewarded, num_classes).clone(prefix="val/")
+                            if val_metrics else None)
         self.test_metrics = evaluation_metrics(rewarded, num_classes).clone(prefix="test/")
         self.test_confusion = confusion_matrix(num_classes)
 
@@ -56,8 +59,9 @@ class MaxEntModule(L.LightningModule):
         scaled = self.loss.scale(logits)
         loss = self.loss(logits, target)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val")
-        metrics.update(scaled, y)
-        self.log_dict(metrics, on_epoch=True)
+        if metrics is not None:
+            metrics.update(scaled, y)
+            self.log_dict(metrics, on_epoch=True)
         return scaled
 
     def validation_step(self, batch, batch_idx):

@@ -124,6 +124,14 @@ def _finished(out_dir: Path, fingerprint: str) -> dict | None:
     return metrics
 
 
+def tracks_val_metrics(cfg: DictConfig) -> bool:
+    """Whether anything reads the per-epoch validation metrics other than the loss: a logger,
+    or a callback monitoring one of them."""
+    monitored = {str(c.get("monitor", "")) for c in (cfg.get("callbacks") or {}).values()}
+    return bool(cfg.get("logger")) or any(m.startswith("val/") and m != "val/loss"
+                                          for m in monitored)
+
+
 def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
     """Train (or reuse) the module of ``cfg`` for ``rewarded``; returns its metrics."""
     out_dir = Path(out_dir)
@@ -138,7 +146,8 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     dm = build_datamodule(cfg, rewarded)
     net, theta0, theta0_id = init_theta0(cfg.model, dm.input_shape, dm.num_classes, cfg.seed)
     loss = instantiate(cfg.loss)
-    module = MaxEntModule(net, loss, dm.rewarded, dm.num_classes, instantiate(cfg.optimizer))
+    module = MaxEntModule(net, loss, dm.rewarded, dm.num_classes, instantiate(cfg.optimizer),
+                          val_metrics=tracks_val_metrics(cfg))
 
     rounds = int(cfg.imp.rounds) if cfg.imp.enabled else 0
     names = M.prunable_names(net, include_bias=cfg.imp.scope == "layerwise")

@@ -9,7 +9,7 @@ import torch
 from maxent_lightning import family
 from maxent_lightning.family import train_family, unsupported_reason
 from maxent_lightning.storage import load_module, load_torch, read_json
-from maxent_lightning.training import train_module, train_modules
+from maxent_lightning.training import tracks_val_metrics, train_module, train_modules
 
 FILES = ["confusion.png", "imp/round_0.json", "imp/round_0.pt", "imp/round_1.json",
          "imp/round_1.pt", "metrics.json", "module.pt"]
@@ -159,3 +159,18 @@ def test_keep_masks_are_bernoulli_and_per_member(p):
     assert torch.equal(again[0], masks[2]) and torch.equal(again[2], masks[0])
     flat = masks[0].flatten()  # neighbouring entries (bits of one word) are independent
     assert torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1].abs() < 0.02
+
+
+def test_validation_metrics_are_computed_where_something_reads_them(make_cfg, tmp_path):
+    assert not tracks_val_metrics(make_cfg())  # no logger, early stopping on val/loss
+    assert tracks_val_metrics(make_cfg("callbacks.early_stopping.monitor=val/acc",
+                                       "callbacks.early_stopping.mode=max"))
+    cfg = make_cfg("logger=csv", "imp.rounds=1", "model.dropout=0")
+    assert tracks_val_metrics(cfg)
+    train_module(cfg, tmp_path / "seq", [2], quiet=True)
+    train_family(cfg, [([2], tmp_path / "fam")])
+    for path in ("seq", "fam"):
+        (log,) = (tmp_path / path).glob("csv/*/metrics.csv")
+        header = log.read_text().splitlines()[0].split(",")
+        assert {"val/loss", "val/acc", "val/rewarded_acc", "val/nonrewarded_entropy",
+                "test/acc"} <= set(header), (path, header)
