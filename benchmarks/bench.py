@@ -4,7 +4,9 @@
    the same outputs: validation loss every epoch (and the other validation metrics where a fit
    computes them: with a logger), test metrics, a checkpoint and a confusion figure per module;
 2. the framework's sequential path (``training.train_module``, Lightning), one module at a time;
-3. the family path (``family.train_family``): all K at once.
+3. the family path (``family.train_family``): all K at once; on CPU also once more with dense
+   products only (``family.sparse_below=0``, the row "dense family") to show what the sparse
+   products of the pruned phases add.
 Early stopping is off (``callbacks=none``) so every path runs every epoch. Then the pairwise smoke
 job (real CLI: 2 modules at the authors' E, weight sum and logit merge, evaluation) is timed.
 Prints a table and ``speedup: X.XX`` (family vs sequential); writes ``reports/bench.json``.
@@ -160,7 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="mnist5k")
     p.add_argument("--model", default="mlp_shallow")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--skip", nargs="*", default=[], choices=("plain", "sequential", "smoke"))
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=("plain", "sequential", "dense", "smoke"))
     p.add_argument("--repeat", type=int, default=1, help="runs per path (min is reported)")
     p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
     p.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
@@ -181,6 +184,11 @@ def main(argv=None) -> int:
             "family": lambda rep: train_family(
                 cfg, [(r, tmp / f"family{rep}" / f"m{i}") for i, r in enumerate(sets)]),
         }
+        if device.type == "cpu":
+            dense = cfg.copy()
+            dense.family.sparse_below = 0
+            paths["dense family"] = lambda rep: train_family(
+                dense, [(r, tmp / f"dense{rep}" / f"m{i}") for i, r in enumerate(sets)])
         names = [n for n in paths if n.split()[0] not in args.skip]
         runs = {n: [] for n in names}
         for rep in range(args.repeat):  # ABC CBA ...: slow drift of other load hits all alike
@@ -193,6 +201,7 @@ def main(argv=None) -> int:
     nan = (float("nan"), float("nan"))
     speedup = times.get("sequential", nan)[0] / times["family"][0]
     seq_vs_plain = times.get("sequential", nan)[0] / times.get("plain loop", nan)[0]
+    dense_speedup = times.get("sequential", nan)[0] / times.get("dense family", nan)[0]
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "device": str(device),
@@ -202,6 +211,7 @@ def main(argv=None) -> int:
                  "repeats": args.repeat,
                  "train_samples": len(dm.train[2]), "samples_total": samples},
         "paths": rows, "speedup_family_vs_sequential": round(speedup, 2),
+        "speedup_dense_family_vs_sequential": round(dense_speedup, 2),
         "sequential_over_plain": round(seq_vs_plain, 2), "pairwise_smoke": smoke,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +223,8 @@ def main(argv=None) -> int:
         print(f"{name:<12} {row['wall_s']:>9.2f} {row['cpu_s']:>9.2f} "
               f"{row['samples_per_s']:>11.1f}")
     print(f"sequential / plain loop: {seq_vs_plain:.2f}")
+    if "dense family" in times:
+        print(f"dense family (no sparse products): {dense_speedup:.2f}x sequential")
     print("targets on the 2-core CPU: family >= 3x sequential, sequential <= 1.3x plain loop, "
           "pairwise smoke <= 45 s")
     if smoke:

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -570,6 +570,24 @@ def _member(cfg: DictConfig, rewarded, out_dir: Path, num_classes: int, name: st
                   masks={}, start=0)
 
 
+@contextmanager
+def _deterministic(setting):
+    """``trainer.deterministic`` as Lightning applies it to a fit (true: torch's deterministic
+    algorithms, "warn": the same with warnings instead of errors), undone afterwards."""
+    if setting is None:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    if setting:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(setting), warn_only=setting == "warn")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
     start_time = time.perf_counter()
     trainer = FamilyTrainer(cfg, members, device, group)
@@ -578,8 +596,9 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
         full = M.full_masks(trainer.net, trainer.prunable)
         m.masks, m.start = _resume(m.out_dir, m.fingerprint, rounds) or (full, 0)
         m.masks = {n: v.cpu() for n, v in m.masks.items()}
-    for r in range(min(m.start for m in members), rounds + 1):
-        trainer.run_round(r)
+    with _deterministic(cfg.trainer.get("deterministic")):
+        for r in range(min(m.start for m in members), rounds + 1):
+            trainer.run_round(r)
     share = (time.perf_counter() - start_time) / len(members)
     trainer.net.cpu()
     return [trainer.finish(m, share) for m in members]

@@ -174,3 +174,15 @@ def test_validation_metrics_are_computed_where_something_reads_them(make_cfg, tm
         header = log.read_text().splitlines()[0].split(",")
         assert {"val/loss", "val/acc", "val/rewarded_acc", "val/nonrewarded_entropy",
                 "test/acc"} <= set(header), (path, header)
+
+
+def test_trainer_deterministic_holds_while_the_family_trains(make_cfg, tmp_path, monkeypatch,
+                                                             all_sparse):
+    seen, real = [], family.FamilyTrainer.run_round
+    monkeypatch.setattr(family.FamilyTrainer, "run_round", lambda self, r: seen.append(
+        torch.are_deterministic_algorithms_enabled()) or real(self, r))
+    cfg = make_cfg("+trainer.deterministic=true", "model.dropout=0", all_sparse)
+    assert unsupported_reason(cfg) is None
+    train_family(cfg, [([1], tmp_path / "m")])
+    assert seen == [True, True, True]
+    assert not torch.are_deterministic_algorithms_enabled()  # as it was before
