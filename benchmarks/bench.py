@@ -127,6 +127,7 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
 
 def timed(fn, *args) -> tuple[float, float]:
     """(wall s, CPU s of this process): CPU time tells contention from other jobs apart."""
+    os.sync()  # earlier runs' file writes are flushed before, not during, this one
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start, cpu = time.perf_counter(), time.process_time()
@@ -143,6 +144,7 @@ def pairwise_smoke(tmp: Path, device: str) -> dict:
            f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
            f"paths.store_dir={tmp}/smoke_store", f"paths.log_dir={tmp}/smoke_out",
            f"hydra.run.dir={tmp}/smoke_out/run"]
+    os.sync()
     start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall, end = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
