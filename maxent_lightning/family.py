@@ -40,9 +40,8 @@ from .imp import IterativeMagnitudePruning
 from .loss import MaxEntLoss, kl_to_target
 from .merge import has_batchnorm
 from .metrics import evaluation_metrics
-from .plots import confusion_png
 from .sparse import Pattern, family_linears
-from .storage import ModuleRecord, save_module, write_json
+from .storage import write_json
 from .targets import make_targets
 from .training import (
     _finished,
@@ -51,6 +50,7 @@ from .training import (
     build_logger,
     finish_loggers,
     save_round,
+    save_trained,
     tracks_val_metrics,
     validate,
 )
@@ -526,23 +526,10 @@ class FamilyTrainer:
         res = evaluate(net.eval(), x, y, m.rewarded, dm.num_classes, self.loss.temperature,
                        targets=cfg.loss.targets, batch_size=dm.eval_batch_size)
         confusion = torch.tensor(res.pop("confusion"))
-        metrics = {f"test/{k}": v for k, v in res.items()}
-        metrics.update(
-            sparsity=M.sparsity(m.masks), rewarded=m.rewarded, seed=int(cfg.seed),
-            fingerprint=m.fingerprint, theta0_id=self.theta0_id, data=dm.name,
-            num_classes=dm.num_classes, confusion=confusion.tolist(), stop_epochs=m.stop_epochs,
-            wall_s=round(wall_s, 2),
-        )
         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        record = ModuleRecord(
-            state_dict=state, masks=m.masks, theta0_id=self.theta0_id, rewarded=m.rewarded,
-            num_classes=dm.num_classes, input_shape=tuple(dm.input_shape),
-            temperature=self.loss.temperature, seed=int(cfg.seed), spec=m.spec,
-            fingerprint=m.fingerprint, metrics=dict(metrics),
-        )
-        save_module(m.out_dir / "module.pt", record)
-        confusion_png(m.out_dir / "confusion.png", confusion, dm.splits.classes,
-                      title=f"R={m.rewarded} seed={cfg.seed}")
+        metrics = save_trained(
+            m.out_dir, cfg, dm, m.rewarded, {f"test/{k}": v for k, v in res.items()}, confusion,
+            state, m.masks, m.spec, self.theta0_id, self.loss.temperature, m.stop_epochs, wall_s)
         self._replay_logs(m, metrics)
         write_json(m.out_dir / "metrics.json", metrics)
         return metrics

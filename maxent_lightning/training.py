@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -132,6 +133,28 @@ def tracks_val_metrics(cfg: DictConfig) -> bool:
                                           for m in monitored)
 
 
+def save_trained(out_dir: Path, cfg, dm, rewarded, test: dict, confusion: torch.Tensor,
+                 state_dict, masks, spec, theta0_id, temperature, stop_epochs, wall_s) -> dict:
+    """Write a trained module's module.pt and confusion.png (either trainer); returns its
+    metrics, which the caller writes to metrics.json last, after its loggers."""
+    metrics = dict(test)
+    metrics.update(
+        sparsity=M.sparsity(masks), rewarded=rewarded, seed=int(cfg.seed),
+        fingerprint=spec_fingerprint(spec), theta0_id=theta0_id, data=dm.name,
+        num_classes=dm.num_classes, confusion=confusion.tolist(), stop_epochs=stop_epochs,
+        wall_s=round(wall_s, 2),
+    )
+    record = ModuleRecord(
+        state_dict=state_dict, masks=masks, theta0_id=theta0_id, rewarded=rewarded,
+        num_classes=dm.num_classes, input_shape=tuple(dm.input_shape), temperature=temperature,
+        seed=int(cfg.seed), spec=spec, fingerprint=metrics["fingerprint"], metrics=dict(metrics),
+    )
+    save_module(out_dir / "module.pt", record)
+    confusion_png(out_dir / "confusion.png", confusion, dm.splits.classes,
+                  title=f"R={rewarded} seed={cfg.seed}")
+    return metrics
+
+
 def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
     """Train (or reuse) the module of ``cfg`` for ``rewarded``; returns its metrics."""
     out_dir = Path(out_dir)
@@ -178,24 +201,10 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
             save_round(out_dir, r, pruner.masks, fingerprint, best.best_epoch, best.best_score)
 
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
-    confusion = module.test_confusion.compute()
-    metrics = {k: float(v) for k, v in results.items()}
-    metrics.update(
-        sparsity=M.sparsity(pruner.masks), rewarded=dm.rewarded, seed=int(cfg.seed),
-        fingerprint=fingerprint, theta0_id=theta0_id, data=dm.name, num_classes=dm.num_classes,
-        confusion=confusion.tolist(), stop_epochs=stop_epochs,
-        wall_s=round(time.perf_counter() - start_time, 2),
-    )
-    net.cpu()
-    record = ModuleRecord(
-        state_dict=net.state_dict(), masks=pruner.masks, theta0_id=theta0_id,
-        rewarded=dm.rewarded, num_classes=dm.num_classes, input_shape=tuple(dm.input_shape),
-        temperature=loss.temperature, seed=int(cfg.seed), spec=spec, fingerprint=fingerprint,
-        metrics=dict(metrics),
-    )
-    save_module(out_dir / "module.pt", record)
-    confusion_png(out_dir / "confusion.png", confusion, dm.splits.classes,
-                  title=f"R={dm.rewarded} seed={cfg.seed}")
+    metrics = save_trained(
+        out_dir, cfg, dm, dm.rewarded, {k: float(v) for k, v in results.items()},
+        module.test_confusion.compute(), net.cpu().state_dict(), pruner.masks, spec,
+        theta0_id, loss.temperature, stop_epochs, time.perf_counter() - start_time)
     for logger in loggers:
         logger.log_metrics({"sparsity": metrics["sparsity"]})
         if hasattr(logger, "log_image"):
