@@ -17,6 +17,21 @@ from .storage import config_digest, state_digest
 MODEL_META_KEYS = ("temperature",)
 
 
+def trace_calls(net: nn.Module, input_shape, modules) -> list[tuple[nn.Module, tuple, Any]]:
+    """(module, inputs, output) of each call of ``modules`` in call order, for one zero sample
+    through ``net`` (no gradients)."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append((mod, i, o)))
+             for m in modules]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
 def plain(cfg: Any) -> Any:
     """Resolved plain Python containers from an OmegaConf node (or the value itself)."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg

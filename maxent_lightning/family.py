@@ -33,7 +33,14 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from . import masks as M
-from .builders import build_datamodule, build_net, init_theta0, module_spec, spec_fingerprint
+from .builders import (
+    build_datamodule,
+    build_net,
+    init_theta0,
+    module_spec,
+    spec_fingerprint,
+    trace_calls,
+)
 from .data.datamodule import cached_source, check_rewarded
 from .evaluate import evaluate
 from .imp import IterativeMagnitudePruning
@@ -100,16 +107,9 @@ def _member_dropout(net: nn.Module, input_shape):
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
                 setattr(parent, name, MemberDropout(child.p) if child.p > 0 else nn.Identity())
-    drops, hooks = [], []
-    for m in net.modules():
-        if isinstance(m, MemberDropout):
-            hooks.append(m.register_forward_hook(
-                lambda mod, _i, out: drops.append((mod, tuple(out.shape[1:])))))
-    with torch.no_grad():
-        net(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
-    for h in hooks:
-        h.remove()
-    return net, drops
+    members = [m for m in net.modules() if isinstance(m, MemberDropout)]
+    calls = trace_calls(net, input_shape, members)
+    return net, [(m, tuple(out.shape[1:])) for m, _, out in calls]
 
 
 def keep_mask(gens: list[torch.Generator], shape, p: float, device) -> torch.Tensor:
@@ -203,15 +203,8 @@ def _free_bytes(device: torch.device) -> int:
 
 def _activations_per_sample(net: nn.Module, input_shape) -> int:
     """Numel of all leaf-module outputs for one sample (what a forward keeps for backward)."""
-    sizes, hooks = [], []
-    for m in net.modules():
-        if not list(m.children()):
-            hooks.append(m.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel())))
-    with torch.no_grad():
-        net(torch.zeros(1, *input_shape))
-    for h in hooks:
-        h.remove()
-    return sum(sizes)
+    leaves = [m for m in net.modules() if not list(m.children())]
+    return sum(out.numel() for _, _, out in trace_calls(net, input_shape, leaves))
 
 
 def plan_sizes(net, input_shape, batch_size: int, device, chunk_size=None, fraction=0.5):
@@ -276,7 +269,6 @@ class Stack:
                 self.masks[n] = masks[n].permute(order).contiguous()
                 p.mul_(self.masks[n])
             self.leaves[n] = p.requires_grad_()
-        self.token = torch.zeros(k, device=device)
         self.opt = optimizer(list(self.leaves.values()))
 
     def __len__(self) -> int:
@@ -318,16 +310,14 @@ class Stack:
                        for n, p in self.leaves.items()}
         self.masks = {n: m.index_select(0, index) for n, m in self.masks.items()}
         self.tables = self.tables.index_select(0, index)
-        self.token = self.token[: len(rows)]
         self.opt = self.factory(list(self.leaves.values()))
         self.opt.load_state_dict(state)
 
     def row(self, i: int) -> dict[str, torch.Tensor]:
-        dense = {n: p[i].detach().clone(memory_format=torch.contiguous_format)
-                 for n, p in self.params().items()}
-        sparse = {n: pattern.member(self.leaves[n].detach(), i)
-                  for n, pattern in self.patterns.items()}
-        return {n: dense[n] if n in dense else sparse[n] for n in self.leaves}
+        dense = self.params()
+        return {n: self.patterns[n].member(p.detach(), i) if n in self.patterns
+                else dense[n][i].detach().clone(memory_format=torch.contiguous_format)
+                for n, p in self.leaves.items()}
 
 
 class FamilyTrainer:
@@ -391,8 +381,7 @@ class FamilyTrainer:
         for n, state in (sparse.sparse() if sparse else {}).items():
             self.linears[n].sparse = state
         try:
-            token = sparse.token if sparse else torch.zeros(len(tables), device=self.device)
-            logits = self.fwd(params, x, list(keep), token)
+            logits = self.fwd(params, x, list(keep), torch.zeros(len(tables), device=self.device))
         finally:
             for module in self.linears.values():
                 module.sparse = None

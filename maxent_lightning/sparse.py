@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .builders import trace_calls
+
 # torch flags every CSR tensor as beta; the products used here are plain and tested.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -159,19 +161,13 @@ class FamilyLinear(nn.Linear):
 def family_linears(net: nn.Module, names: list[str], input_shape) -> dict[str, FamilyLinear]:
     """Swap the Linear layers of the weights ``names`` whose per-sample input is a vector for
     FamilyLinear (same parameters); returns them by weight name."""
-    inputs, hooks = {}, []
-    for prefix, m in net.named_modules():
-        if type(m) is nn.Linear and f"{prefix}.weight" in names:
-            hooks.append(m.register_forward_hook(
-                lambda _m, i, _o, p=prefix: inputs.update({p: i[0].dim()})))
-    with torch.no_grad():
-        net(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
-    for h in hooks:
-        h.remove()
+    prefixes = {m: prefix for prefix, m in net.named_modules()
+                if type(m) is nn.Linear and f"{prefix}.weight" in names}
+    dims = {}  # input ranks of every call of each layer
+    for m, inputs, _ in trace_calls(net, input_shape, prefixes):
+        dims.setdefault(prefixes[m], set()).add(inputs[0].dim())
     swapped = {}
-    for prefix, dims in inputs.items():
-        if dims != 2:
-            continue
+    for prefix in (p for p, d in dims.items() if d == {2}):
         parent_name, _, child = prefix.rpartition(".")
         parent, old = net.get_submodule(parent_name), net.get_submodule(prefix)
         new = FamilyLinear(old.in_features, old.out_features, bias=old.bias is not None,
