@@ -4,7 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-all lint clean
+.PHONY: help setup run test test-all lint clean
+.DEFAULT_GOAL := help
+
+## Print the documented targets (this list).
+help:
+	@awk '/^## /{doc = doc substr($$0, 4) " "; next} \
+	  /^[^ \t#=]+:([^=]|$$)/ && doc {t = $$1; sub(/:.*/, "", t); \
+	  if (t == "$$(PAPER)") t = "table1 table2 table4 fig3..fig8 cifar10 cifar100"; \
+	  printf "%s\n", t; n = split(doc, w, " "); line = "   "; \
+	  for (i = 1; i <= n; i++) {if (length(line) + length(w[i]) > 96) {print line; line = "   "} \
+	  line = line " " w[i]} print line} {doc = ""}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,6 +22,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+## Create .venv and install the package with its dev tools.
 setup: $(STAMP)
 
 ## Train one module on the embedded MNIST-5k (MaxEnt + IMP) and print its summary.
@@ -26,19 +37,15 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
+## Lint with ruff.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check maxent_lightning multirun_analysis tests
 
+## Remove outputs, sweeps, the module store and bench reports.
 clean:
 	rm -rf outputs multirun store reports/*.json
 
 # ---------------------------------------------------------------- paper tables and figures
-## make table1 | table2 | table4 | fig3 ... fig8 | cifar10 | cifar100 [SCALE=smoke] [ARGS=...]:
-## run the target's Hydra sweeps into multirun/<target>/<experiment> (finished jobs are skipped,
-## modules come from the shared store), then `python -m multirun_analysis` into reports/<target>/
-## (markdown, CSV, LaTeX, PNG; index.md shows them all). SCALE=smoke: the same pipeline on the
-## embedded MNIST-5k with one seed and a few pairs/classes, into multirun/smoke/ and
-## reports/smoke/, in minutes on 2 CPU cores. ARGS: extra Hydra overrides for every sweep.
 PAPER := table1 table2 table4 fig3 fig4 fig5 fig6 fig7 fig8 cifar10 cifar100
 SCALE ?= full
 
@@ -105,6 +112,12 @@ EXP_cifar100 := complete_cifar100
 endif
 
 .PHONY: $(PAPER)
+## make table1 | table2 | table4 | fig3 ... fig8 | cifar10 | cifar100 [SCALE=smoke] [ARGS=...]:
+## run the target's Hydra sweeps into multirun/<target>/<experiment> (finished jobs are skipped,
+## modules come from the shared store), then `python -m multirun_analysis` into reports/<target>/
+## (markdown, CSV, LaTeX, PNG; index.md shows them all). SCALE=smoke: the same pipeline on the
+## embedded MNIST-5k with one seed and a few pairs/classes, into multirun/smoke/ and
+## reports/smoke/, in minutes on 2 CPU cores. ARGS: extra Hydra overrides for every sweep.
 $(PAPER): $(STAMP)
 	@set -e; for exp in $(EXP_$@); do \
 	  echo "== $@: $$exp -> $(RUNS)/$@/$$exp"; \
@@ -115,9 +128,9 @@ $(PAPER): $(STAMP)
 	  --table $(OUT_$@)
 
 # ---------------------------------------------------------------- benchmark
+.PHONY: bench
 ## Family trainer vs the sequential Lightning path vs a plain PyTorch loop (10 single-class
 ## shallow-MLP modules on MNIST-5k, IMP 2 rounds) and the pairwise smoke job's wall time; prints
 ## a table and `speedup: X.XX`, writes reports/bench.json. ARGS: --modules 100 --device cuda ...
-.PHONY: bench
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)

@@ -28,25 +28,24 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from maxent_lightning import masks as M
 from maxent_lightning.builders import build_datamodule, init_theta0
-from maxent_lightning.cli import CONFIG_DIR, quiet_libraries
+from maxent_lightning.cli import quiet_libraries
+from maxent_lightning.config import compose_config
 from maxent_lightning.evaluate import evaluate
 from maxent_lightning.family import train_family
 from maxent_lightning.loss import kl_to_target
 from maxent_lightning.metrics import evaluation_metrics
+from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.plots import confusion_png
 from maxent_lightning.targets import make_targets
-from maxent_lightning.training import tracks_val_metrics, train_module
+from maxent_lightning.training import train_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(args, tmp: Path):
-    GlobalHydra.instance().clear()
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     overrides = [
         f"data={args.data}", f"model={args.model}", "imp=global", f"imp.rounds={args.rounds}",
@@ -54,8 +53,7 @@ def config(args, tmp: Path):
         "trainer.enable_progress_bar=false", "callbacks=none", "logger=none",
         f"paths.store_dir={tmp}/store", f"paths.log_dir={tmp}/outputs", *args.override,
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose_config(overrides)
 
 
 def rewarded_sets(k: int, num_classes: int) -> list[list[int]]:

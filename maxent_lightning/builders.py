@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .data.datamodule import MaxEntDataModule
+from .data.datamodule import MaxEntDataModule, cached_source
 from .errors import UserError
-from .storage import config_digest, state_digest
+from .storage import ModuleRecord, config_digest, state_digest
 
 # Keys of a model config that describe the training recipe rather than the constructor.
 MODEL_META_KEYS = ("temperature",)
@@ -56,25 +56,40 @@ def init_theta0(model_cfg: Mapping, input_shape, num_classes: int, seed: int):
     return net, theta0, state_digest(theta0)
 
 
-def build_datamodule(cfg: DictConfig, rewarded=None, shuffle_seed: int | None = None):
+def net_from_record(record: ModuleRecord, state: Mapping[str, torch.Tensor] | None = None):
+    """The backbone of a module checkpoint in eval mode, with its weights or with ``state``
+    (a merge, a path point, a subtraction)."""
+    net = build_net(record.spec["model"], record.input_shape, record.num_classes)
+    net.load_state_dict(record.state_dict if state is None else state)
+    return net.eval()
+
+
+def data_source(cfg: DictConfig, name: str | None = None):
+    """The (cached) tensors of the data set of ``cfg``, or of data set ``name``."""
+    d = cfg.data
+    return cached_source(name or d.name, d.root, bool(d.download))
+
+
+def build_datamodule(cfg: DictConfig, rewarded=None):
+    """The data module of ``cfg`` for one rewarded set (each phase sets its shuffle seed)."""
     d = cfg.data
     return MaxEntDataModule(
         name=d.name,
         rewarded=list(rewarded if rewarded is not None else cfg.rewarded),
         targets=cfg.loss.targets,
-        root=d.get("root"),
-        download=d.get("download", True),
+        root=d.root,
+        download=d.download,
         batch_size=d.batch_size,
         val_fraction=d.val_fraction,
         split_seed=d.split_seed,
-        shuffle_seed=cfg.seed if shuffle_seed is None else shuffle_seed,
+        shuffle_seed=cfg.seed,
     )
 
 
 def module_spec(cfg: DictConfig, rewarded=None) -> dict:
     """What identifies a trained module: equal specs give equal checkpoints."""
     data = {k: v for k, v in plain(cfg.data).items() if k not in ("root", "download")}
-    callbacks = plain(cfg.get("callbacks")) or {}
+    callbacks = plain(cfg.callbacks)
     return {
         "data": data,
         "model": plain(cfg.model),

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from . import masks as M
+from .builders import net_from_record
 from .evaluate import evaluate
 from .merge import LogitAverage, State, check_composable, sum_states
+from .plots import plt
 from .storage import ModuleRecord
 
 ALL_LAYERS = "all"
@@ -144,13 +145,19 @@ def max_abs_diff(a: State, b: State) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
 
 
-def net_with(record: ModuleRecord, state: State) -> nn.Module:
-    net = record.build_net()
-    net.load_state_dict(state)
-    return net.eval()
-
-
 # ---------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class NecessityTarget:
+    """What removing module i from the complete merge should do: class i falls to at most
+    ``class_acc`` accuracy, and the other classes lose at most ``other_drop`` on average."""
+
+    class_acc: float = 0.10
+    other_drop: float = 0.02
+
+    def met(self, class_acc, other_drop):
+        return (class_acc <= self.class_acc) & (other_drop <= self.other_drop)
 
 
 @dataclass
@@ -210,13 +217,14 @@ class Compositions:
         check_composable(self.records)
         self.states = [r.state_dict for r in self.records]
         self.merged = sum_states(self.states)
-        self.weight_net = net_with(self.records[0], self.merged)
-        self.logit_net = LogitAverage([r.build_net() for r in self.records]).eval()
+        self.weight_net = net_from_record(self.records[0], self.merged)
+        self.logit_net = LogitAverage([net_from_record(r) for r in self.records]).eval()
         self.full = {"weight": self.ts.scores(self.weight_net, self.ts.classes),
                      "logit": self.ts.scores(self.logit_net, self.ts.classes)}
 
-    def logit_without(self, i: int) -> nn.Module:
-        return LogitAverage([r.build_net() for k, r in enumerate(self.records) if k != i]).eval()
+    def logit_without(self, i: int) -> LogitAverage:
+        nets = [net_from_record(r) for k, r in enumerate(self.records) if k != i]
+        return LogitAverage(nets).eval()
 
     def others_sum(self, i: int) -> State:
         """Σ_{j≠i} θ_j built from scratch (the merge retrained without module i)."""
@@ -234,15 +242,18 @@ def full_rows(comp: Compositions) -> list[dict]:
     return rows
 
 
-def necessity_rows(comp: Compositions) -> list[dict]:
-    """Remove module i from the complete merge: subtract θ_i, or drop its logits."""
+def necessity_rows(comp: Compositions, target: NecessityTarget) -> list[dict]:
+    """Remove module i from the complete merge: subtract θ_i, or drop its logits (each row
+    records the target it is judged against)."""
     rows = []
     for i, c in enumerate(comp.ts.classes):
-        weight = net_with(comp.records[0], subtract_state(comp.merged, comp.states[i]))
+        weight = net_from_record(comp.records[0], subtract_state(comp.merged, comp.states[i]))
         for merge, model in (("weight", weight), ("logit", comp.logit_without(i))):
             ref = comp.full[merge]["per_class"]
             rows.append({"analysis": "necessity", "merge": merge, "variant": "removed",
-                         "full_class_acc": ref[c], **_without(comp.ts, model, c, ref)})
+                         "full_class_acc": ref[c], **_without(comp.ts, model, c, ref),
+                         "target_class_acc": target.class_acc,
+                         "target_other_drop": target.other_drop})
     return rows
 
 
@@ -252,8 +263,8 @@ def sufficiency_rows(comp: Compositions) -> list[dict]:
     ts = comp.ts
     for i, c in enumerate(ts.classes):
         rec = comp.records[i]
-        restricted = net_with(rec, restrict_state(comp.merged, rec.masks))
-        for variant, merge, model in (("alone", "none", rec.build_net()),
+        restricted = net_from_record(rec, restrict_state(comp.merged, rec.masks))
+        for variant, merge, model in (("alone", "none", net_from_record(rec)),
                                       ("restricted", "weight", restricted)):
             s = ts.scores(model, [c])
             rows.append({"analysis": "sufficiency", "merge": merge, "variant": variant,
@@ -274,7 +285,7 @@ def unlearning_rows(comp: Compositions) -> list[dict]:
         retrained = comp.others_sum(i)
         diff = max_abs_diff(subtracted, retrained)
         for variant, state in (("subtracted", subtracted), ("retrained", retrained)):
-            model = net_with(comp.records[0], state)
+            model = net_from_record(comp.records[0], state)
             rows.append({"analysis": "unlearning", "merge": "weight", "variant": variant,
                          "param_diff": diff, "full_class_acc": ref[c],
                          **_without(comp.ts, model, c, ref)})
@@ -288,8 +299,8 @@ def editing_rows(comp: Compositions, edit_classes: Sequence[int]) -> list[dict]:
     ts = comp.ts
     for c in edit_classes:
         i = ts.classes.index(c)
-        before_w = net_with(comp.records[0], comp.others_sum(i))
-        after_w = net_with(comp.records[0], sum_states([comp.others_sum(i), comp.states[i]]))
+        before_w = net_from_record(comp.records[0], comp.others_sum(i))
+        after_w = net_from_record(comp.records[0], sum_states([comp.others_sum(i), comp.states[i]]))
         pairs = (("weight", before_w, after_w), ("logit", comp.logit_without(i), comp.logit_net))
         for merge, before, after in pairs:
             b, a = ts.scores(before, ts.others(c)), ts.scores(after, ts.classes)
@@ -321,7 +332,6 @@ def overlap_rows(matrices: dict[str, torch.Tensor], classes: Sequence[int]) -> l
 
 def overlap_png(path, matrices: dict, labels: Sequence[str], title: str = ""):
     """One Jaccard heat map per layer; the diagonal (always 1) is left blank."""
-    from .plots import plt
 
     n = len(matrices)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), squeeze=False)
@@ -351,7 +361,6 @@ def overlap_png(path, matrices: dict, labels: Sequence[str], title: str = ""):
 
 def inputs_png(path, fan_outs: Sequence[torch.Tensor], input_shape, labels, title: str = ""):
     """Per module, the number of live first-layer weights leaving each input pixel."""
-    from .plots import plt
 
     n = len(fan_outs)
     cols = min(n, 5)
@@ -371,9 +380,9 @@ def inputs_png(path, fan_outs: Sequence[torch.Tensor], input_shape, labels, titl
     return path
 
 
-def necessity_png(path, rows: Sequence[dict], labels: dict, title: str = ""):
+def necessity_png(path, rows: Sequence[dict], labels: dict, target: NecessityTarget,
+                  title: str = ""):
     """Class-i accuracy after removing module i, and the mean drop of the other classes."""
-    from .plots import plt
 
     classes = sorted({r["class"] for r in rows})
     merges = ["weight", "logit"]
@@ -387,9 +396,11 @@ def necessity_png(path, rows: Sequence[dict], labels: dict, title: str = ""):
                     color="black", label="complete merge" if k == 0 else None)
         ax2.bar(xs, [100 * sel[c]["other_drop"] for c in classes], width, label=merge)
     names = [labels.get(c, str(int(c))) for c in classes]
-    ax1.axhline(0.10, color="red", ls="--", lw=1, label="10 %")
+    ax1.axhline(target.class_acc, color="red", ls="--", lw=1,
+                label=f"{100 * target.class_acc:g} %")
     ax1.set(ylim=(0, 1.05), ylabel="accuracy on class i", xlabel="removed module i")
-    ax2.axhline(2.0, color="red", ls="--", lw=1, label="2 points")
+    ax2.axhline(100 * target.other_drop, color="red", ls="--", lw=1,
+                label=f"{100 * target.other_drop:g} points")
     ax2.set(ylabel="mean drop of other classes (points)", xlabel="removed module i")
     for ax in (ax1, ax2):
         ax.set_xticks(range(len(classes)))

@@ -16,10 +16,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import tasks
+from .config import CONFIG_DIR, CONFIG_NAME
 from .errors import UserError
 
 TASKS = tuple(sorted(m.name for m in pkgutil.iter_modules(tasks.__path__)))
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def quiet_libraries() -> None:
@@ -42,7 +42,7 @@ class JobFailed(CompactHydraException):
     """A sweep job's UserError: that job fails, the other jobs of the sweep still run."""
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig):
     try:
         return run_task(cfg)

@@ -7,12 +7,13 @@ shape (K, ...) and every batch goes through all of them at once (``torch.func.vm
 K independent ones. A member that stops early is dropped from the stack (its optimizer state
 sliced out), so it is never touched again. Dropout masks come from a generator per member (seeded
 by its fingerprint and round), so a module is the same whichever members train beside it. The
-rest follows ``training.train_module`` step for step: same θ0, batch order per (seed, round),
-gradient/weight masking, Lightning's EarlyStopping rule, best-validation restore, IMP pruning and
-the same artifacts in each member's directory (bitwise equal to it up to float rounding when
-dropout is 0; with dropout the random masks differ from Lightning's global-RNG ones). On CPU, a
-large Linear weight with few alive entries (the pruned IMP phases) is trained as the 1-D leaf of
-its alive entries and multiplied sparsely (``family.sparse_below``, sparse.py).
+rest is the phase plan (``phases.py``) that the sequential trainer executes too: same θ0, batch
+order per phase, gradient/weight masking, Lightning's EarlyStopping rule, best-validation restore,
+IMP pruning, and the same artifacts in each member's directory (``moduledir.py``): bitwise equal
+up to float rounding when dropout is 0 (with dropout the random masks differ from Lightning's
+global-RNG ones). On CPU, a large Linear weight with few alive entries (the pruned IMP phases) is
+trained as the 1-D leaf of its alive entries and multiplied sparsely (``family.sparse_below``,
+sparse.py).
 """
 
 import copy
@@ -24,7 +25,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
@@ -33,34 +33,25 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from . import masks as M
+from . import moduledir
 from .builders import (
     build_datamodule,
     build_net,
+    data_source,
     init_theta0,
     module_spec,
     spec_fingerprint,
     trace_calls,
 )
-from .data.datamodule import cached_source, check_rewarded
+from .data.datamodule import check_rewarded
 from .evaluate import evaluate
-from .imp import IterativeMagnitudePruning
+from .loggers import build_loggers, finish_loggers
 from .loss import MaxEntLoss, kl_to_target
 from .merge import has_batchnorm
 from .metrics import evaluation_metrics
+from .phases import Phase, StopRule, phase_callbacks, plan, run_name, validate
 from .sparse import Pattern, family_linears
-from .storage import write_json
 from .targets import make_targets
-from .training import (
-    _finished,
-    _resume,
-    _round_epochs,
-    build_logger,
-    finish_loggers,
-    save_round,
-    save_trained,
-    tracks_val_metrics,
-    validate,
-)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +61,10 @@ ELEMENTWISE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "A
 TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "num_sanity_val_steps",
                 "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
                 "log_every_n_steps", "deterministic", "benchmark", "default_root_dir", "precision"}
+# Dropout layers other than nn.Dropout (no per-member stream for them).
+OTHER_DROPOUTS = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                  nn.FeatureAlphaDropout)
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Smaller Linear weights keep dense products: theirs cost less than a sparse product's overhead.
 SPARSE_MIN_WEIGHTS = 1 << 16
 EVAL_BATCH = 1000  # MaxEntDataModule's default eval_batch_size (for memory planning)
@@ -143,11 +138,6 @@ def _generator(fingerprint: str, round_: int, device) -> torch.Generator:
     return g
 
 
-def _early_stoppers(cfg: DictConfig) -> list[EarlyStopping]:
-    """Fresh EarlyStopping objects of the configured callbacks (their rule is used as is)."""
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-
-
 def unsupported_reason(cfg: DictConfig) -> str | None:
     """Why ``cfg`` cannot be trained as a family (then it is trained sequentially), or None."""
     if cfg.loss.targets == "cross_entropy":
@@ -157,7 +147,7 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
         return f"trainer option(s) {extra} are not supported by the family trainer"
     if str(cfg.trainer.get("precision", 32)) not in ("32", "32-true"):
         return "only 32-bit precision is supported"
-    for name, c in (cfg.get("callbacks") or {}).items():
+    for name, c in cfg.callbacks.items():
         cb = instantiate(c)
         if not isinstance(cb, EarlyStopping) or cb.monitor != "val/loss":
             return f"callback '{name}' is not EarlyStopping on val/loss"
@@ -165,19 +155,18 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     opt_name = getattr(getattr(opt, "func", opt), "__name__", str(opt))
     if opt_name not in ELEMENTWISE:
         return f"optimizer {opt_name} is not elementwise"
-    src = cached_source(cfg.data.name, cfg.data.get("root"), cfg.data.get("download", True))
+    src = data_source(cfg)
     net = build_net(cfg.model, src.input_shape, src.num_classes)
-    odd = [type(m).__name__ for m in net.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
-           and type(m) is not nn.Dropout and m.p > 0]
+    odd = [type(m).__name__ for m in net.modules() if isinstance(m, OTHER_DROPOUTS) and m.p > 0]
     if odd:
         return f"{odd[0]} is not supported (only nn.Dropout gets per-member streams)"
     if has_batchnorm(net):
         return f"{type(net).__name__} has BatchNorm (running statistics are not stacked)"
     if any(True for _ in net.buffers()):
         return f"{type(net).__name__} has buffers"
-    convolutions = any(isinstance(m, nn.modules.conv._ConvNd) for m in net.modules())
+    convolutions = any(isinstance(m, CONVOLUTIONS) for m in net.modules())
     on_cpu = pick_device(str(cfg.trainer.get("accelerator", "auto"))).type == "cpu"
-    if convolutions and on_cpu and not (cfg.get("family") or {}).get("cpu_convolutions", False):
+    if convolutions and on_cpu and not cfg.family.cpu_convolutions:
         return ("vectorized convolutions run slower on CPU than one module at a time "
                 "(family.cpu_convolutions=true uses them anyway)")
     return None
@@ -331,9 +320,8 @@ class FamilyTrainer:
         self.net.to(device)
         self.loss = instantiate(cfg.loss)
         assert isinstance(self.loss, MaxEntLoss)
-        self.prunable = M.prunable_names(self.net, include_bias=cfg.imp.scope == "layerwise")
-        self.rounds = int(cfg.imp.rounds) if cfg.imp.enabled else 0
-        self.track = tracks_val_metrics(cfg)
+        self.plan = plan(cfg, self.net)
+        self.prunable, self.track = list(self.plan.prunable), self.plan.val_metrics
         c = self.dm.num_classes
         labels = torch.arange(c)
         self.tables = torch.stack([make_targets(labels, m.rewarded, c, cfg.loss.targets)
@@ -341,13 +329,13 @@ class FamilyTrainer:
         self.train_xy = [t.to(device) for t in (self.dm.train[0], self.dm.train[2])]
         self.val_xy = [t.to(device) for t in (self.dm.val[0], self.dm.val[2])]
         self.train_net, self.drops = _member_dropout(copy.deepcopy(self.net), self.dm.input_shape)
-        self.sparse_below = float((cfg.get("family") or {}).get("sparse_below", 0.0))
+        self.sparse_below = float(cfg.family.sparse_below)
         self.linears = (family_linears(self.train_net, self.prunable, self.dm.input_shape)
                         if self.sparse_below > 0 and device.type == "cpu" else {})
         self.fwd = vmap(self._forward, in_dims=(0, None, 0, 0), randomness="same")
         self.orders = self._grad_layouts()
         self.optimizer = instantiate(cfg.optimizer)
-        if (cfg.get("family") or {}).get("fused_optimizer", False):
+        if cfg.family.fused_optimizer:
             self.optimizer = _fused(self.optimizer)
 
     def _grad_layouts(self) -> dict[str, list[int]]:
@@ -440,8 +428,8 @@ class FamilyTrainer:
             m.val_metrics = evaluation_metrics(m.rewarded, self.dm.num_classes)
         return m.val_metrics
 
-    def run_round(self, r: int) -> None:
-        cfg = self.cfg
+    def run_phase(self, phase: Phase) -> None:
+        r, rounds = phase.round, self.plan.rounds
         rows = [k for k, m in enumerate(self.members) if m.start <= r]
         if not rows:
             return
@@ -454,15 +442,13 @@ class FamilyTrainer:
                       self.device, sparse)
         for k in rows:
             m = self.members[k]
-            m.stoppers, m.best_score, m.best_epoch, m.best, m.last = (
-                _early_stoppers(cfg), float("inf"), -1, None, None)
+            m.stoppers = [StopRule(cb) for cb in phase_callbacks(self.cfg)]
+            m.best_score, m.best_epoch, m.best, m.last = float("inf"), -1, None, None
         gens = {k: _generator(self.members[k].fingerprint, r, self.device) for k in rows}
-        self.dm.shuffle_seed = int(cfg.seed) * 1000 + r
-        L.seed_everything(int(cfg.seed) + r, verbose=False)
+        phase.begin(self.dm)
         sampler = self.dm.train_dataloader().sampler  # the very batch order of the loader
-        epochs = _round_epochs(cfg, final=r == self.rounds)
-        steps = len(sampler)
-        log.info("family IMP phase %d/%d: %d module(s), up to %d epochs%s", r, self.rounds,
+        epochs, steps = phase.epochs, len(sampler)
+        log.info("family IMP phase %d/%d: %d module(s), up to %d epochs%s", r, rounds,
                  len(rows), epochs, "".join(f", {n} sparse ({alive[n]:.1%} alive)"
                                             for n in sorted(sparse)))
         for epoch in range(epochs):
@@ -477,7 +463,7 @@ class FamilyTrainer:
                                                 "val/loss": float(val[i]), **extra[i]}))
                 if float(val[i]) < m.best_score:  # RestoreBestWeights
                     m.best_score, m.best_epoch, m.best = float(val[i]), epoch, stack.row(i)
-                if any([es._evaluate_stopping_criteria(val[i])[0] for es in m.stoppers]):
+                if any([rule.should_stop(val[i]) for rule in m.stoppers]):
                     m.stop_epochs.append(epoch + 1)
                     m.last = stack.row(i)
                     stopped.append(i)
@@ -490,22 +476,19 @@ class FamilyTrainer:
         for i, k in enumerate(rows):
             self.members[k].stop_epochs.append(epochs)
             self.members[k].last = stack.row(i)
-        self._end_round(r)
+        self._end_phase(phase)
 
-    def _end_round(self, r: int) -> None:
+    def _end_phase(self, phase: Phase) -> None:
         """Restore each member's best weights; before the final phase prune and record."""
-        output_layer = self.prunable[-1].rsplit(".", 1)[0]
         for m in self.members:
-            if m.start > r:
+            if m.start > phase.round:
                 continue
             m.weights = m.best if m.best is not None else m.last
-            if r == self.rounds:
+            if phase.final:
                 continue
-            pruner = IterativeMagnitudePruning(self.theta0, m.masks, self.rounds,
-                                               self.cfg.imp.sparsity, self.cfg.imp.scope,
-                                               output_layer, start_round=r)
-            m.masks = pruner.next_masks(m.weights)
-            save_round(m.out_dir, r, m.masks, m.fingerprint, m.best_epoch, m.best_score)
+            m.masks = self.plan.next_masks(m.weights, m.masks)
+            moduledir.save_round(m.out_dir, phase.round, m.masks, m.fingerprint, m.best_epoch,
+                                 m.best_score)
 
     def finish(self, m: Member, wall_s: float) -> dict:
         """Test, then write module.pt, confusion.png, loggers and metrics.json (last)."""
@@ -516,17 +499,17 @@ class FamilyTrainer:
                        targets=cfg.loss.targets, batch_size=dm.eval_batch_size)
         confusion = torch.tensor(res.pop("confusion"))
         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        metrics = save_trained(
-            m.out_dir, cfg, dm, m.rewarded, {f"test/{k}": v for k, v in res.items()}, confusion,
-            state, m.masks, m.spec, self.theta0_id, self.loss.temperature, m.stop_epochs, wall_s)
+        metrics = moduledir.save_trained(
+            m.out_dir, cfg.seed, dm, m.rewarded, {f"test/{k}": v for k, v in res.items()},
+            confusion, state, m.masks, m.spec, m.fingerprint, self.theta0_id,
+            self.loss.temperature, m.stop_epochs, wall_s)
         self._replay_logs(m, metrics)
-        write_json(m.out_dir / "metrics.json", metrics)
+        moduledir.mark_done(m.out_dir, metrics)
         return metrics
 
     def _replay_logs(self, m: Member, metrics: dict) -> None:
         """Per-epoch history and test metrics into the member's own loggers, one run at a time."""
-        loggers = build_logger(self.cfg, m.out_dir,
-                               name=f"R{'-'.join(map(str, m.rewarded))}_s{self.cfg.seed}")
+        loggers = build_loggers(self.cfg, m.out_dir, name=run_name(m.rewarded, self.cfg.seed))
         for logger in loggers:
             for step, row in m.history:
                 logger.log_metrics(row, step=step)
@@ -567,14 +550,14 @@ def _deterministic(setting):
 def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
     start_time = time.perf_counter()
     trainer = FamilyTrainer(cfg, members, device, group)
-    rounds = trainer.rounds
+    phases = trainer.plan
     for m in members:
-        full = M.full_masks(trainer.net, trainer.prunable)
-        m.masks, m.start = _resume(m.out_dir, m.fingerprint, rounds) or (full, 0)
+        resumed = moduledir.resume_point(m.out_dir, m.fingerprint, phases.rounds)
+        m.masks, m.start = resumed or (phases.full_masks(trainer.net), 0)
         m.masks = {n: v.cpu() for n, v in m.masks.items()}
     with _deterministic(cfg.trainer.get("deterministic")):
-        for r in range(min(m.start for m in members), rounds + 1):
-            trainer.run_round(r)
+        for phase in phases.phases[min(m.start for m in members):]:
+            trainer.run_phase(phase)
     share = (time.perf_counter() - start_time) / len(members)
     trainer.net.cpu()
     return [trainer.finish(m, share) for m in members]
@@ -583,15 +566,12 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
 def train_family(cfg: DictConfig, jobs) -> list[dict]:
     """Train the ``(rewarded, out_dir)`` modules of one seed together (chunked to fit memory),
     skipping finished ones; every member directory is locked while its chunk trains."""
-    from .store import locked
-
     validate(cfg)
-    src = cached_source(cfg.data.name, cfg.data.get("root"), cfg.data.get("download", True))
+    src = data_source(cfg)
     device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
-    fam = cfg.get("family") or {}
     probe = build_net(cfg.model, src.input_shape, src.num_classes)
     chunk, group = plan_sizes(probe, src.input_shape, int(cfg.data.batch_size), device,
-                              fam.get("chunk_size"))
+                              cfg.family.chunk_size)
     members, results = {}, {}
     for rewarded, out_dir in jobs:
         m = _member(cfg, rewarded, out_dir, src.num_classes, cfg.data.name)
@@ -599,7 +579,7 @@ def train_family(cfg: DictConfig, jobs) -> list[dict]:
         if key not in members:
             members[key] = m
     for key, m in members.items():
-        if (done := _finished(m.out_dir, m.fingerprint)) is not None:
+        if (done := moduledir.finished_module(m.out_dir, m.fingerprint)) is not None:
             results[key] = done
     todo = [m for key, m in members.items() if key not in results]
     log.info("family training: %d module(s) of seed %s, %d per pass, on %s", len(todo), cfg.seed,
@@ -608,10 +588,10 @@ def train_family(cfg: DictConfig, jobs) -> list[dict]:
         part = sorted(todo[s:s + chunk], key=lambda m: str(m.out_dir.resolve()))
         with ExitStack() as locks:
             for m in part:
-                locks.enter_context(locked(m.out_dir))
+                locks.enter_context(moduledir.locked(m.out_dir))
             ready = []
             for m in part:  # another process may have finished it meanwhile
-                if (done := _finished(m.out_dir, m.fingerprint)) is not None:
+                if (done := moduledir.finished_module(m.out_dir, m.fingerprint)) is not None:
                     results[str(m.out_dir.resolve())] = done
                 else:
                     ready.append(m)

@@ -1,14 +1,11 @@
-"""Shared machinery of the composition tasks (single, pairwise, complete, mode_connectivity,
-merge, eval): the job's output directory and skip-if-done fingerprint, results.csv rows,
-metrics.json, one W&B run per job, GPU assignment, pair sampling and class permutations.
+"""The composition-job skeleton every task but ``train`` runs through: start (or skip when
+done), data, modules from the store, composability check, scores, finish (results.csv,
+metrics.json, one W&B run); plus GPU assignment, pair sampling and class permutations.
 
 Every job writes into its Hydra job directory: ``config.yaml`` (resolved config),
-``results.csv`` (one row per evaluated model, columns ``COLUMNS``; empty where not applicable),
-``confusions.json`` (confusion matrices, rows: true label), ``metrics.json`` (summary with the
-job ``fingerprint``; written last, so it marks the job done) and PNG figures.
-Rows: ``model`` is the model config name (mlp_shallow, lenet, ...), else the class name;
-``class_set`` the rewarded classes joined by "-" (a merge: their union); ``step`` the number of
-modules merged; ``loss_value`` KL(ỹ ‖ softmax(z/T)) with MaxEnt targets on ``class_set``.
+``results.csv`` (one row per evaluated model, ``results.COLUMNS``), ``confusions.json``
+(confusion matrices, rows: true label), ``metrics.json`` (summary with the job ``fingerprint``;
+written last, so it marks the job done) and PNG figures.
 """
 
 import time
@@ -22,20 +19,25 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from .builders import plain
-from .data.datamodule import cached_source
+from . import moduledir
+from .builders import data_source, net_from_record, plain
 from .errors import UserError
 from .evaluate import evaluate
-from .merge import has_batchnorm, logit_average, recalibrate_batchnorm, weight_sum
-from .plots import confusion_png
-from .storage import ModuleRecord, config_digest, read_json, write_json, write_text
-
-COLUMNS = (
-    "task", "experiment", "data", "model", "loss", "imp", "sparsity", "temperature", "seed",
-    "cardinality", "pair", "permutation", "step", "class_set", "merge", "t", "split",
-    "rewarded_acc", "nonrewarded_entropy", "acc", "loss_value", "barrier_pct",
+from .merge import (
+    check_composable,
+    has_batchnorm,
+    logit_average,
+    recalibrate_batchnorm,
+    weight_sum,
 )
+from .phases import imp_used, validate
+from .plots import confusion_png
+from .results import COLUMNS
+from .storage import ModuleRecord, config_digest, load_module, write_json, write_text
+from .store import ModuleStore
+
 # Config keys that do not change a job's results (left out of its fingerprint).
 IGNORED_KEYS = ("paths", "logger", "store", "family")
 IGNORED_TRAINER_KEYS = ("devices", "accelerator", "enable_progress_bar")
@@ -132,19 +134,14 @@ def class_permutation(num_classes: int, index: int) -> list[int]:
     return [int(c) for c in np.random.default_rng(int(index)).permutation(int(num_classes))]
 
 
-# ---------------------------------------------------------------- data and evaluation
-def load_data(cfg: DictConfig, name: str | None = None):
-    d = cfg.data
-    return cached_source(name or d.name, d.get("root"), bool(d.get("download", True)))
-
-
-def on_device(net: torch.nn.Module, device: torch.device):
+# ---------------------------------------------------------------- evaluation
+def on_device(net: nn.Module, device: torch.device):
     net = net.to(device).eval()
     return lambda x: net(x.to(device))
 
 
 @torch.no_grad()
-def logits_of(net: torch.nn.Module, x: torch.Tensor, device, batch_size: int = 1000):
+def logits_of(net: nn.Module, x: torch.Tensor, device, batch_size: int = 1000):
     model = on_device(net, device)
     return torch.cat([model(x[i : i + batch_size]).float().cpu()
                       for i in range(0, len(x), batch_size)])
@@ -155,17 +152,11 @@ def precomputed(logits: torch.Tensor):
     return lambda index: logits[index]
 
 
-def wants_recalibration(cfg: DictConfig, net: torch.nn.Module) -> bool:
+def wants_recalibration(cfg: DictConfig, net: nn.Module) -> bool:
     mode = str(cfg.merge.recalibrate_bn).lower()
     if mode not in ("auto", "true", "false"):
         raise UserError(f"merge.recalibrate_bn={mode} must be auto, true or false")
     return mode != "false" and has_batchnorm(net)
-
-
-def recalibrate(cfg, net, x_train, device):
-    if wants_recalibration(cfg, net):
-        recalibrate_batchnorm(net.to(device), x_train)
-    return net
 
 
 def scores(model, x, y, rewarded, num_classes, temperature) -> tuple[dict, torch.Tensor]:
@@ -174,21 +165,6 @@ def scores(model, x, y, rewarded, num_classes, temperature) -> tuple[dict, torch
     values = {k: m[k] for k in ("rewarded_acc", "nonrewarded_entropy", "acc")}
     values["loss_value"] = m["loss"]
     return values, torch.tensor(m["confusion"])
-
-
-def score_merges(job, records, rewarded, splits, kinds, weights=None) -> dict:
-    """{kind: (row values, confusion, net)} of the weight sum and/or logit average of the modules
-    on ``rewarded`` (the union of their classes); BN recalibrated after a weight merge."""
-    out, first = {}, records[0]
-    for kind in kinds:
-        if kind == "weight":
-            net = recalibrate(job.cfg, weight_sum(records)[0], splits.x_train, job.device)
-        else:
-            net = logit_average(records, weights)
-        values, confusion = scores(on_device(net, job.device), splits.x_test, splits.y_test,
-                                   rewarded, first.num_classes, first.temperature)
-        out[kind] = (values, confusion, net.cpu())
-    return out
 
 
 def merge_kinds(cfg: DictConfig) -> list[str]:
@@ -227,26 +203,90 @@ class Job:
         self.fingerprint = job_fingerprint(cfg)
         self.images: dict[str, Path] = {}
         self.device = torch.device("cpu")
+        self.splits, self.module_paths = None, []
 
     @classmethod
     def start(cls, cfg: DictConfig, task: str) -> "Job | None":
         """The job, or None (after printing 'skip') when it already finished."""
+        validate(cfg)
         job = cls(cfg, task)
-        done = job.out / "metrics.json"
-        if done.exists():
-            if read_json(done).get("fingerprint") == job.fingerprint:
-                print(f"skip: {task} job already done in {job.out}")
-                return None
-            raise UserError(f"{job.out} already holds a finished job of a different config; "
-                            "choose another hydra.sweep.dir / hydra.run.dir or delete it")
+        fix = "choose another hydra.sweep.dir / hydra.run.dir or delete it"
+        if moduledir.finished_run(job.out, job.fingerprint, "job", fix) is not None:
+            print(f"skip: {task} job already done in {job.out}")
+            return None
         write_text(job.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         job.device = setup_device(cfg)
         return job
 
+    # ------------------------------------------------------------ data and modules
+    def load_data(self, name: str | None = None):
+        """The data set of the job (or ``name``, the data of given checkpoints)."""
+        self.splits = data_source(self.cfg, name)
+        return self.splits
+
+    def modules(self, rewarded_sets: Sequence[Sequence[int]],
+                compose: bool = True) -> list[ModuleRecord]:
+        """The job's modules from the store (training the missing ones); checked to compose
+        unless ``compose=False`` (modules evaluated only alone)."""
+        store = ModuleStore(self.cfg.store.root, self.cfg.store.train_missing)
+        self.module_paths = store.get_many(self.cfg, rewarded_sets)
+        records = [load_module(p) for p in self.module_paths]
+        if compose:
+            check_composable(records)
+        return records
+
+    def checkpoints(self) -> list[ModuleRecord]:
+        """The modules given as ``checkpoints=[...]`` (merge, eval), and their data."""
+        paths = [Path(p) for p in self.cfg.checkpoints or []]
+        if not paths:
+            raise UserError("no modules given; set checkpoints=[a/module.pt,b/module.pt]")
+        records = [load_module(p) for p in paths]
+        check_composable(records)
+        self.load_data(records[0].spec["data"]["name"])
+        return records
+
+    # ------------------------------------------------------------ scores
+    def score(self, model, rewarded, temperature, split: str = "test"):
+        """Row values and confusion of a net (or a callable on inputs) on one split."""
+        x, y = ((self.splits.x_test, self.splits.y_test) if split == "test"
+                else (self.splits.x_train, self.splits.y_train))
+        if isinstance(model, nn.Module):
+            model = on_device(model, self.device)
+        return scores(model, x, y, rewarded, self.splits.num_classes, temperature)
+
+    def score_logits(self, logits: torch.Tensor, rewarded, temperature):
+        """Row values and confusion of precomputed test-split logits (a logit average)."""
+        index = torch.arange(len(self.splits.y_test))
+        return scores(precomputed(logits), index, self.splits.y_test, rewarded,
+                      self.splits.num_classes, temperature)
+
+    def score_module(self, rec: ModuleRecord, rewarded=None):
+        """A module alone, on its own rewarded set or on ``rewarded``."""
+        return self.score(net_from_record(rec), rec.rewarded if rewarded is None else rewarded,
+                          rec.temperature)
+
+    def recalibrated(self, net: nn.Module) -> nn.Module:
+        """``net`` with BatchNorm statistics recomputed on the training inputs (as configured)."""
+        if wants_recalibration(self.cfg, net):
+            recalibrate_batchnorm(net.to(self.device), self.splits.x_train)
+        return net
+
+    def score_merges(self, records, rewarded, kinds, weights=None) -> dict:
+        """{kind: (row values, confusion, net)} of the weight sum and/or logit average of the
+        modules on ``rewarded`` (the union of their classes)."""
+        out, T = {}, records[0].temperature
+        for kind in kinds:
+            net = (self.recalibrated(weight_sum(records)[0]) if kind == "weight"
+                   else logit_average(records, weights))
+            values, confusion = self.score(net, rewarded, T)
+            out[kind] = (values, confusion, net.cpu())
+        return out
+
+    # ------------------------------------------------------------ outputs
     def row(self, **values) -> dict:
         """A results row: this job's config columns, then ``values``."""
         cfg = self.cfg
-        imp = bool(cfg.imp.enabled) and int(cfg.imp.rounds) > 0
+        imp = imp_used(cfg.imp)
         row = dict.fromkeys(COLUMNS)
         row.update(task=self.task, experiment=cfg.experiment_name, data=cfg.data.name,
                    model=model_name(cfg), loss=cfg.loss.targets, imp=imp,
@@ -255,21 +295,34 @@ class Job:
         row.update(values)
         return row
 
+    def record_row(self, rec: ModuleRecord, **values) -> dict:
+        """A results row whose config columns come from a module checkpoint."""
+        spec, imp = rec.spec, rec.spec["imp"]
+        same_model = plain(self.cfg.model) == spec["model"]
+        name = (model_name(self.cfg) if same_model
+                else spec["model"]["_target_"].rsplit(".", 1)[-1])
+        return self.row(data=spec["data"]["name"], model=name.lower(),
+                        loss=spec["loss"]["targets"], imp=imp_used(imp),
+                        sparsity=float(imp["sparsity"]) if imp_used(imp) else 0.0,
+                        temperature=float(rec.temperature), seed=int(rec.seed), **values)
+
+    def image(self, name: str) -> Path:
+        """The path of figure ``name`` (a PNG in the job directory, logged with the job)."""
+        self.images[name] = self.out / f"{name}.png"
+        return self.images[name]
+
     def confusion(self, name: str, matrix: torch.Tensor, classes, title: str) -> Path:
-        path = confusion_png(self.out / f"{name}.png", matrix, classes, title)
-        self.images[name] = path
-        return path
+        return confusion_png(self.image(name), matrix, classes, title)
 
     def plot(self, name: str, curves: dict, xlabel: str, ylabel: str, title: str = "",
              hline: float | None = None) -> Path:
-        path = line_png(self.out / f"{name}.png", curves, xlabel, ylabel, title, hline)
-        self.images[name] = path
-        return path
+        return line_png(self.image(name), curves, xlabel, ylabel, title, hline)
 
-    def finish(self, rows: list[dict], summary: dict, run_name: str = "") -> dict:
+    def finish(self, rows: list[dict], summary: dict, run_name: str = "",
+               columns: Sequence[str] = COLUMNS) -> dict:
         """Write results.csv (and confusions.json: the ``confusions`` of the summary), log to
         W&B (one run, finished here), then metrics.json."""
-        frame = pd.DataFrame(rows, columns=list(COLUMNS))
+        frame = pd.DataFrame(rows, columns=list(columns))
         write_text(self.out / "results.csv", frame.to_csv(index=False))
         confusions = summary.pop("confusions", None)
         if confusions:
@@ -282,7 +335,7 @@ class Job:
         return metrics
 
     def _wandb(self, frame: pd.DataFrame, metrics: dict, run_name: str) -> None:
-        wcfg = (self.cfg.get("logger") or {}).get("wandb")
+        wcfg = self.cfg.logger.get("wandb")
         if wcfg is None:
             return
         import wandb
@@ -300,14 +353,3 @@ class Job:
                                 if isinstance(v, int | float | str | bool)})
         finally:
             run.finish()
-
-
-def record_row(job: Job, rec: ModuleRecord, **values) -> dict:
-    """A results row whose config columns come from a module checkpoint."""
-    spec, imp = rec.spec, rec.spec["imp"]
-    imp_on = bool(imp["enabled"]) and int(imp["rounds"]) > 0
-    same_model = plain(job.cfg.model) == spec["model"]
-    name = model_name(job.cfg) if same_model else spec["model"]["_target_"].rsplit(".", 1)[-1]
-    return job.row(data=spec["data"]["name"], model=name.lower(), loss=spec["loss"]["targets"],
-                   imp=imp_on, sparsity=float(imp["sparsity"]) if imp_on else 0.0,
-                   temperature=float(rec.temperature), seed=int(rec.seed), **values)

@@ -7,10 +7,12 @@ import torch
 from torch import nn
 
 from . import masks as M
+from .builders import net_from_record
 from .errors import UserError
 from .storage import ModuleRecord
 
 State = dict[str, torch.Tensor]
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def check_composable(records: Sequence[ModuleRecord]) -> None:
@@ -57,9 +59,8 @@ def sum_states(states: Sequence[Mapping[str, torch.Tensor]]) -> State:
 def weight_sum(records: Sequence[ModuleRecord]) -> tuple[nn.Module, M.Masks]:
     """The merged net Σ_i θ_i and its mask (OR of the modules' masks)."""
     check_composable(records)
-    net = records[0].build_net()
-    net.load_state_dict(sum_states([r.state_dict for r in records]))
-    return net.eval(), M.union([r.masks for r in records])
+    net = net_from_record(records[0], sum_states([r.state_dict for r in records]))
+    return net, M.union([r.masks for r in records])
 
 
 class LogitAverage(nn.Module):
@@ -82,17 +83,17 @@ class LogitAverage(nn.Module):
 
 def logit_average(records: Sequence[ModuleRecord], weights=None) -> LogitAverage:
     check_composable(records)
-    return LogitAverage([r.build_net() for r in records], weights).eval()
+    return LogitAverage([net_from_record(r) for r in records], weights).eval()
 
 
 def has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    return any(isinstance(m, BATCH_NORMS) for m in net.modules())
 
 
 @torch.no_grad()
 def recalibrate_batchnorm(net: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
     """Recompute BatchNorm running statistics as the exact average over ``x``."""
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in net.modules() if isinstance(m, BATCH_NORMS)]
     if not norms:
         return net
     momenta = [m.momentum for m in norms]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .errors import UserError
 
@@ -129,14 +128,6 @@ class ModuleRecord:
     spec: dict
     fingerprint: str
     metrics: dict = field(default_factory=dict)
-
-    def build_net(self) -> nn.Module:
-        """Instantiate the backbone from the recorded model config and load the weights."""
-        from .builders import build_net
-
-        net = build_net(self.spec["model"], self.input_shape, self.num_classes)
-        net.load_state_dict(self.state_dict)
-        return net.eval()
 
 
 def _payload_digest(state_dict: dict, masks: dict) -> str:

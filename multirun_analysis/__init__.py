@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import figures, tables
+from .circuits import report as circuits_report
 from .load import AnalysisError, NoRows, Runs, load_runs
 
 TABLES = {"table1": tables.table1, "table2": tables.table2, "table4": tables.table4}
@@ -77,8 +78,6 @@ def analyze(dirs, out, which=("all",)) -> Report:
                 raise AnalysisError(f"{name}: {err} in {', '.join(map(str, dirs))}") from None
             report.notes.append(f"skipped {name}: {err}")
     if "all" in which and (report.runs.frame["task"] == "circuits").any():
-        from .circuits import report as circuits_report
-
         report.written += circuits_report(report.runs.frame, out)
     if not report.written:
         raise AnalysisError(f"nothing to write: {'; '.join(report.notes)}")

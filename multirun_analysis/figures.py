@@ -10,7 +10,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .load import KEYS, NoRows, confusion_matrices  # noqa: E402
+from maxent_lightning.results import KEYS  # noqa: E402
+
+from .load import NoRows, confusion_matrices  # noqa: E402
 from .tables import ENTROPY, RACC, _need, _rank, _test, name  # noqa: E402
 
 MERGES = ("weight", "logit")

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-KEYS = [
-    "task", "experiment", "data", "model", "loss", "imp", "sparsity", "temperature", "seed",
-    "cardinality", "pair", "permutation", "step", "class_set", "merge", "t", "split",
-]
-METRICS = ["rewarded_acc", "nonrewarded_entropy", "acc", "loss_value", "barrier_pct"]
-COLUMNS = KEYS + METRICS
-NUMERIC = ["sparsity", "temperature", "seed", "cardinality", "pair", "permutation", "step", "t"]
-TEXT = ["task", "experiment", "data", "model", "loss", "class_set", "merge", "split"]
+from maxent_lightning.results import COLUMNS, METRICS, NUMERIC, TEXT
+
 _TRUE = {"true", "1", "1.0", "yes"}
 _FALSE = {"false", "0", "0.0", "no"}
 

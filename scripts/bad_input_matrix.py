@@ -117,15 +117,9 @@ def cli_in_process(args) -> tuple[int, str]:
 
 
 def compose(overrides):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from maxent_lightning.config import compose_config
 
-    from maxent_lightning.cli import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose("train", overrides=list(overrides))
+    return compose_config(overrides)
 
 
 def _write_bad_data(work: Path) -> dict:

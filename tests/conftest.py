@@ -1,13 +1,13 @@
-"""Shared fixtures: compose the real Hydra config with test-sized overrides."""
+"""Shared fixtures: the real Hydra config composed with test-sized overrides, and tasks run as
+Hydra jobs would run them."""
 
 import os
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
 
-from maxent_lightning.cli import CONFIG_DIR
+from maxent_lightning.cli import run_task
+from maxent_lightning.config import compose_config
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -23,19 +23,63 @@ FAST = [
 ]
 
 
-def compose_config(overrides=(), tmp: Path | None = None, fast: bool = True):
-    """The real config composed as the CLI would, with outputs under ``tmp``."""
-    GlobalHydra.instance().clear()
+def _with_dirs(overrides, tmp, fast: bool) -> list[str]:
     extra = list(FAST if fast else []) + list(overrides)
     if tmp is not None:
         extra += [f"paths.log_dir={tmp}/outputs", f"paths.store_dir={tmp}/store"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=extra, return_hydra_config=False)
+    return extra
+
+
+@pytest.fixture(scope="session")
+def fast_overrides() -> list[str]:
+    """The overrides that make a config test-sized."""
+    return list(FAST)
+
+
+@pytest.fixture(scope="session")
+def compose_fast():
+    """``compose_fast(*overrides, tmp=DIR, fast=True)``: the config, outputs and store under
+    ``tmp``, test-sized unless ``fast=False``."""
+
+    def compose(*overrides, tmp=None, fast=True):
+        return compose_config(_with_dirs(overrides, tmp, fast))
+
+    return compose
 
 
 @pytest.fixture
-def make_cfg(tmp_path):
+def make_cfg(tmp_path, compose_fast):
+    """``make_cfg(*overrides, fast=True)``: a test-sized config writing under ``tmp_path``."""
+
     def make(*overrides, fast=True):
-        return compose_config(overrides, tmp_path, fast)
+        return compose_fast(*overrides, tmp=tmp_path, fast=fast)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def compose_job():
+    """``compose_job(overrides, out)``: (job config, sweep params) as Hydra resolves them for a
+    job writing to ``out`` (HydraConfig set, the hydra node dropped)."""
+
+    def compose(overrides, out="/tmp/out"):
+        cfg = compose_config(list(overrides), output_dir=out, keep_hydra=True)
+        params = cfg.hydra.sweeper.params
+        sweep = OmegaConf.to_container(params) if params is not None else {}
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg, sweep
+
+    return compose
+
+
+@pytest.fixture(scope="session")
+def run_job():
+    """``run_job(out_dir, *overrides, fast=True)``: run the task of the config as a Hydra job
+    writing to ``out_dir`` (store under its parent's ``store``); returns what the task returns."""
+
+    def run(out_dir, *overrides, fast=True):
+        extra = [*(FAST if fast else []), f"paths.store_dir={out_dir.parent}/store", *overrides]
+        return run_task(compose_config(extra, output_dir=out_dir))
+
+    return run

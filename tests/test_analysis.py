@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from maxent_lightning.results import COLUMNS
 from multirun_analysis import analyze, load_runs
 from multirun_analysis.__main__ import main
-from multirun_analysis.load import COLUMNS, confusion_matrices
+from multirun_analysis.load import confusion_matrices
 from multirun_analysis.tables import fmt, welch_bold
 
 # Pairwise rewarded accuracy per (cardinality, loss), over 3 seeds × 2 pairs (seed-major).

@@ -6,14 +6,8 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from maxent_lightning import circuits as C
-from maxent_lightning.cli import CONFIG_DIR, run_task
 from maxent_lightning.merge import sum_states
 from multirun_analysis.circuits import main, report
 
@@ -67,24 +61,20 @@ def test_restricting_a_state_keeps_only_the_masked_weights():
     assert got["w"].tolist() == [[1, 0], [0, 1]] and got["b"].tolist() == [1, 1]
 
 
-def run_circuits(tmp_path, *overrides):
-    """The task as a Hydra job would run it (HydraConfig set, output dir tmp_path/job)."""
-    GlobalHydra.instance().clear()
-    extra = [*FAST, "+experiment=circuits_mnist5k", "circuits.classes=[0,1,2]",
-             "imp.sparsity=0.5", "imp.rounds=1",
-             "trainer.max_epochs=1", f"paths.store_dir={tmp_path}/store",
-             *overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=extra, return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(tmp_path / "job")
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return run_task(cfg)
+@pytest.fixture
+def run_circuits(tmp_path, run_job):
+    """The task on 3 classes with cheap modules, as a Hydra job into tmp_path/job."""
+
+    def run(*overrides):
+        return run_job(tmp_path / "job", "+experiment=circuits_mnist5k",
+                       "circuits.classes=[0,1,2]", "imp.sparsity=0.5", "imp.rounds=1",
+                       "trainer.max_epochs=1", *overrides)
+
+    return run
 
 
-def test_circuits_task_writes_every_table_and_the_report(tmp_path, capsys):
-    metrics = run_circuits(tmp_path)
+def test_circuits_task_writes_every_table_and_the_report(tmp_path, capsys, run_circuits):
+    metrics = run_circuits()
     job = tmp_path / "job"
     for name in ("config.yaml", "metrics.json", "results.csv", "overlap.csv", "overlap.png",
                  "necessity.png", "circuit_inputs.png"):
@@ -104,7 +94,7 @@ def test_circuits_task_writes_every_table_and_the_report(tmp_path, capsys):
     assert json.loads((job / "metrics.json").read_text())["classes"] == [0, 1, 2]
     assert "necessity/weight" in metrics and "overlap_mean_offdiag" in metrics
 
-    assert run_circuits(tmp_path) is None  # finished: skipped
+    assert run_circuits() is None  # finished: skipped
     assert "skip" in capsys.readouterr().out
 
     paths = report(frame, tmp_path / "report")
@@ -118,8 +108,8 @@ def test_circuits_task_writes_every_table_and_the_report(tmp_path, capsys):
     assert (tmp_path / "cli" / "circuits.md").is_file()
 
 
-def test_circuits_rejects_a_single_class(tmp_path):
+def test_circuits_rejects_a_single_class(run_circuits):
     from maxent_lightning.errors import UserError
 
     with pytest.raises(UserError, match="at least two classes"):
-        run_circuits(tmp_path, "circuits.classes=[3]")
+        run_circuits("circuits.classes=[3]")

@@ -6,15 +6,10 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from torch import nn
 
 from maxent_lightning import jobs
-from maxent_lightning.cli import CONFIG_DIR, run_task
+from maxent_lightning.builders import net_from_record
 from maxent_lightning.errors import UserError
 from maxent_lightning.merge import (
     LogitAverage,
@@ -25,6 +20,7 @@ from maxent_lightning.merge import (
     weight_sum,
 )
 from maxent_lightning.models import MLP
+from maxent_lightning.results import COLUMNS
 from maxent_lightning.storage import ModuleRecord, load_module
 
 SPEC = {"model": {"_target_": "maxent_lightning.models.MLP", "hidden": [8], "dropout": 0.0,
@@ -55,7 +51,7 @@ def test_weight_sum_is_sum_of_states_and_keeps_masks_consistent():
 def test_logit_average_is_mean_of_logits_and_weighted():
     recs = [record(1, [0]), record(2, [1])]
     x = torch.randn(7, 1, 2, 2)
-    zs = [r.build_net()(x) for r in recs]
+    zs = [net_from_record(r)(x) for r in recs]
     with torch.no_grad():
         assert torch.allclose(logit_average(recs)(x), (zs[0] + zs[1]) / 2, atol=1e-6)
         weighted = logit_average(recs, [0.25, 0.75])(x)
@@ -72,7 +68,7 @@ class UniformOffClasses(nn.Module):
 
 
 def test_module_uniform_off_its_classes_leaves_predictions_unchanged():
-    expert = record(1, [0]).build_net()
+    expert = net_from_record(record(1, [0]))
     x = torch.randn(50, 1, 2, 2)
     with torch.no_grad():
         z = expert(x)
@@ -147,31 +143,29 @@ def test_fingerprint_ignores_paths_logger_and_devices(make_cfg):
 
 
 # ------------------------------------------------------------------ tasks, in-process
-def run_job(tmp_path, name: str, *overrides):
-    """Run a task as a Hydra job would (HydraConfig set, output dir ``tmp_path/name``)."""
-    GlobalHydra.instance().clear()
-    extra = [*FAST, "model.hidden=[16]", "imp=none", "trainer.max_epochs=1",
-             f"paths.store_dir={tmp_path}/store", *overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=extra, return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(tmp_path / name)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return run_task(cfg)
+@pytest.fixture(scope="session")
+def tiny_job(run_job):
+    """``tiny_job(tmp, name, *overrides)``: a task with dense 1-epoch modules, into tmp/name."""
+
+    def run(tmp, name: str, *overrides):
+        return run_job(tmp / name, "model.hidden=[16]", "imp=none", "trainer.max_epochs=1",
+                       *overrides)
+
+    return run
 
 
 @pytest.fixture(scope="module")
-def complete_dir(tmp_path_factory):
+def complete_dir(tmp_path_factory, tiny_job):
     tmp = tmp_path_factory.mktemp("complete")
-    run_job(tmp, "complete", "task=complete", "permutation=3")
-    run_job(tmp, "mc", "task=mode_connectivity", "permutation=3", "path.points=5")
+    tiny_job(tmp, "complete", "task=complete", "permutation=3")
+    tiny_job(tmp, "mc", "task=mode_connectivity", "permutation=3", "path.points=5")
     return tmp
 
 
-def test_complete_merges_incrementally_and_matches_the_merge_task(complete_dir, capsys):
+def test_complete_merges_incrementally_and_matches_the_merge_task(complete_dir, capsys,
+                                                                   tiny_job):
     frame = pd.read_csv(complete_dir / "complete" / "results.csv", dtype={"class_set": str})
-    assert list(frame.columns) == list(jobs.COLUMNS)
+    assert list(frame.columns) == list(COLUMNS)
     assert len(frame) == 20 and set(frame["merge"]) == {"weight", "logit"}
     order = jobs.class_permutation(10, 3)
     last = frame[frame.step == 10]
@@ -180,7 +174,7 @@ def test_complete_merges_incrementally_and_matches_the_merge_task(complete_dir, 
     # step 2 of the complete merge equals the merge task on the first two modules
     store = complete_dir / "store" / "digits"
     by_class = {load_module(p).rewarded[0]: p for p in store.glob("*/module.pt")}
-    merged = run_job(complete_dir, "merge", "task=merge",
+    merged = tiny_job(complete_dir, "merge", "task=merge",
                      f"checkpoints=[{by_class[order[0]]},{by_class[order[1]]}]")
     step2 = frame[frame.step == 2].set_index("merge")
     for kind in ("weight", "logit"):
@@ -190,7 +184,7 @@ def test_complete_merges_incrementally_and_matches_the_merge_task(complete_dir, 
     assert (complete_dir / "complete" / "merge_curve.png").exists()
     # a finished job is skipped
     capsys.readouterr()
-    assert run_job(complete_dir, "complete", "task=complete", "permutation=3") is None
+    assert tiny_job(complete_dir, "complete", "task=complete", "permutation=3") is None
     assert "skip" in capsys.readouterr().out
 
 
@@ -208,10 +202,10 @@ def test_mode_connectivity_rows_and_connected_flag(complete_dir):
     assert (out / "barrier_test.png").exists()
 
 
-def test_single_and_pairwise_and_eval_tasks(tmp_path):
-    single = run_job(tmp_path, "single", "task=single", "classes=[1,2]")
+def test_single_and_pairwise_and_eval_tasks(tmp_path, tiny_job):
+    single = tiny_job(tmp_path, "single", "task=single", "classes=[1,2]")
     assert single["modules"] == 2
-    pair = run_job(tmp_path, "pair", "task=pairwise", "pair=4", "merge.logit_weights=[0.5,0.5]")
+    pair = tiny_job(tmp_path, "pair", "task=pairwise", "pair=4", "merge.logit_weights=[0.5,0.5]")
     frame = pd.read_csv(tmp_path / "pair" / "results.csv", dtype={"class_set": str})
     assert list(frame["merge"]) == ["none", "none", "weight", "logit"]
     r1, r2 = jobs.sample_pairs(10, 1, 10)[4]
@@ -220,16 +214,16 @@ def test_single_and_pairwise_and_eval_tasks(tmp_path):
     assert pair["weight"]["rewarded_acc"] == frame.rewarded_acc.iloc[2]
     assert (tmp_path / "pair" / "confusion_weight.png").exists()
     module = next((tmp_path / "store").glob("digits/*/module.pt"))
-    out = run_job(tmp_path, "eval", "task=eval", f"checkpoints=[{module}]", "eval.rewarded=[3]")
+    out = tiny_job(tmp_path, "eval", "task=eval", f"checkpoints=[{module}]", "eval.rewarded=[3]")
     assert 0.0 <= out["rewarded_acc"] <= 1.0 and math.isfinite(out["loss_value"])
     # 126 distinct pairs of 5 + 5 digits: pair 150 of 200 is skipped with an empty results.csv
-    empty = run_job(tmp_path, "none", "task=pairwise", "cardinality=5", "n_pairs=200", "pair=150")
+    empty = tiny_job(tmp_path, "none", "task=pairwise", "cardinality=5", "n_pairs=200", "pair=150")
     assert "skipped" in empty and pd.read_csv(tmp_path / "none" / "results.csv").empty
     with pytest.raises(UserError, match="cardinality=6"):
-        run_job(tmp_path, "bad", "task=pairwise", "cardinality=6")
+        tiny_job(tmp_path, "bad", "task=pairwise", "cardinality=6")
 
 
-def test_wandb_one_run_per_job(tmp_path, monkeypatch):
+def test_wandb_one_run_per_job(tmp_path, monkeypatch, tiny_job):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     rec = record(1, [0])
@@ -241,7 +235,7 @@ def test_wandb_one_run_per_job(tmp_path, monkeypatch):
 
     save_module(tmp_path / "m.pt", rec)
     for name in ("a", "b"):
-        run_job(tmp_path, name, "task=eval", f"checkpoints=[{tmp_path}/m.pt]", "logger=wandb")
+        tiny_job(tmp_path, name, "task=eval", f"checkpoints=[{tmp_path}/m.pt]", "logger=wandb")
     runs = [sorted((tmp_path / n / "wandb").glob("offline-run-*")) for n in ("a", "b")]
     assert [len(r) for r in runs] == [1, 1] and runs[0][0].name != runs[1][0].name
     import wandb

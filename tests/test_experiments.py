@@ -8,48 +8,38 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from test_compose import record
 
-from maxent_lightning.cli import CONFIG_DIR, TASKS, run_task
+from maxent_lightning.cli import TASKS, run_task
+from maxent_lightning.config import CONFIG_DIR, compose_config
 from maxent_lightning.errors import UserError
-from maxent_lightning.jobs import COLUMNS
+from maxent_lightning.results import COLUMNS
 from maxent_lightning.storage import read_json, save_module
 
 COMPOSITION_TASKS = ("single", "pairwise", "complete", "mode_connectivity", "merge", "eval")
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
-def compose_job(overrides, out="/tmp/out"):
-    """The job config as Hydra resolves it (HydraConfig set), without the hydra node."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = out
-    HydraConfig.instance().set_config(cfg)
-    params = cfg.hydra.sweeper.params
-    sweep = OmegaConf.to_container(params) if params is not None else {}
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, sweep
+@pytest.fixture(scope="module")
+def expand(compose_job):
+    """``expand(name, *cli)``: the jobs the basic sweeper launches for
+    ``+experiment=name -m *cli``."""
 
+    def jobs(name: str, *cli: str) -> list[dict]:
+        _, params = compose_job([f"+experiment={name}"])
+        overrides = [f"{k}={v}" for k, v in params.items()] + list(cli)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        batches = BasicSweeper.split_arguments(parsed, None)[0]
+        return [dict(o.split("=", 1) for o in job) for job in batches]
 
-def expand(name: str, *cli: str) -> list[dict]:
-    """The jobs the basic sweeper launches for ``+experiment=name -m *cli``."""
-    _, params = compose_job([f"+experiment={name}"])
-    overrides = [f"{k}={v}" for k, v in params.items()] + list(cli)
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    batches = BasicSweeper.split_arguments(parsed, None)[0]
-    return [dict(o.split("=", 1) for o in job) for job in batches]
+    return jobs
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_and_resolves(name):
+def test_every_experiment_composes_and_resolves(name, compose_job):
     cfg, params = compose_job([f"+experiment={name}"])
     assert cfg.task in TASKS
     assert cfg.experiment_name == name
@@ -58,7 +48,7 @@ def test_every_experiment_composes_and_resolves(name):
         assert params, "an experiment expands its protocol grid with hydra.sweeper.params"
 
 
-def test_recipes_follow_the_paper_per_data_and_model():
+def test_recipes_follow_the_paper_per_data_and_model(compose_job):
     cnn, _ = compose_job(["+experiment=pairwise_mnist", "model=lenet"])
     assert (cnn.trainer.max_epochs, cnn.imp.sparsity, cnn.model.dropout) == (15, 0.6, 0.0)
     mlp, _ = compose_job(["+experiment=pairwise_fashion_mnist"])
@@ -73,7 +63,7 @@ def test_recipes_follow_the_paper_per_data_and_model():
     assert cli.trainer.max_epochs == 2  # the command line wins over the recipe
 
 
-def test_sweeps_expand_the_protocol_grids():
+def test_sweeps_expand_the_protocol_grids(expand):
     jobs = expand("pairwise_cifar10", "seed=0,1,2,3,4")
     assert len(jobs) == 5 * 2 * 2 * 3 * 10  # seeds, models, IMP, |R|, pairs
     assert {j["model"] for j in jobs} == {"resnet18", "vgg11"}
@@ -87,14 +77,12 @@ def test_sweeps_expand_the_protocol_grids():
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "submitit_slurm"])
 def test_launchers_compose(launcher):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["+experiment=pairwise_cifar10",
-                                          f"hydra/launcher={launcher}"], return_hydra_config=True)
+    cfg = compose_config(["+experiment=pairwise_cifar10", f"hydra/launcher={launcher}"],
+                         keep_hydra=True)
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
 
 
-def test_missing_data_fails_with_one_line(tmp_path):
+def test_missing_data_fails_with_one_line(tmp_path, compose_job):
     cfg, _ = compose_job(["+experiment=pairwise_cifar10", f"paths.data_dir={tmp_path}/none",
                           "data.download=false", "logger=none"], out=str(tmp_path / "job"))
     with pytest.raises(UserError) as err:
@@ -118,7 +106,7 @@ def cli(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 def check_sweep(sweep: Path, jobs: int) -> None:
     for k in range(jobs):
         frame = pd.read_csv(sweep / str(k) / "results.csv")
-        assert tuple(frame.columns) == COLUMNS
+        assert list(frame.columns) == COLUMNS
         assert list(frame["merge"]) == ["none", "none", "weight", "logit"]
         assert (frame.task == "pairwise").all() and (frame.experiment == "pairwise_mnist5k").all()
         assert read_json(sweep / str(k) / "metrics.json")["fingerprint"]

@@ -8,8 +8,10 @@ import torch
 
 from maxent_lightning import family
 from maxent_lightning.family import train_family, unsupported_reason
+from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.storage import load_module, load_torch, read_json
-from maxent_lightning.training import tracks_val_metrics, train_module, train_modules
+from maxent_lightning.store import train_modules
+from maxent_lightning.training import train_module
 
 FILES = ["confusion.png", "imp/round_0.json", "imp/round_0.pt", "imp/round_1.json",
          "imp/round_1.pt", "metrics.json", "module.pt"]
@@ -125,7 +127,7 @@ def test_fallbacks_are_logged(make_cfg, tmp_path, caplog):
     assert unsupported_reason(make_cfg("model=lenet", "trainer.accelerator=cpu",
                                        "family.cpu_convolutions=true")) is None
     cfg = make_cfg("loss=cross_entropy", "trainer.max_epochs=1")
-    with caplog.at_level(logging.INFO, logger="maxent_lightning.training"):
+    with caplog.at_level(logging.INFO, logger="maxent_lightning.store"):
         (m,) = train_modules(cfg, [([1], tmp_path / "xe")])
     assert "family training off (cross-entropy" in caplog.text
     assert m["rewarded"] == [1]
@@ -178,9 +180,9 @@ def test_validation_metrics_are_computed_where_something_reads_them(make_cfg, tm
 
 def test_trainer_deterministic_holds_while_the_family_trains(make_cfg, tmp_path, monkeypatch,
                                                              all_sparse):
-    seen, real = [], family.FamilyTrainer.run_round
-    monkeypatch.setattr(family.FamilyTrainer, "run_round", lambda self, r: seen.append(
-        torch.are_deterministic_algorithms_enabled()) or real(self, r))
+    seen, real = [], family.FamilyTrainer.run_phase
+    monkeypatch.setattr(family.FamilyTrainer, "run_phase", lambda self, p: seen.append(
+        torch.are_deterministic_algorithms_enabled()) or real(self, p))
     cfg = make_cfg("+trainer.deterministic=true", "model.dropout=0", all_sparse)
     assert unsupported_reason(cfg) is None
     train_family(cfg, [([1], tmp_path / "m")])

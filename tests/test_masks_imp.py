@@ -4,8 +4,9 @@ from torch import nn
 
 from maxent_lightning import masks as M
 from maxent_lightning.builders import init_theta0
-from maxent_lightning.imp import IterativeMagnitudePruning
+from maxent_lightning.callbacks import IterativeMagnitudePruning
 from maxent_lightning.models import MLP
+from maxent_lightning.phases import plan
 from maxent_lightning.storage import load_module
 from maxent_lightning.training import train_module
 
@@ -73,11 +74,11 @@ def test_layerwise_prunes_biases_and_output_layer_at_half_rate():
         assert 1 - m.float().mean().item() == pytest.approx(expected, abs=1.0 / m.numel())
 
 
-def test_rewind_restores_theta0_times_mask_and_callback_prunes_at_fit_end():
+def test_rewind_restores_theta0_times_mask_and_callback_prunes_at_fit_end(make_cfg):
     net = _net()
     theta0 = {k: v.clone() for k, v in net.state_dict().items()}
-    names = M.prunable_names(net)
-    pruner = IterativeMagnitudePruning(theta0, M.full_masks(net, names), rounds=2, sparsity=0.75)
+    phases = plan(make_cfg("imp.rounds=2", "imp.sparsity=0.75"), net)
+    pruner = IterativeMagnitudePruning(phases, theta0, phases.full_masks(net))
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p))
@@ -91,11 +92,11 @@ def test_rewind_restores_theta0_times_mask_and_callback_prunes_at_fit_end():
     assert M.density(pruner.masks) == pytest.approx(0.5, abs=0.01)
 
 
-def test_masked_gradients_and_weights_stay_zero_through_adam_steps():
+def test_masked_gradients_and_weights_stay_zero_through_adam_steps(make_cfg):
     net = _net()
-    full = M.full_masks(net, M.prunable_names(net))
-    masks = M.prune_global(dict(net.named_parameters()), full, 0.7)
-    pruner = IterativeMagnitudePruning({}, masks, rounds=1, sparsity=0.7)
+    phases = plan(make_cfg("imp.rounds=1", "imp.sparsity=0.7"), net)
+    masks = M.prune_global(dict(net.named_parameters()), phases.full_masks(net), 0.7)
+    pruner = IterativeMagnitudePruning(phases, {}, masks)
     holder = nn.Module()
     holder.net = net
     pruner.on_fit_start(None, holder)

@@ -102,8 +102,9 @@ def test_a_failing_sweep_job_does_not_stop_the_others(world, tmp_path):
 # ------------------------------------------------------------------ atomic, verified outputs
 NON_ATOMIC = re.compile(r"torch\.save\(|\.write_text\(|\.write_bytes\(|json\.dump\(|"
                         r"\.to_csv\((?![a-z_]+=|\))|np\.save|open\([^)]*['\"][wa]b?['\"]")
-# Writers allowed: storage._atomic itself, the store's lock file, downloads (.part + rename).
-ALLOWED = {"storage.py", "store.py", "sources.py"}
+# Writers allowed: storage._atomic itself, the lock file of a directory, downloads (.part +
+# rename).
+ALLOWED = {"storage.py", "moduledir.py", "sources.py"}
 
 
 def test_every_trusted_file_goes_through_an_atomic_writer():
@@ -140,12 +141,10 @@ def _umask() -> int:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, compose_fast):
     """One tiny module in a store directory, and the config that asks for it."""
-    from conftest import compose_config
-
     tmp = tmp_path_factory.mktemp("store")
-    cfg = compose_config(["imp.round_epochs=1", "store.train_missing=true"], tmp)
+    cfg = compose_fast("imp.round_epochs=1", "store.train_missing=true", tmp=tmp)
     store = ModuleStore(cfg.store.root)
     path = store.get(cfg, [4])
     return cfg, store, path
@@ -180,12 +179,10 @@ def test_truncated_module_in_store_is_retrained_with_a_warning(trained, tmp_path
     _same_module(original.parent, again.parent, ignore=("wall_s", "stop_epochs"))
 
 
-def test_store_refuses_files_of_another_module(trained, tmp_path):
-    from conftest import compose_config
-
+def test_store_refuses_files_of_another_module(trained, tmp_path, make_cfg):
     cfg, _, path = trained
     store = ModuleStore(tmp_path / "store", train_missing=True)
-    other = compose_config(["imp.round_epochs=1"], tmp_path)
+    other = make_cfg("imp.round_epochs=1")
     # Only module.pt swapped: metrics.json says R=[5], the checkpoint holds R=[4].
     target = store.dir_for(other, [5])
     shutil.copytree(path.parent, target)
@@ -279,10 +276,7 @@ def test_sigkill_after_first_imp_round_then_rerun_matches_uninterrupted(tmp_path
 WORKER = """
 import json, sys, time
 from pathlib import Path
-sys.path.insert(0, {tests!r})
 import maxent_lightning.storage as storage
-from conftest import compose_config
-from maxent_lightning.store import ModuleStore
 
 log = Path({log!r})
 real = storage.save_torch
@@ -290,9 +284,12 @@ def counted(path, obj):
     with open(log, "a") as fh:
         fh.write(f"{{Path(path).name}}\\n")
     return real(path, obj)
-storage.save_torch = counted
-cfg = compose_config(["imp.rounds=1", "trainer.max_epochs=1", "family.enabled={family}"],
-                     Path({tmp!r}))
+storage.save_torch = counted  # before the modules that import it by name
+
+from maxent_lightning.config import compose_config
+from maxent_lightning.store import ModuleStore
+cfg = compose_config([*{fast!r}, "imp.rounds=1", "trainer.max_epochs=1",
+                      "family.enabled={family}", "paths.store_dir={tmp}/store"])
 ready = Path({tmp!r}) / f"ready_{{sys.argv[1]}}"
 ready.touch()
 while len(list(Path({tmp!r}).glob("ready_*"))) < 2:
@@ -303,13 +300,13 @@ print(json.dumps({{"rewarded": rec.rewarded}}))
 """
 
 
-def test_two_processes_needing_the_same_module_train_it_once(tmp_path):
+def test_two_processes_needing_the_same_module_train_it_once(tmp_path, fast_overrides):
     """One process trains through the family trainer, the other one by one: whichever gets
     the lock trains, the other waits, re-checks and reads the finished module."""
     log = tmp_path / "saves.log"
     env = {**os.environ, "WANDB_MODE": "offline"}
     procs = [subprocess.Popen(
-        [sys.executable, "-c", WORKER.format(tests=str(ROOT / "tests"), log=str(log),
+        [sys.executable, "-c", WORKER.format(fast=fast_overrides, log=str(log),
                                              tmp=str(tmp_path), family=family), family],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for family in ("true", "false")]

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from maxent_lightning.builders import net_from_record
 from maxent_lightning.storage import load_module
 from maxent_lightning.training import train_module
 
@@ -40,7 +41,7 @@ def test_cli_trains_a_module_end_to_end_with_wandb_offline(tmp_path):
     assert list((run_dir / "wandb").glob("offline-run-*")), "no offline W&B run"
     record = load_module(run_dir / "module.pt")
     assert record.rewarded == [3] and record.spec["model"]["hidden"] == [32]
-    net = record.build_net()
+    net = net_from_record(record)
     assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
     again = cli(*TINY, "rewarded=[3]", f"hydra.run.dir={run_dir}", "logger=none", cwd=tmp_path)

@@ -29,10 +29,8 @@ from omegaconf import DictConfig
 from .. import circuits as C
 from ..data.datamodule import check_rewarded
 from ..errors import UserError
-from ..jobs import Job, load_data
-from ..storage import load_module, write_json, write_text
-from ..store import ModuleStore
-from ..training import validate
+from ..jobs import Job
+from ..storage import write_text
 
 ID_COLUMNS = ["task", "experiment", "data", "model", "loss", "imp", "sparsity", "temperature",
               "seed", "num_classes"]
@@ -40,13 +38,13 @@ ID_COLUMNS = ["task", "experiment", "data", "model", "loss", "imp", "sparsity", 
 
 def circuit_classes(cfg: DictConfig, num_classes: int, name: str) -> tuple[list[int], list[int]]:
     """The classes given a module each (default all) and those re-added by editing."""
-    opts = cfg.get("circuits") or {}
-    given = opts.get("classes")
+    opts = cfg.circuits
+    given = opts.classes
     classes = check_rewarded(list(range(num_classes)) if given is None else list(given),
                              num_classes, name)
     if len(classes) < 2:
         raise UserError(f"circuits.classes={classes} needs at least two classes to compose")
-    edit = opts.get("edit_classes")
+    edit = opts.edit_classes
     edit = classes if edit is None else check_rewarded(list(edit), num_classes, name)
     outside = [c for c in edit if c not in classes]
     if outside:
@@ -54,8 +52,8 @@ def circuit_classes(cfg: DictConfig, num_classes: int, name: str) -> tuple[list[
     return classes, edit
 
 
-def summary(rows: list[dict], matrices: dict, ln_c: float) -> dict:
-    """Headline numbers: the issue's targets and the mean of every analysis."""
+def summary(rows: list[dict], matrices: dict, ln_c: float, target: C.NecessityTarget) -> dict:
+    """Headline numbers: the necessity target and the mean of every analysis."""
     df = pd.DataFrame(rows)
     out = {}
     for merge in ("weight", "logit"):
@@ -64,7 +62,7 @@ def summary(rows: list[dict], matrices: dict, ln_c: float) -> dict:
             "class_acc_mean": nec.class_acc.mean(), "class_acc_max": nec.class_acc.max(),
             "other_drop_mean": nec.other_drop.mean(), "other_drop_max": nec.other_drop.max(),
             "full_class_acc_mean": nec.full_class_acc.mean(),
-            "target_met": bool((nec.class_acc <= 0.10).all() and (nec.other_drop <= 0.02).all()),
+            "target_met": bool(target.met(nec.class_acc, nec.other_drop).all()),
         }
         ed = df[(df.analysis == "editing") & (df["merge"] == merge)]
         out[f"editing/{merge}"] = {k: ed[k].mean() for k in
@@ -85,52 +83,49 @@ def summary(rows: list[dict], matrices: dict, ln_c: float) -> dict:
 
 
 def run(cfg: DictConfig) -> dict | None:
-    validate(cfg)
-    splits = load_data(cfg)
-    classes, edit = circuit_classes(cfg, splits.num_classes, cfg.data.name)
     job = Job.start(cfg, "circuits")
     if job is None:
         return None
-    out = job.out
-    paths = ModuleStore(cfg.store.root, cfg.store.train_missing).get_many(
-        cfg, [[c] for c in classes])
+    splits = job.load_data()
+    classes, edit = circuit_classes(cfg, splits.num_classes, cfg.data.name)
+    target = C.NecessityTarget(**cfg.circuits.target)
+    records = job.modules([[c] for c in classes])
     train_s = time.perf_counter() - job.t0
-    records = [load_module(p) for p in paths]
     ts = C.TestSet(splits.x_test, splits.y_test, splits.num_classes,
                    records[0].temperature, classes)
     comp = C.Compositions(records, ts)
     matrices = C.overlap_matrices([r.masks for r in records])
     rows = (C.anatomy_rows(records, classes) + C.overlap_rows(matrices, classes)
-            + C.full_rows(comp) + C.necessity_rows(comp) + C.sufficiency_rows(comp)
+            + C.full_rows(comp) + C.necessity_rows(comp, target) + C.sufficiency_rows(comp)
             + C.unlearning_rows(comp) + C.editing_rows(comp, edit))
 
     ids = {k: v for k, v in job.row().items() if k in ID_COLUMNS}
     ids.update(task="circuits", temperature=float(records[0].temperature),
                num_classes=splits.num_classes)
-    frame = pd.DataFrame([{**ids, **r} for r in rows])
-    frame = frame[ID_COLUMNS + [c for c in frame.columns if c not in ID_COLUMNS]]
+    rows = [{**ids, **r} for r in rows]
+    frame = pd.DataFrame(rows)
+    columns = ID_COLUMNS + [c for c in frame.columns if c not in ID_COLUMNS]
     overlap = frame[frame.analysis == "overlap"][["seed", "layer", "class", "other_class",
                                                   "jaccard"]]
-    write_text(out / "overlap.csv", overlap.to_csv(index=False))
+    write_text(job.out / "overlap.csv", overlap.to_csv(index=False))
 
     names = {c: splits.classes[c] for c in classes}
     labels = [names[c] for c in classes]
     tag = f"{cfg.data.name} {ids['model']} seed {cfg.seed}"
-    C.overlap_png(out / "overlap.png", matrices, labels, f"Jaccard overlap of masks — {tag}")
-    C.necessity_png(out / "necessity.png", [r for r in rows if r["analysis"] == "necessity"],
-                    names, f"necessity — {tag}")
+    C.overlap_png(job.image("overlap"), matrices, labels, f"Jaccard overlap of masks — {tag}")
+    C.necessity_png(job.image("necessity"), [r for r in rows if r["analysis"] == "necessity"],
+                    names, target, f"necessity — {tag}")
     fans = [C.input_fan_out(r.masks) for r in records]
     if len(splits.input_shape) >= 2 and all(f is not None for f in fans):
-        C.inputs_png(out / "circuit_inputs.png", fans, splits.input_shape, labels,
+        C.inputs_png(job.image("circuit_inputs"), fans, splits.input_shape, labels,
                      f"input pixels read by each circuit — {tag}")
-    write_text(out / "results.csv", frame.to_csv(index=False))
-
-    metrics = {"fingerprint": job.fingerprint, **ids, "classes": classes, "edit_classes": edit,
-               "modules": [str(p) for p in paths], "rows": len(frame),
-               "train_s": round(train_s, 2), "wall_s": round(time.perf_counter() - job.t0, 2),
-               **summary(rows, matrices, math.log(splits.num_classes))}
-    write_json(out / "metrics.json", metrics)
-    print(report_text(metrics, out))
+    metrics = job.finish(rows, {
+        **ids, "classes": classes, "edit_classes": edit,
+        "modules": [str(p) for p in job.module_paths],
+        "train_s": round(train_s, 2), **summary(rows, matrices, math.log(splits.num_classes),
+                                                 target)}, run_name=f"circuits-seed{cfg.seed}",
+        columns=columns)
+    print(report_text(metrics, job.out))
     return metrics
 
 

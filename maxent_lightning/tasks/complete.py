@@ -2,25 +2,12 @@
 order of class permutation ``permutation``; at step k the first k modules are merged (weight
 sum, BatchNorm recalibrated, and logit averaging) and evaluated on the first k classes."""
 
-import torch
 from omegaconf import DictConfig
 
+from ..builders import net_from_record
 from ..errors import UserError
-from ..jobs import (
-    Job,
-    class_permutation,
-    class_set,
-    load_data,
-    logits_of,
-    merge_kinds,
-    on_device,
-    precomputed,
-    recalibrate,
-    scores,
-)
-from ..merge import check_composable, sum_states
-from ..storage import load_module
-from ..store import ModuleStore
+from ..jobs import Job, class_permutation, class_set, logits_of, merge_kinds
+from ..merge import sum_states
 
 # Confusion matrices of every step go to metrics.json up to this many classes (else the last).
 MAX_CLASSES_ALL_STEPS = 20
@@ -33,14 +20,11 @@ def run(cfg: DictConfig):
     if cfg.merge.logit_weights is not None:
         raise UserError("merge.logit_weights applies to pairwise and merge; complete averages "
                         "the logits of the first k modules with equal weights")
-    splits = load_data(cfg)
+    splits = job.load_data()
     num_classes, kinds = splits.num_classes, merge_kinds(cfg)
     order = class_permutation(num_classes, cfg.permutation)
-    store = ModuleStore(cfg.store.root, cfg.store.train_missing)
-    records = [load_module(p) for p in store.get_many(cfg, [[c] for c in order])]
-    check_composable(records)
-    x, y, T = splits.x_test, splits.y_test, records[0].temperature
-    index = torch.arange(len(y))
+    records = job.modules([[c] for c in order])
+    T = records[0].temperature
     rows, confusions, curves = [], [], {k: ([], []) for k in kinds}
     state, logit_sum = None, None
     for k, rec in enumerate(records, start=1):
@@ -48,15 +32,12 @@ def run(cfg: DictConfig):
         for kind in kinds:
             if kind == "weight":
                 state = rec.state_dict if state is None else sum_states([state, rec.state_dict])
-                net = records[0].build_net()
-                net.load_state_dict(state)
-                model = on_device(recalibrate(cfg, net, splits.x_train, job.device), job.device)
-                values, confusion = scores(model, x, y, rewarded, num_classes, T)
+                net = job.recalibrated(net_from_record(records[0], state))
+                values, confusion = job.score(net, rewarded, T)
             else:
-                z = logits_of(rec.build_net(), x, job.device)
+                z = logits_of(net_from_record(rec), splits.x_test, job.device)
                 logit_sum = z if logit_sum is None else logit_sum + z
-                values, confusion = scores(precomputed(logit_sum / k), index, y, rewarded,
-                                           num_classes, T)
+                values, confusion = job.score_logits(logit_sum / k, rewarded, T)
             rows.append(job.row(permutation=int(cfg.permutation), step=k, merge=kind,
                                 class_set=class_set(rewarded), split="test", **values))
             curves[kind][0].append(k)

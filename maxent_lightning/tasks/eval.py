@@ -1,14 +1,11 @@
 """The ``eval`` task: evaluate one module checkpoint (``checkpoints=[a/module.pt]``) on the
 test split of its data set, on its own rewarded set or on ``eval.rewarded``."""
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
 from ..data.datamodule import check_rewarded
 from ..errors import UserError
-from ..jobs import Job, class_set, load_data, on_device, record_row, scores
-from ..storage import load_module
+from ..jobs import Job, class_set
 
 
 def run(cfg: DictConfig):
@@ -17,16 +14,14 @@ def run(cfg: DictConfig):
         return None
     if len(cfg.checkpoints or []) != 1:
         raise UserError("eval takes exactly one module: checkpoints=[path/to/module.pt]")
-    rec = load_module(Path(cfg.checkpoints[0]))
-    name = rec.spec["data"]["name"]
-    splits = load_data(cfg, name)
+    (rec,) = job.checkpoints()
     rewarded = (rec.rewarded if cfg.eval.rewarded is None
-                else check_rewarded(list(cfg.eval.rewarded), rec.num_classes, name))
-    values, confusion = scores(on_device(rec.build_net(), job.device), splits.x_test,
-                               splits.y_test, rewarded, rec.num_classes, rec.temperature)
-    row = record_row(job, rec, class_set=class_set(rewarded), merge="none", split="test",
-                     **values)
-    job.confusion("confusion", confusion, splits.classes, title=f"R={rewarded}")
+                else check_rewarded(list(cfg.eval.rewarded), rec.num_classes,
+                                    rec.spec["data"]["name"]))
+    values, confusion = job.score_module(rec, rewarded)
+    row = job.record_row(rec, class_set=class_set(rewarded), merge="none", split="test",
+                         **values)
+    job.confusion("confusion", confusion, job.splits.classes, title=f"R={rewarded}")
     print(f"eval {cfg.checkpoints[0]} on R={rewarded}: rewarded acc "
           f"{values['rewarded_acc']:.4f}, non-rewarded entropy "
           f"{values['nonrewarded_entropy']:.3f}, accuracy {values['acc']:.4f}")

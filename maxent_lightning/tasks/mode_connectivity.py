@@ -7,23 +7,10 @@ of permutation ``permutation``, θ1 = sum of the first k-1 modules and θ2 = mod
 import numpy as np
 from omegaconf import DictConfig
 
+from ..builders import net_from_record
 from ..errors import UserError
-from ..jobs import (
-    Job,
-    class_permutation,
-    class_set,
-    load_data,
-    on_device,
-    pick_pair,
-    recalibrate,
-    scores,
-)
-from ..merge import check_composable, path_point, relative_barrier, sum_states
-from ..storage import load_module
-from ..store import ModuleStore
-
-# Relative barrier (%) under which two modules count as connected (Frankle et al.).
-CONNECTED_PCT = 2.0
+from ..jobs import Job, class_permutation, class_set, pick_pair
+from ..merge import path_point, relative_barrier, sum_states
 
 
 def segments(cfg: DictConfig, num_classes: int):
@@ -43,34 +30,29 @@ def run(cfg: DictConfig):
         return None
     if int(cfg.path.points) < 3:
         raise UserError(f"path.points={cfg.path.points} must be >= 3")
-    splits = load_data(cfg)
+    splits = job.load_data()
     sets, steps = segments(cfg, splits.num_classes)
     if sets is None:
         print(f"skip: fewer than {int(cfg.pair) + 1} distinct pairs of cardinality "
               f"{cfg.cardinality}")
         return job.finish([], {"skipped": "fewer distinct pairs than the pair index"})
-    store = ModuleStore(cfg.store.root, cfg.store.train_missing)
-    records = [load_module(p) for p in store.get_many(cfg, sets)]
-    check_composable(records)
+    records = job.modules(sets)
     ts = [float(t) for t in np.linspace(0.0, 1.0, int(cfg.path.points))]
-    data = {"test": (splits.x_test, splits.y_test), "train": (splits.x_train, splits.y_train)}
+    connected_pct, splits_scored = float(cfg.path.connected_pct), ("test", "train")
     pair = cfg.path.between == "pair"
     extra = ({"cardinality": int(cfg.cardinality), "pair": int(cfg.pair)} if pair
              else {"permutation": int(cfg.permutation)})
-    rows, worst, curves = [], {s: {} for s in data}, {s: {} for s in data}
+    rows, worst, curves = [], {s: {} for s in splits_scored}, {s: {} for s in splits_scored}
     theta1 = None
     for step, last in steps:
         theta1 = (sum_states([r.state_dict for r in records[:last]]) if theta1 is None
                   else sum_states([theta1, records[last - 1].state_dict]))
         theta2, rewarded = records[last].state_dict, sorted(sum(sets[: last + 1], []))
-        scored = {split: [] for split in data}
+        scored = {split: [] for split in splits_scored}
         for t in ts:  # each point γ(t) built (and BatchNorm recalibrated) once for both splits
-            net = records[0].build_net()
-            net.load_state_dict(path_point(theta1, theta2, t))
-            model = on_device(recalibrate(cfg, net, splits.x_train, job.device), job.device)
-            for split, (x, y) in data.items():
-                scored[split].append(scores(model, x, y, rewarded, splits.num_classes,
-                                            records[0].temperature)[0])
+            net = job.recalibrated(net_from_record(records[0], path_point(theta1, theta2, t)))
+            for split in splits_scored:
+                scored[split].append(job.score(net, rewarded, records[0].temperature, split)[0])
         for split, values in scored.items():
             barrier = relative_barrier([v["loss_value"] for v in values], ts)
             key = "pair" if pair else str(step)
@@ -78,10 +60,11 @@ def run(cfg: DictConfig):
             for t, b, v in zip(ts, barrier, values, strict=True):
                 rows.append(job.row(step=step, t=t, split=split, merge="weight",
                                     class_set=class_set(rewarded), barrier_pct=b, **extra, **v))
-    for split in data:
+    for split in splits_scored:
         job.plot(f"barrier_{split}", curves[split], "t", "relative barrier (%)",
-                 title=f"loss barrier along γ(t), {split} split", hline=CONNECTED_PCT)
-    connected = {k: all(worst[s][k] <= CONNECTED_PCT for s in data) for k in worst["test"]}
+                 title=f"loss barrier along γ(t), {split} split", hline=connected_pct)
+    connected = {k: all(worst[s][k] <= connected_pct for s in splits_scored)
+                 for k in worst["test"]}
     print(f"mode connectivity {cfg.data.name} seed={cfg.seed}: max barrier % (test) "
           + " ".join(f"{k}:{v:.2f}" for k, v in worst["test"].items())
           + f"; connected everywhere: {all(connected.values())}")

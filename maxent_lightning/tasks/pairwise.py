@@ -4,43 +4,27 @@ size ``cardinality``; both modules alone on their own classes, then merged by we
 
 from omegaconf import DictConfig
 
-from ..jobs import (
-    Job,
-    class_set,
-    load_data,
-    merge_kinds,
-    on_device,
-    pick_pair,
-    score_merges,
-    scores,
-)
-from ..merge import check_composable
-from ..storage import load_module
-from ..store import ModuleStore
+from ..jobs import Job, class_set, merge_kinds, pick_pair
 
 
 def run(cfg: DictConfig):
     job = Job.start(cfg, "pairwise")
     if job is None:
         return None
-    splits = load_data(cfg)
+    splits = job.load_data()
     pair = pick_pair(cfg, splits.num_classes)
     if pair is None:
         print(f"skip: data set '{cfg.data.name}' has fewer than {int(cfg.pair) + 1} distinct "
               f"pairs of cardinality {cfg.cardinality}")
         return job.finish([], {"skipped": "fewer distinct pairs than the pair index"})
-    store = ModuleStore(cfg.store.root, cfg.store.train_missing)
-    records = [load_module(p) for p in store.get_many(cfg, list(pair))]
-    check_composable(records)
+    records = job.modules(list(pair))
     union = sorted(pair[0] + pair[1])
     common = {"cardinality": int(cfg.cardinality), "pair": int(cfg.pair), "split": "test"}
     rows = []
     for rewarded, rec in zip(pair, records, strict=True):
-        values, _ = scores(on_device(rec.build_net(), job.device), splits.x_test, splits.y_test,
-                           rewarded, splits.num_classes, rec.temperature)
+        values, _ = job.score_module(rec, rewarded)
         rows.append(job.row(class_set=class_set(rewarded), merge="none", **common, **values))
-    merged = score_merges(job, records, union, splits, merge_kinds(cfg),
-                          cfg.merge.logit_weights)
+    merged = job.score_merges(records, union, merge_kinds(cfg), cfg.merge.logit_weights)
     summary = {"pair": [pair[0], pair[1]], "union": union, "confusions": []}
     for kind, (values, confusion, _) in merged.items():
         rows.append(job.row(class_set=class_set(union), merge=kind, **common, **values))

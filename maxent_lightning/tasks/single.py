@@ -8,9 +8,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ..data.datamodule import check_rewarded
-from ..jobs import Job, class_set, load_data, on_device, sample_pairs, scores
-from ..storage import load_module
-from ..store import ModuleStore
+from ..jobs import Job, class_set, sample_pairs
 
 
 def rewarded_sets(cfg: DictConfig, num_classes: int) -> list[list[int]]:
@@ -27,14 +25,11 @@ def run(cfg: DictConfig):
     job = Job.start(cfg, "single")
     if job is None:
         return None
-    splits = load_data(cfg)
+    splits = job.load_data()
     sets = rewarded_sets(cfg, splits.num_classes)
-    paths = ModuleStore(cfg.store.root, cfg.store.train_missing).get_many(cfg, sets)
     rows, confusions = [], []
-    for rewarded, path in zip(sets, paths, strict=True):
-        rec = load_module(path)
-        values, confusion = scores(on_device(rec.build_net(), job.device), splits.x_test,
-                                   splits.y_test, rewarded, splits.num_classes, rec.temperature)
+    for rewarded, rec in zip(sets, job.modules(sets, compose=False), strict=True):
+        values, confusion = job.score_module(rec, rewarded)
         name = class_set(rewarded)
         rows.append(job.row(cardinality=len(rewarded), class_set=name, merge="none",
                             split="test", **values))

@@ -6,24 +6,17 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from .. import moduledir
 from ..builders import module_spec, spec_fingerprint
-from ..errors import UserError
-from ..storage import read_json, write_text
-from ..training import train_module, validate
-
-
-def output_dir() -> Path:
-    return Path(HydraConfig.get().runtime.output_dir)
+from ..phases import imp_used, validate
+from ..storage import write_text
+from ..training import train_module
 
 
 def claim_output_dir(out: Path, cfg: DictConfig, fingerprint: str) -> None:
     """Refuse a directory that holds a finished run of another config; record this config."""
-    done = out / "metrics.json"
-    if done.exists() and read_json(done).get("fingerprint") != fingerprint:
-        raise UserError(
-            f"{out} already holds a finished run of a different config; "
-            "choose another hydra.run.dir or delete that run"
-        )
+    moduledir.finished_run(out, fingerprint, "run",
+                           "choose another hydra.run.dir or delete that run")
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
@@ -44,10 +37,8 @@ def summary(metrics: dict, requested_sparsity: float, out: Path) -> str:
 
 def run(cfg: DictConfig) -> dict:
     validate(cfg)
-    out = output_dir()
-    fingerprint = spec_fingerprint(module_spec(cfg))
-    claim_output_dir(out, cfg, fingerprint)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    claim_output_dir(out, cfg, spec_fingerprint(module_spec(cfg)))
     metrics = train_module(cfg, out)
-    requested = cfg.imp.sparsity if cfg.imp.enabled and cfg.imp.rounds > 0 else 0.0
-    print(summary(metrics, requested, out))
+    print(summary(metrics, cfg.imp.sparsity if imp_used(cfg.imp) else 0.0, out))
     return metrics
