@@ -9,9 +9,13 @@
    products of the pruned phases add.
 Early stopping is off (``callbacks=none``) so every path runs every epoch. Then the pairwise smoke
 job (real CLI: 2 modules at the authors' E, weight sum and logit merge, evaluation) is timed.
-Prints a table and ``speedup: X.XX`` (family vs sequential); writes ``reports/bench.json``.
+With ``--average-modules N`` it also times a logit average of N modules over
+``--average-images`` test images. Prints a table (wall and CPU seconds, samples/s, peak GPU memory)
+and ``speedup: X.XX`` (family vs sequential); writes ``reports/bench.json``.
 
     python benchmarks/bench.py [--modules 10] [--epochs 5] [--device cpu|cuda] [--model lenet]
+    python benchmarks/bench.py --model resnet18 --override model.width=8 --modules 4 --epochs 1
+    python benchmarks/bench.py --device cuda --model vgg11 --average-modules 100
 """
 
 import argparse
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from maxent_lightning import masks as M
 from maxent_lightning.builders import build_datamodule, init_theta0
@@ -35,10 +40,12 @@ from maxent_lightning.cli import quiet_libraries
 from maxent_lightning.config import compose_config
 from maxent_lightning.evaluate import evaluate
 from maxent_lightning.family import train_family
+from maxent_lightning.jobs import averaged_logits
 from maxent_lightning.loss import kl_to_target
 from maxent_lightning.metrics import evaluation_metrics
 from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.plots import confusion_png
+from maxent_lightning.storage import ModuleRecord
 from maxent_lightning.targets import make_targets
 from maxent_lightning.training import train_module
 
@@ -123,16 +130,36 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
         confusion_png(out / f"plain_{name}.png", torch.tensor(res["confusion"]), dm.splits.classes)
 
 
-def timed(fn, *args) -> tuple[float, float]:
-    """(wall s, CPU s of this process): CPU time tells contention from other jobs apart."""
+def timed(fn, *args) -> tuple[float, float, float]:
+    """(wall s, CPU s of this process, peak GPU MiB or nan): CPU time tells contention from
+    other jobs apart."""
     os.sync()  # earlier runs' file writes are flushed before, not during, this one
-    if torch.cuda.is_available():
+    gpu = torch.cuda.is_available()
+    if gpu:
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start, cpu = time.perf_counter(), time.process_time()
     fn(*args)
-    if torch.cuda.is_available():
+    if gpu:
         torch.cuda.synchronize()
-    return time.perf_counter() - start, time.process_time() - cpu
+    peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else float("nan")
+    return time.perf_counter() - start, time.process_time() - cpu, peak
+
+
+def logit_average_time(cfg, modules: int, images: int, device) -> dict:
+    """Wall time of a logit average of ``modules`` modules (θ0 weights: the cost does not
+    depend on them) over ``images`` test images, one module on the device at a time."""
+    dm = build_datamodule(cfg, [0])
+    _, theta0, theta0_id = init_theta0(cfg.model, dm.input_shape, dm.num_classes, cfg.seed)
+    spec = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+    records = [ModuleRecord(theta0, {}, theta0_id, [k % dm.num_classes], dm.num_classes,
+                            tuple(dm.input_shape), 1.0, 0, spec, f"m{k}")
+               for k in range(modules)]
+    x = dm.test[0].repeat((images + len(dm.test[0]) - 1) // len(dm.test[0]),
+                          *[1] * (dm.test[0].dim() - 1))[:images]
+    wall, cpu, peak = timed(lambda: averaged_logits(records, None, x, device))
+    return {"modules": modules, "images": images, "wall_s": round(wall, 2),
+            "peak_gpu_mib": round(peak, 1)}
 
 
 def pairwise_smoke(tmp: Path, device: str) -> dict:
@@ -167,6 +194,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs per path (min is reported)")
     p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
     p.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
+    p.add_argument("--average-modules", type=int, default=0,
+                   help="also time a logit average of this many modules (e.g. 100)")
+    p.add_argument("--average-images", type=int, default=10000)
     args = p.parse_args(argv)
     quiet_libraries()
     device = torch.device(args.device)
@@ -196,9 +226,12 @@ def main(argv=None) -> int:
                 runs[name].append(timed(paths[name], rep))
         times = {n: min(r) for n, r in runs.items()}
         smoke = None if "smoke" in args.skip else pairwise_smoke(tmp, args.device)
+        average = (logit_average_time(cfg, args.average_modules, args.average_images, device)
+                   if args.average_modules else None)
     rows = {k: {"wall_s": round(t, 2), "cpu_s": round(c, 2), "samples_per_s": round(samples / t, 1),
-                "all_wall_s": [round(w, 2) for w, _ in runs[k]]} for k, (t, c) in times.items()}
-    nan = (float("nan"), float("nan"))
+                "peak_gpu_mib": round(g, 1), "all_wall_s": [round(w, 2) for w, *_ in runs[k]]}
+            for k, (t, c, g) in times.items()}
+    nan = (float("nan"),) * 3
     speedup = times.get("sequential", nan)[0] / times["family"][0]
     seq_vs_plain = times.get("sequential", nan)[0] / times.get("plain loop", nan)[0]
     dense_speedup = times.get("sequential", nan)[0] / times.get("dense family", nan)[0]
@@ -213,15 +246,16 @@ def main(argv=None) -> int:
         "paths": rows, "speedup_family_vs_sequential": round(speedup, 2),
         "speedup_dense_family_vs_sequential": round(dense_speedup, 2),
         "sequential_over_plain": round(seq_vs_plain, 2), "pairwise_smoke": smoke,
+        "logit_average": average,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{len(sets)} modules x {phases} phases x {cfg.trainer.max_epochs} epochs on "
           f"{args.data} ({args.model}, {device}): {samples} training samples per path")
-    print(f"{'path':<12} {'wall s':>9} {'CPU s':>9} {'samples/s':>11}")
+    print(f"{'path':<12} {'wall s':>9} {'CPU s':>9} {'samples/s':>11} {'GPU MiB':>9}")
     for name, row in rows.items():
         print(f"{name:<12} {row['wall_s']:>9.2f} {row['cpu_s']:>9.2f} "
-              f"{row['samples_per_s']:>11.1f}")
+              f"{row['samples_per_s']:>11.1f} {row['peak_gpu_mib']:>9.1f}")
     print(f"sequential / plain loop: {seq_vs_plain:.2f}")
     if "dense family" in times:
         print(f"dense family (no sparse products): {dense_speedup:.2f}x sequential")
@@ -230,6 +264,9 @@ def main(argv=None) -> int:
     if smoke:
         print(f"pairwise smoke job (CLI, 2 modules, merges, eval): {smoke['wall_s']:.1f} s wall, "
               f"{smoke['cpu_s']:.1f} s CPU (rc {smoke['rc']})")
+    if average:
+        print(f"logit average of {average['modules']} modules on {average['images']} images: "
+              f"{average['wall_s']:.2f} s wall, peak GPU {average['peak_gpu_mib']:.1f} MiB")
     print(f"wrote {args.out}")
     print(f"speedup: {speedup:.2f}")
     return 0

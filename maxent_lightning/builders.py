@@ -11,22 +11,26 @@ from torch import nn
 
 from .data.datamodule import MaxEntDataModule, cached_source
 from .errors import UserError
-from .storage import ModuleRecord, config_digest, state_digest
+from .storage import CorruptFile, ModuleRecord, config_digest, state_digest
 
+# trainer.precision values of a float32 module (absent from its spec, as before the key existed).
+FULL_PRECISION = ("32", "32-true")
 # Keys of a model config that describe the training recipe rather than the constructor.
 MODEL_META_KEYS = ("temperature",)
 
 
 def trace_calls(net: nn.Module, input_shape, modules) -> list[tuple[nn.Module, tuple, Any]]:
     """(module, inputs, output) of each call of ``modules`` in call order, for one zero sample
-    through ``net`` (no gradients)."""
-    calls = []
+    through ``net`` in eval mode (no gradients; BatchNorm statistics untouched)."""
+    calls, training = [], net.training
     hooks = [m.register_forward_hook(lambda mod, i, o: calls.append((mod, i, o)))
              for m in modules]
     try:
         with torch.no_grad():
+            net.eval()
             net(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
     finally:
+        net.train(training)
         for h in hooks:
             h.remove()
     return calls
@@ -60,7 +64,12 @@ def net_from_record(record: ModuleRecord, state: Mapping[str, torch.Tensor] | No
     """The backbone of a module checkpoint in eval mode, with its weights or with ``state``
     (a merge, a path point, a subtraction)."""
     net = build_net(record.spec["model"], record.input_shape, record.num_classes)
-    net.load_state_dict(record.state_dict if state is None else state)
+    try:
+        net.load_state_dict(record.state_dict if state is None else state)
+    except RuntimeError as err:  # names or shapes that are not this architecture's
+        first = str(err).strip().splitlines()[0]
+        raise CorruptFile(f"module {record.fingerprint} (R={record.rewarded}) does not fit its "
+                          f"recorded model: {first}", "retrain it or give a valid file") from None
     return net.eval()
 
 
@@ -90,6 +99,8 @@ def module_spec(cfg: DictConfig, rewarded=None) -> dict:
     """What identifies a trained module: equal specs give equal checkpoints."""
     data = {k: v for k, v in plain(cfg.data).items() if k not in ("root", "download")}
     callbacks = plain(cfg.callbacks)
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    other = {} if precision in FULL_PRECISION else {"precision": precision}
     return {
         "data": data,
         "model": plain(cfg.model),
@@ -100,6 +111,7 @@ def module_spec(cfg: DictConfig, rewarded=None) -> dict:
         "callbacks": callbacks,
         "rewarded": sorted(rewarded if rewarded is not None else cfg.rewarded),
         "seed": cfg.seed,
+        **other,
     }
 
 

@@ -47,7 +47,6 @@ from .data.datamodule import check_rewarded
 from .evaluate import evaluate
 from .loggers import build_loggers, finish_loggers
 from .loss import MaxEntLoss, kl_to_target
-from .merge import has_batchnorm
 from .metrics import evaluation_metrics
 from .phases import Phase, StopRule, phase_callbacks, plan, run_name, validate
 from .sparse import Pattern, family_linears
@@ -61,10 +60,15 @@ ELEMENTWISE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "A
 TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "num_sanity_val_steps",
                 "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
                 "log_every_n_steps", "deterministic", "benchmark", "default_root_dir", "precision"}
+# trainer.precision values the family reproduces (autocast to bfloat16 for bf16-mixed).
+PRECISIONS = ("32", "32-true", "bf16-mixed")
+# Why conv nets train one by one on CPU: family vs one by one on a 2-core CPU (`make bench`).
+CPU_CONVOLUTIONS = "LeNet 0.64x; ResNet18 and VGG11 at width 8: 1.11x"
 # Dropout layers other than nn.Dropout (no per-member stream for them).
 OTHER_DROPOUTS = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                   nn.FeatureAlphaDropout)
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 # Smaller Linear weights keep dense products: theirs cost less than a sparse product's overhead.
 SPARSE_MIN_WEIGHTS = 1 << 16
 EVAL_BATCH = 1000  # MaxEntDataModule's default eval_batch_size (for memory planning)
@@ -93,6 +97,18 @@ class MemberDropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mask is None else x * self.mask
+
+
+def _mixed_precision(net: nn.Module) -> set[str]:
+    """bf16-mixed for a vmapped net (autocast does not reach vmapped operations): the names of
+    the parameters to cast to bfloat16 per call (all but normalization layers'); each norm
+    layer computes in float32 on a float32 copy of its input (hooks) and hands back bfloat16."""
+    norms = [m for m in net.modules() if isinstance(m, NORMS)]
+    for m in norms:
+        m.register_forward_pre_hook(lambda mod, args: (args[0].float(), *args[1:]))
+        m.register_forward_hook(lambda mod, args, out: out.to(torch.bfloat16))
+    skip = {id(p) for m in norms for p in m.parameters()}
+    return {n for n, p in net.named_parameters() if id(p) not in skip}
 
 
 def _member_dropout(net: nn.Module, input_shape):
@@ -145,8 +161,9 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     extra = sorted(k for k in cfg.trainer if k not in TRAINER_KEYS)
     if extra:
         return f"trainer option(s) {extra} are not supported by the family trainer"
-    if str(cfg.trainer.get("precision", 32)) not in ("32", "32-true"):
-        return "only 32-bit precision is supported"
+    precision = str(cfg.trainer.get("precision", 32))
+    if precision not in PRECISIONS:
+        return f"precision {precision} is not supported (the family runs {', '.join(PRECISIONS)})"
     for name, c in cfg.callbacks.items():
         cb = instantiate(c)
         if not isinstance(cb, EarlyStopping) or cb.monitor != "val/loss":
@@ -160,15 +177,11 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     odd = [type(m).__name__ for m in net.modules() if isinstance(m, OTHER_DROPOUTS) and m.p > 0]
     if odd:
         return f"{odd[0]} is not supported (only nn.Dropout gets per-member streams)"
-    if has_batchnorm(net):
-        return f"{type(net).__name__} has BatchNorm (running statistics are not stacked)"
-    if any(True for _ in net.buffers()):
-        return f"{type(net).__name__} has buffers"
     convolutions = any(isinstance(m, CONVOLUTIONS) for m in net.modules())
     on_cpu = pick_device(str(cfg.trainer.get("accelerator", "auto"))).type == "cpu"
     if convolutions and on_cpu and not cfg.family.cpu_convolutions:
         return ("vectorized convolutions run slower on CPU than one module at a time "
-                "(family.cpu_convolutions=true uses them anyway)")
+                f"({CPU_CONVOLUTIONS}; family.cpu_convolutions=true uses them anyway)")
     return None
 
 
@@ -236,17 +249,21 @@ def _inverse(order: list[int]) -> list[int]:
 
 
 class Stack:
-    """K members' parameters, masks, targets and one optimizer over all of them.
+    """K members' parameters, buffers, masks, targets and one optimizer over all of them.
 
     Each parameter is a contiguous (K, ...) leaf stored in the dimension order in which vmap's
     backward produces its gradient (Linear weights transposed); the net sees permuted views.
     So gradients arrive without a copy and the optimizer runs on contiguous memory. A weight
-    named in ``sparse`` is instead the 1-D leaf of its alive entries (see sparse.py)."""
+    named in ``sparse`` is instead the 1-D leaf of its alive entries (see sparse.py). Each
+    buffer (BatchNorm running statistics) is a (K, ...) tensor that the members' forward passes
+    update in place, each its own row."""
 
-    def __init__(self, theta0, masks, tables, optimizer, orders, device, sparse=()):
+    def __init__(self, theta0, masks, tables, optimizer, orders, device, sparse=(), buffers=()):
         k = len(tables)
         self.orders, self.factory, self.tables = orders, optimizer, tables
         self.leaves, self.masks, self.patterns = {}, {}, {}
+        self.buffers = {n: theta0[n].to(device).expand(k, *theta0[n].shape).clone()
+                        for n in buffers}
         for n, order in orders.items():
             full = theta0[n].to(device).expand(k, *theta0[n].shape)
             if n in sparse:
@@ -271,10 +288,15 @@ class Stack:
     def sparse(self) -> dict[str, tuple[torch.Tensor, Pattern]]:
         return {n: (self.leaves[n], pattern) for n, pattern in self.patterns.items()}
 
-    def dense_params(self) -> dict[str, torch.Tensor]:
-        """Every stacked parameter in the net's own shapes (sparse ones written out)."""
-        return self.params() | {n: pattern.scatter(self.leaves[n].detach())
-                                for n, pattern in self.patterns.items()}
+    def state(self) -> dict[str, torch.Tensor]:
+        """What the forward pass takes: the dense parameters and the buffers."""
+        return self.params() | self.buffers
+
+    def dense_state(self) -> dict[str, torch.Tensor]:
+        """Every stacked parameter in the net's own shapes (sparse ones written out), and the
+        buffers."""
+        return self.state() | {n: pattern.scatter(self.leaves[n].detach())
+                               for n, pattern in self.patterns.items()}
 
     @torch.no_grad()
     def mask_weights(self) -> None:
@@ -298,15 +320,18 @@ class Stack:
         self.leaves = {n: p.detach().index_select(0, where[n]).requires_grad_()
                        for n, p in self.leaves.items()}
         self.masks = {n: m.index_select(0, index) for n, m in self.masks.items()}
+        self.buffers = {n: b.index_select(0, index) for n, b in self.buffers.items()}
         self.tables = self.tables.index_select(0, index)
         self.opt = self.factory(list(self.leaves.values()))
         self.opt.load_state_dict(state)
 
     def row(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s parameters and buffers (a state dict of the net)."""
         dense = self.params()
         return {n: self.patterns[n].member(p.detach(), i) if n in self.patterns
                 else dense[n][i].detach().clone(memory_format=torch.contiguous_format)
-                for n, p in self.leaves.items()}
+                for n, p in self.leaves.items()} | {n: b[i].clone()
+                                                   for n, b in self.buffers.items()}
 
 
 class FamilyTrainer:
@@ -329,9 +354,12 @@ class FamilyTrainer:
         self.train_xy = [t.to(device) for t in (self.dm.train[0], self.dm.train[2])]
         self.val_xy = [t.to(device) for t in (self.dm.val[0], self.dm.val[2])]
         self.train_net, self.drops = _member_dropout(copy.deepcopy(self.net), self.dm.input_shape)
-        self.sparse_below = float(cfg.family.sparse_below)
+        self.low = torch.bfloat16 if str(cfg.trainer.precision) == "bf16-mixed" else None
+        self.low_params = _mixed_precision(self.train_net) if self.low else set()
+        self.sparse_below = 0.0 if self.low else float(cfg.family.sparse_below)
         self.linears = (family_linears(self.train_net, self.prunable, self.dm.input_shape)
                         if self.sparse_below > 0 and device.type == "cpu" else {})
+        self.buffers = [n for n, _ in self.net.named_buffers()]
         self.fwd = vmap(self._forward, in_dims=(0, None, 0, 0), randomness="same")
         self.orders = self._grad_layouts()
         self.optimizer = instantiate(cfg.optimizer)
@@ -342,19 +370,25 @@ class FamilyTrainer:
         """Dimension order (members first) in which vmap's backward lays out each gradient."""
         probe = {n: p.detach().expand(2, *p.shape).clone().requires_grad_()
                  for n, p in self.net.named_parameters()}
-        out = self.fwd(probe, self.train_xy[0][:2], [], torch.zeros(2, device=self.device))
+        buffers = {n: b.expand(2, *b.shape).clone() for n, b in self.net.named_buffers()}
+        out = self.fwd(probe | buffers, self.train_xy[0][:2], [],
+                       torch.zeros(2, device=self.device))
         grads = torch.autograd.grad(out.sum(), list(probe.values()), allow_unused=True)
         return {n: [0, *sorted(range(1, p.dim()), key=lambda d: (-g.stride(d), d))]
                 if g is not None else list(range(p.dim()))
                 for (n, p), g in zip(probe.items(), grads, strict=True)}
 
     def _forward(self, params, x, keep, token):
-        """One member's logits; ``keep``: its dropout keep-masks (none: no dropout); ``token``:
-        its entry of a member-batched tensor, handed to the sparse layers."""
+        """One member's logits; ``params``: its parameters and buffers; ``keep``: its dropout
+        keep-masks (none: no dropout); ``token``: its entry of a member-batched tensor, handed
+        to the sparse layers."""
         for (module, _), mask in zip(self.drops, keep, strict=False):
             module.mask = mask
         for module in self.linears.values():
             module.token = token
+        if self.low:  # bf16-mixed: bfloat16 products, float32 normalization and leaves
+            params = {n: v.to(self.low) if n in self.low_params else v for n, v in params.items()}
+            x = x.to(self.low)
         try:
             return functional_call(self.train_net, params, (x,))
         finally:
@@ -369,7 +403,8 @@ class FamilyTrainer:
         for n, state in (sparse.sparse() if sparse else {}).items():
             self.linears[n].sparse = state
         try:
-            logits = self.fwd(params, x, list(keep), torch.zeros(len(tables), device=self.device))
+            logits = self.fwd(params, x, list(keep),
+                              torch.zeros(len(tables), device=self.device)).float()
         finally:
             for module in self.linears.values():
                 module.sparse = None
@@ -378,16 +413,18 @@ class FamilyTrainer:
     def _keep_masks(self, gens: list[torch.Generator], batch: int) -> list[torch.Tensor]:
         """Dropout keep-masks scaled by 1/(1-p), (K, batch, ...) per dropout layer, each
         member's drawn from its own generator: independent of the other members."""
-        return [keep_mask(gens, (batch, *shape), module.p, self.device).mul_(1.0 / (1.0 - module.p))
+        return [keep_mask(gens, (batch, *shape), module.p, self.device)
+                .mul_(1.0 / (1.0 - module.p)).to(self.low or torch.get_default_dtype())
                 for module, shape in self.drops]
 
     def train_epoch(self, stack: Stack, sampler, gens) -> torch.Tensor:
         x_all, y_all = self.train_xy
         total = torch.zeros(len(stack), device=self.device)
+        self.train_net.train()
         for idx in sampler:
             index = torch.as_tensor(idx, device=self.device)
             keep = self._keep_masks(gens, len(idx)) if self.drops else ()
-            losses, _ = self._losses(stack.params(), stack.tables, x_all[index], y_all[index],
+            losses, _ = self._losses(stack.state(), stack.tables, x_all[index], y_all[index],
                                      keep, sparse=stack)
             stack.opt.zero_grad(set_to_none=True)
             losses.sum().backward()
@@ -404,7 +441,8 @@ class FamilyTrainer:
         value, count = torch.zeros(len(stack), device=self.device), 0
         metrics = [self._val_metrics(self.members[k]) for k in rows] if self.track else []
         whole = self.group >= len(stack)  # one group: the training step's (sparse) products
-        size, params = self.dm.eval_batch_size, stack.params() if whole else stack.dense_params()
+        size, params = self.dm.eval_batch_size, stack.state() if whole else stack.dense_state()
+        self.train_net.eval()  # BatchNorm: the running statistics
         for s in range(0, len(y_all), size):
             x, y = x_all[s:s + size], y_all[s:s + size]
             parts = []
@@ -439,7 +477,7 @@ class FamilyTrainer:
         sparse = {n for n, lin in self.linears.items()
                   if lin.weight.numel() >= SPARSE_MIN_WEIGHTS and alive[n] < self.sparse_below}
         stack = Stack(self.theta0, masks, self.tables[rows], self.optimizer, self.orders,
-                      self.device, sparse)
+                      self.device, sparse, self.buffers)
         for k in rows:
             m = self.members[k]
             m.stoppers = [StopRule(cb) for cb in phase_callbacks(self.cfg)]

@@ -28,7 +28,7 @@ from .evaluate import evaluate
 from .merge import (
     check_composable,
     has_batchnorm,
-    logit_average,
+    logit_weights,
     recalibrate_batchnorm,
     weight_sum,
 )
@@ -145,6 +145,17 @@ def logits_of(net: nn.Module, x: torch.Tensor, device, batch_size: int = 1000):
     model = on_device(net, device)
     return torch.cat([model(x[i : i + batch_size]).float().cpu()
                       for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def averaged_logits(records: Sequence[ModuleRecord], weights, x: torch.Tensor, device):
+    """The logit average Σ_i w_i z^(i) on ``x`` (on the CPU), one module on the device at a
+    time: memory stays that of one module, however many are averaged."""
+    total = None
+    for w, rec in zip(logit_weights(len(records), weights), records, strict=True):
+        z = w * logits_of(net_from_record(rec), x, device)
+        total = z if total is None else total + z
+    return total
 
 
 def precomputed(logits: torch.Tensor):
@@ -272,14 +283,16 @@ class Job:
         return net
 
     def score_merges(self, records, rewarded, kinds, weights=None) -> dict:
-        """{kind: (row values, confusion, net)} of the weight sum and/or logit average of the
-        modules on ``rewarded`` (the union of their classes)."""
+        """{kind: (row values, confusion, merged net or None)} of the weight sum and/or logit
+        average of the modules on ``rewarded`` (the union of their classes)."""
         out, T = {}, records[0].temperature
         for kind in kinds:
-            net = (self.recalibrated(weight_sum(records)[0]) if kind == "weight"
-                   else logit_average(records, weights))
-            values, confusion = self.score(net, rewarded, T)
-            out[kind] = (values, confusion, net.cpu())
+            if kind == "weight":
+                net = self.recalibrated(weight_sum(records)[0])
+                out[kind] = (*self.score(net, rewarded, T), net.cpu())
+            else:
+                z = averaged_logits(records, weights, self.splits.x_test, self.device)
+                out[kind] = (*self.score_logits(z, rewarded, T), None)
         return out
 
     # ------------------------------------------------------------ outputs

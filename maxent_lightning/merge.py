@@ -63,19 +63,23 @@ def weight_sum(records: Sequence[ModuleRecord]) -> tuple[nn.Module, M.Masks]:
     return net, M.union([r.masks for r in records])
 
 
+def logit_weights(n: int, weights: Sequence[float] | None = None) -> list[float]:
+    """The weights w_i of a logit average of ``n`` modules (default 1/n), checked."""
+    weights = [1.0 / n] * n if weights is None else [float(w) for w in weights]
+    if len(weights) != n:
+        raise UserError(f"{len(weights)} logit weights given for {n} modules; give one each")
+    if any(w < 0 for w in weights):
+        raise UserError(f"logit weights {weights} must be non-negative")
+    return weights
+
+
 class LogitAverage(nn.Module):
     """Product of experts: z̄ = Σ_i w_i z^(i), default w_i = 1/n."""
 
     def __init__(self, nets: Sequence[nn.Module], weights: Sequence[float] | None = None):
         super().__init__()
-        n = len(nets)
-        weights = [1.0 / n] * n if weights is None else [float(w) for w in weights]
-        if len(weights) != n:
-            raise UserError(f"{len(weights)} logit weights given for {n} modules; give one each")
-        if any(w < 0 for w in weights):
-            raise UserError(f"logit weights {weights} must be non-negative")
         self.nets = nn.ModuleList(nets)
-        self.register_buffer("weights", torch.tensor(weights))
+        self.register_buffer("weights", torch.tensor(logit_weights(len(nets), weights)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sum(w * net(x) for w, net in zip(self.weights, self.nets, strict=True))

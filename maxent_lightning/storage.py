@@ -100,12 +100,13 @@ def load_torch(path: Path, what: str = "file") -> Any:
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """Content hash of a state dict (names, shapes, dtypes and values)."""
+    """Content hash of a state dict (names, shapes, dtypes and values; 0-dim and integer
+    tensors such as BatchNorm's ``num_batches_tracked`` included)."""
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 

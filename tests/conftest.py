@@ -2,7 +2,10 @@
 Hydra jobs would run them."""
 
 import os
+import pickle
+from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf, open_dict
 
@@ -83,3 +86,52 @@ def run_job():
         return run_task(compose_config(extra, output_dir=out_dir))
 
     return run
+
+
+def _cifar_files(root: Path, which: str, n_train: int = 6, n_test: int = 4,
+                 learnable: bool = False) -> Path:
+    """CIFAR python pickle batches (rows channel-major: R, G, B planes) under ``root``. Images
+    are pure red, or with ``learnable`` a fixed random picture per class plus noise."""
+    ten = which == "cifar10"
+    folder = root / ("cifar-10-batches-py" if ten else "cifar-100-python")
+    folder.mkdir(parents=True)
+    n_cls = 10 if ten else 100
+    label_key = b"labels" if ten else b"fine_labels"
+    rng = np.random.default_rng(n_cls)
+    templates = rng.integers(0, 256, (n_cls, 3072))
+
+    def batch(n: int) -> dict:
+        labels = [i % n_cls for i in range(n)]
+        if learnable:
+            noisy = templates[labels] + rng.integers(-40, 41, (n, 3072))
+            data = noisy.clip(0, 255).astype(np.uint8)
+        else:
+            data = np.zeros((n, 3072), dtype=np.uint8)
+            data[:, :1024] = 255  # pure red images
+        return {b"data": data, label_key: labels}
+
+    train_files = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
+    for f in train_files:
+        (folder / f).write_bytes(pickle.dumps(batch(n_train)))
+    (folder / ("test_batch" if ten else "test")).write_bytes(pickle.dumps(batch(n_test)))
+    names = [f"class{i}" for i in range(n_cls)]
+    meta = {(b"label_names" if ten else b"fine_label_names"): names}
+    (folder / ("batches.meta" if ten else "meta")).write_bytes(pickle.dumps(meta))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_cifar():
+    """``write_cifar(root, which, n_train=6, n_test=4, learnable=False)``: CIFAR-10/100 files
+    in the real pickle format."""
+    return _cifar_files
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """A data root with small learnable CIFAR-10 (80 train, 40 test images) and CIFAR-100 (200
+    train, 100 test) in the real pickle format."""
+    root = tmp_path_factory.mktemp("cifar")
+    _cifar_files(root, "cifar10", n_train=16, n_test=40, learnable=True)
+    _cifar_files(root, "cifar100", n_train=200, n_test=100, learnable=True)
+    return root

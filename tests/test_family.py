@@ -119,8 +119,32 @@ def test_chunks_resume_and_skip(make_cfg, tmp_path, monkeypatch):
     assert train_modules(cfg, jobs) and calls == [2]  # all done: nothing trained
 
 
+# BatchNorm CNNs at reduced width on the embedded 8x8 digits (no MLP overrides).
+BN_TINY = ["data=digits", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+           "logger=none", "model.width=4", "family.cpu_convolutions=true", "imp.rounds=1",
+           "imp.sparsity=0.6", "trainer.max_epochs=2", "data.batch_size=256"]
+
+
+@pytest.mark.parametrize("model", ["resnet18", "vgg11"])
+def test_batchnorm_family_matches_sequential(make_cfg, tmp_path, model):
+    cfg = make_cfg(f"model={model}", *BN_TINY, fast=False)
+    assert unsupported_reason(cfg) is None
+    sets = [[2], [5]]
+    seq = [train_module(cfg, tmp_path / f"seq{i}", r, quiet=True) for i, r in enumerate(sets)]
+    fam = train_family(cfg, [(r, tmp_path / f"fam{i}") for i, r in enumerate(sets)])
+    for i in range(len(sets)):
+        a, b = (load_module(tmp_path / f"{p}{i}" / "module.pt") for p in ("seq", "fam"))
+        stats = [k for k in a.state_dict if "running_" in k or "num_batches" in k]
+        assert stats and list(a.state_dict) == list(b.state_dict)
+        for k in a.state_dict:  # each member's own running statistics, as trained alone
+            torch.testing.assert_close(b.state_dict[k], a.state_dict[k], atol=1e-5, rtol=0)
+        assert fam[i]["stop_epochs"] == seq[i]["stop_epochs"]
+        assert fam[i]["test/acc"] == pytest.approx(seq[i]["test/acc"], abs=1e-5)
+
+
 def test_fallbacks_are_logged(make_cfg, tmp_path, caplog):
-    assert "BatchNorm" in unsupported_reason(make_cfg("model=vgg11", fast=False))
+    assert "convolutions" in unsupported_reason(make_cfg("model=vgg11", "trainer.accelerator=cpu",
+                                                         fast=False))
     assert "cross-entropy" in unsupported_reason(make_cfg("loss=cross_entropy"))
     assert "gradient_clip_val" in unsupported_reason(make_cfg("+trainer.gradient_clip_val=1"))
     assert "convolutions" in unsupported_reason(make_cfg("model=lenet", "trainer.accelerator=cpu"))
@@ -188,3 +212,18 @@ def test_trainer_deterministic_holds_while_the_family_trains(make_cfg, tmp_path,
     train_family(cfg, [([1], tmp_path / "m")])
     assert seen == [True, True, True]
     assert not torch.are_deterministic_algorithms_enabled()  # as it was before
+
+
+def test_bf16_mixed_precision_is_honoured_by_both_trainers(make_cfg, tmp_path):
+    cfg = make_cfg("model.dropout=0", "trainer.precision=bf16-mixed", "imp=none")
+    assert unsupported_reason(cfg) is None
+    assert "precision 16-mixed" in unsupported_reason(make_cfg("trainer.precision=16-mixed"))
+    seq = train_module(cfg, tmp_path / "seq", [6], quiet=True)
+    (fam,) = train_family(cfg, [([6], tmp_path / "fam")])
+    train_family(make_cfg("model.dropout=0", "imp=none"), [([6], tmp_path / "f32")])
+    a, b, c = (load_module(tmp_path / d / "module.pt") for d in ("seq", "fam", "f32"))
+    assert a.fingerprint == b.fingerprint != c.fingerprint  # precision is part of the module
+    for k in a.state_dict:  # bfloat16 products: near Lightning's bf16-mixed, off float32's
+        assert not torch.equal(b.state_dict[k], c.state_dict[k]), k
+        torch.testing.assert_close(b.state_dict[k], a.state_dict[k], atol=2e-2, rtol=0)
+    assert fam["test/rewarded_acc"] == pytest.approx(seq["test/rewarded_acc"], abs=0.05)

@@ -107,3 +107,24 @@ def test_vision_models_small_input_adaptations():
     assert sum(isinstance(m, nn.MaxPool2d) for m in vgg.features) == 4  # 28->14->7->3->1
     vgg32 = VGG11(input_shape=(3, 32, 32), num_classes=10)
     assert sum(isinstance(m, nn.MaxPool2d) for m in vgg32.features) == 5
+
+
+def test_resnet18_is_torchvisions_with_a_cifar_stem_and_width_scales_it():
+    from torchvision.models import resnet18
+
+    reference = resnet18(num_classes=10)
+    reference.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    ours = ResNet18(input_shape=(3, 32, 32), num_classes=10)
+    shapes = {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == shapes
+    small = ResNet18(input_shape=(3, 32, 32), num_classes=10, width=8)
+    assert small.conv1.out_channels == 8 and small.fc.in_features == 64
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_vgg11_width_scales_every_layer():
+    small = VGG11(input_shape=(3, 32, 32), num_classes=10, width=8)
+    convs = [m.out_channels for m in small.features if isinstance(m, nn.Conv2d)]
+    assert convs == [8, 16, 32, 32, 64, 64, 64, 64]
+    assert small.classifier[0].in_features == 64
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -1,7 +1,6 @@
 """Data sources: real on-disk formats written small into tmp_path, loaded offline."""
 
 import gzip
-import pickle
 import struct
 import urllib.error
 import urllib.request
@@ -37,28 +36,6 @@ def _write_mnist(root: Path, folder: str = "MNIST", compress: bool = False) -> d
         _write_idx(root / folder / "raw" / f"{split}-labels-idx1-ubyte", labels, compress)
         written[split] = (images, labels)
     return written
-
-
-def _write_cifar(root: Path, which: str, n_train: int = 6, n_test: int = 4) -> None:
-    """CIFAR python batches; pixel rows are channel-major (R plane, G plane, B plane)."""
-    ten = which == "cifar10"
-    folder = root / ("cifar-10-batches-py" if ten else "cifar-100-python")
-    folder.mkdir(parents=True)
-    n_cls = 10 if ten else 100
-    label_key = b"labels" if ten else b"fine_labels"
-
-    def batch(n: int) -> dict:
-        data = np.zeros((n, 3072), dtype=np.uint8)
-        data[:, :1024] = 255  # pure red images
-        return {b"data": data, label_key: [i % n_cls for i in range(n)]}
-
-    train_files = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
-    for f in train_files:
-        (folder / f).write_bytes(pickle.dumps(batch(n_train)))
-    (folder / ("test_batch" if ten else "test")).write_bytes(pickle.dumps(batch(n_test)))
-    names = [f"class{i}" for i in range(n_cls)]
-    meta = {(b"label_names" if ten else b"fine_label_names"): names}
-    (folder / ("batches.meta" if ten else "meta")).write_bytes(pickle.dumps(meta))
 
 
 def _write_har(root: Path, bad_row: bool = False) -> None:
@@ -144,8 +121,8 @@ def test_idx_sources(tmp_path, name, folder, compress):
 
 
 @pytest.mark.parametrize("which", ["cifar10", "cifar100"])
-def test_cifar_pickle_batches(tmp_path, which):
-    _write_cifar(tmp_path, which)
+def test_cifar_pickle_batches(tmp_path, which, write_cifar):
+    write_cifar(tmp_path, which)
     s = load_source(which, root=str(tmp_path), download=False)
     n_train = 30 if which == "cifar10" else 6
     assert s.x_train.shape == (n_train, 3, 32, 32) and s.x_test.shape == (4, 3, 32, 32)
@@ -215,8 +192,8 @@ def test_malformed_idx(tmp_path, damage):
     assert "malformed mnist" in _one_line_error("mnist", tmp_path, download=False)
 
 
-def test_malformed_cifar(tmp_path):
-    _write_cifar(tmp_path, "cifar10")
+def test_malformed_cifar(tmp_path, write_cifar):
+    write_cifar(tmp_path, "cifar10")
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"this is not a pickle")
     assert "malformed cifar10" in _one_line_error("cifar10", tmp_path, download=False)
 

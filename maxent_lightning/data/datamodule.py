@@ -22,7 +22,8 @@ class IndexedTensors(Dataset):
         return len(self.tensors[0])
 
     def __getitem__(self, index):
-        index = torch.as_tensor(index)  # one list -> tensor conversion, not one per tensor
+        # one list -> tensor conversion (on the tensors' device), not one per tensor
+        index = torch.as_tensor(index, device=self.tensors[0].device)
         return tuple(t[index] for t in self.tensors)
 
 
@@ -108,6 +109,14 @@ class MaxEntDataModule(L.LightningDataModule):
         self.train = self._relabel(s.x_train[train_idx], s.y_train[train_idx], train=True)
         self.val = self._relabel(s.x_train[val_idx], s.y_train[val_idx], train=True)
         self.test = self._relabel(s.x_test, s.y_test, train=False)
+
+    def setup(self, stage: str) -> None:
+        """On an accelerator, the tensors move to its memory once: every batch is then a slice
+        taken there (no per-step host work or copy)."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is not None and device.type != "cpu":
+            self.train, self.val, self.test = (tuple(t.to(device) for t in part)
+                                               for part in (self.train, self.val, self.test))
 
     def train_dataloader(self) -> DataLoader:
         gen = torch.Generator().manual_seed(self.shuffle_seed)

@@ -20,14 +20,37 @@ def _shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 class ResNet18(ResNet):
-    """torchvision ResNet-18 with a 3x3/stride-1 stem and no stem max-pool (CIFAR style)."""
+    """torchvision ResNet-18 with a 3x3/stride-1 stem and no stem max-pool (CIFAR style).
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
-        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=int(num_classes))
-        self.input_shape = _shape(input_shape)
-        self.conv1 = nn.Conv2d(self.input_shape[0], 64, 3, stride=1, padding=1, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+    ``width``: channels of the first stage (64 in ResNet-18; the stages have 1x, 2x, 4x, 8x).
+    The blocks are torchvision's ``BasicBlock``; ``ResNet.forward`` runs them."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 64) -> None:
+        nn.Module.__init__(self)
+        self.input_shape, w = _shape(input_shape), int(width)
+        self.conv1 = nn.Conv2d(self.input_shape[0], w, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity()
+        stages, inplanes = [], w
+        for i, planes in enumerate((w, 2 * w, 4 * w, 8 * w)):
+            stride = 1 if i == 0 else 2
+            down = None
+            if stride != 1 or inplanes != planes:
+                down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
+                                     nn.BatchNorm2d(planes))
+            stages.append(nn.Sequential(BasicBlock(inplanes, planes, stride, down),
+                                        BasicBlock(planes, planes)))
+            inplanes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(8 * w, int(num_classes))
+        for m in self.modules():  # torchvision's ResNet initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
@@ -36,7 +59,8 @@ class ResNet18(ResNet):
 
 
 class VGG11(VGG):
-    """torchvision VGG-11 (config "A", BN by default) with a global-pool + 512-512-K head.
+    """torchvision VGG-11 (config "A", BN by default) with a global-pool + 512-512-K head;
+    ``width`` scales every layer (channels of the first conv, 64 in VGG-11).
 
     Max-pools that would shrink the feature map below 1x1 (inputs < 32x32) become Identity.
     ``VGG.__init__`` is skipped on purpose: it would allocate (and initialise) the 100M-param
@@ -49,10 +73,13 @@ class VGG11(VGG):
         num_classes: int,
         batch_norm: bool = True,
         dropout: float = 0.0,
+        width: int = 64,
     ) -> None:
         nn.Module.__init__(self)
         self.input_shape = _shape(input_shape)
-        features = make_layers(cfgs["A"], batch_norm=batch_norm)
+        scale = int(width) / 64  # channels of the first conv (64 in VGG-11)
+        plan = [v if v == "M" else max(1, round(v * scale)) for v in cfgs["A"]]
+        features = make_layers(plan, batch_norm=batch_norm)
         first = features[0]
         features[0] = nn.Conv2d(self.input_shape[0], first.out_channels, 3, padding=1)
         size, pools = min(self.input_shape[1:]), 0
@@ -64,11 +91,12 @@ class VGG11(VGG):
                     features[i] = nn.Identity()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        top = plan[-2]  # channels of the last conv (512 in VGG-11)
         self.classifier = nn.Sequential(
-            nn.Linear(512, 512),
+            nn.Linear(top, top),
             nn.ReLU(inplace=True),
             nn.Dropout(float(dropout)),
-            nn.Linear(512, int(num_classes)),
+            nn.Linear(top, int(num_classes)),
         )
         for m in self.modules():  # torchvision's VGG initialisation
             if isinstance(m, nn.Conv2d):
