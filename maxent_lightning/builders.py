@@ -15,6 +15,11 @@ from .storage import CorruptFile, ModuleRecord, config_digest, state_digest
 
 # trainer.precision values of a float32 module (absent from its spec, as before the key existed).
 FULL_PRECISION = ("32", "32-true")
+# Trainer keys that do not change what a module computes (devices, logging, output).
+NEUTRAL_TRAINER_KEYS = {"_target_", "accelerator", "devices", "num_nodes", "strategy",
+                        "num_sanity_val_steps", "enable_checkpointing", "enable_model_summary",
+                        "enable_progress_bar", "log_every_n_steps", "default_root_dir",
+                        "deterministic", "benchmark", "logger", "callbacks", "profiler"}
 # Keys of a model config that describe the training recipe rather than the constructor.
 MODEL_META_KEYS = ("temperature",)
 
@@ -99,19 +104,22 @@ def module_spec(cfg: DictConfig, rewarded=None) -> dict:
     """What identifies a trained module: equal specs give equal checkpoints."""
     data = {k: v for k, v in plain(cfg.data).items() if k not in ("root", "download")}
     callbacks = plain(cfg.callbacks)
-    precision = str(cfg.trainer.get("precision", "32-true"))
-    other = {} if precision in FULL_PRECISION else {"precision": precision}
+    trainer = {k: v for k, v in plain(cfg.trainer).items() if k not in NEUTRAL_TRAINER_KEYS}
+    if str(trainer.get("precision", "32-true")) in FULL_PRECISION:
+        trainer.pop("precision", None)
     return {
         "data": data,
         "model": plain(cfg.model),
         "loss": plain(cfg.loss),
         "imp": plain(cfg.imp),
         "optimizer": plain(cfg.optimizer),
-        "max_epochs": cfg.trainer.max_epochs,
+        "max_epochs": trainer.pop("max_epochs"),
         "callbacks": callbacks,
         "rewarded": sorted(rewarded if rewarded is not None else cfg.rewarded),
         "seed": cfg.seed,
-        **other,
+        # every other setting that changes what a fit computes (precision, fast_dev_run,
+        # limit_*_batches, max_steps, ...): debug runs never share a module with real ones
+        **({"trainer": trainer} if trainer else {}),
     }
 
 

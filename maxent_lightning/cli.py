@@ -5,7 +5,9 @@ import logging
 import os
 import pkgutil
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -13,9 +15,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from . import tasks
+from . import moduledir, tasks
 from .config import CONFIG_DIR, CONFIG_NAME
 from .errors import UserError
 
@@ -33,9 +36,40 @@ def quiet_libraries() -> None:
 
 
 def run_task(cfg: DictConfig):
+    """Run the task of ``cfg`` in its Hydra output directory, claimed for this run alone."""
     if cfg.task not in TASKS:
         raise UserError(f"unknown task '{cfg.task}'; choose one of: {', '.join(TASKS)}")
-    return importlib.import_module(f"maxent_lightning.tasks.{cfg.task}").run(cfg)
+    task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
+    with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)):
+        return task.run(cfg)
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT (kill, timeout, Ctrl-C, a cluster's time limit): the run stops,
+    non-zero, saying where to resume."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+def install_interrupts(only_default: bool = False) -> None:
+    """SIGTERM and SIGINT raise Interrupted (in this process's main thread); with
+    ``only_default`` only where no handler of another tool is set."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if not only_default or signal.getsignal(sig) in (signal.SIG_DFL,
+                                                          signal.default_int_handler):
+            signal.signal(sig, _interrupt)
+
+
+# Where the process is: the job that runs now (for the line an interrupt prints).
+RUNNING: dict = {}
 
 
 class JobFailed(CompactHydraException):
@@ -44,18 +78,31 @@ class JobFailed(CompactHydraException):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig):
+    install_interrupts(only_default=True)  # joblib workers too; submitit keeps its own
+    hc = HydraConfig.get()
+    RUNNING.update(job=hc.job.num if hc.mode == RunMode.MULTIRUN else None,
+                   out=hc.runtime.output_dir)
     try:
         return run_task(cfg)
+    except OSError as err:  # a path that cannot be written: read-only, a file, a full disk
+        where = f" ({err.filename})" if err.filename else ""
+        return _fail(UserError(f"cannot write{where}: {err.strerror or err}; choose a writable "
+                               "hydra.run.dir / paths.store_dir with free space"))
     except UserError as err:
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        print(f"error: job {hc.job.num}: {err}", file=sys.stderr)
-        raise JobFailed(
-            f"error: job {hc.job.num} failed: {err} (the other jobs ran; fix it and rerun the "
-            "same command: finished jobs are skipped)"
-        ) from None
+        return _fail(err)
+
+
+def _fail(err: UserError):
+    """A bad input: one line and exit 2, or in a sweep a failed job (the others still run)."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"error: job {hc.job.num}: {err}", file=sys.stderr)
+    raise JobFailed(
+        f"error: job {hc.job.num} failed: {err} (the other jobs ran; fix it and rerun the "
+        "same command: finished jobs are skipped)"
+    ) from None
 
 
 def unknown_option(argv: list[str], config_dir: str = CONFIG_DIR) -> str | None:
@@ -85,11 +132,36 @@ def flags_first(argv: list[str]) -> list[str]:
     return flags + [a for a in argv if a not in flags]
 
 
+def interrupted_line(signum: int) -> str:
+    name = signal.Signals(signum).name
+    job, out = RUNNING.get("job"), RUNNING.get("out", "the run directory")
+    where = (f"job {job} ({out}) stopped; it and the jobs after it did not run" if job is not None
+             else f"{out} stopped")
+    return (f"error: interrupted by {name}: {where}; rerun the same command to resume "
+            "(finished jobs are skipped, finished modules and IMP rounds are kept)")
+
+
 def entry() -> None:
     quiet_libraries()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    install_interrupts()
+    try:
+        _entry()
+    finally:  # an in-process caller (tests, notebooks) gets its handlers back
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _entry() -> None:
     sys.argv[1:] = flags_first(sys.argv[1:])
     problem = unknown_option(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    main()
+    try:
+        main()
+    except (Interrupted, SIGTERMException, KeyboardInterrupt) as err:
+        signum = getattr(err, "signum", signal.SIGTERM if isinstance(err, SIGTERMException)
+                         else signal.SIGINT)
+        print(interrupted_line(signum), file=sys.stderr)
+        sys.exit(128 + signum)

@@ -232,6 +232,7 @@ class Member:
     masks: M.Masks
     start: int
     stop_epochs: list[int] = field(default_factory=list)
+    failed: str | None = None  # why it diverged (then it trains no further and is not stored)
     history: list[tuple[int, dict]] = field(default_factory=list)
     steps: int = 0
     val_metrics: object = None  # its MetricCollection, built once and reset every epoch
@@ -522,11 +523,20 @@ class FamilyTrainer:
             if m.start > phase.round:
                 continue
             m.weights = m.best if m.best is not None else m.last
+            what = f"module R={m.rewarded} seed={self.cfg.seed} in IMP phase {phase.round}"
+            try:
+                if not math.isfinite(m.best_score):
+                    raise moduledir.Diverged(f"{what} diverged: its validation loss is not "
+                                             "finite; lower optimizer.lr or check the data")
+                moduledir.check_finite(m.weights, what)
+            except moduledir.Diverged as err:
+                m.failed, m.start = str(err), self.plan.rounds + 1
+                continue
             if phase.final:
                 continue
             m.masks = self.plan.next_masks(m.weights, m.masks)
             moduledir.save_round(m.out_dir, phase.round, m.masks, m.fingerprint, m.best_epoch,
-                                 m.best_score)
+                                 m.best_score, m.stop_epochs)
 
     def finish(self, m: Member, wall_s: float) -> dict:
         """Test, then write module.pt, confusion.png, loggers and metrics.json (last)."""
@@ -591,14 +601,19 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
     phases = trainer.plan
     for m in members:
         resumed = moduledir.resume_point(m.out_dir, m.fingerprint, phases.rounds)
-        m.masks, m.start = resumed or (phases.full_masks(trainer.net), 0)
+        m.masks, m.start, m.stop_epochs = resumed or (phases.full_masks(trainer.net), 0, [])
         m.masks = {n: v.cpu() for n, v in m.masks.items()}
     with _deterministic(cfg.trainer.get("deterministic")):
         for phase in phases.phases[min(m.start for m in members):]:
             trainer.run_phase(phase)
     share = (time.perf_counter() - start_time) / len(members)
     trainer.net.cpu()
-    return [trainer.finish(m, share) for m in members]
+    results = [trainer.finish(m, share) for m in members if m.failed is None]
+    failed = [m.failed for m in members if m.failed is not None]
+    if failed:
+        raise moduledir.Diverged(f"{failed[0]} ({len(failed)} of {len(members)} modules "
+                                 f"diverged; the other {len(results)} were stored)")
+    return results
 
 
 def train_family(cfg: DictConfig, jobs) -> list[dict]:

@@ -248,9 +248,11 @@ class Job:
 
     def checkpoints(self) -> list[ModuleRecord]:
         """The modules given as ``checkpoints=[...]`` (merge, eval), and their data."""
-        paths = [Path(p) for p in self.cfg.checkpoints or []]
+        given = self.cfg.checkpoints or []
+        paths = [Path(p) for p in ([given] if isinstance(given, str) else given)]
         if not paths:
             raise UserError("no modules given; set checkpoints=[a/module.pt,b/module.pt]")
+        self.module_paths = paths
         records = [load_module(p) for p in paths]
         check_composable(records)
         self.load_data(records[0].spec["data"]["name"])

@@ -70,6 +70,9 @@ def logit_weights(n: int, weights: Sequence[float] | None = None) -> list[float]
         raise UserError(f"{len(weights)} logit weights given for {n} modules; give one each")
     if any(w < 0 for w in weights):
         raise UserError(f"logit weights {weights} must be non-negative")
+    if not sum(weights) > 0:
+        raise UserError(f"logit weights {weights} are all zero; give at least one positive "
+                        "weight, e.g. merge.logit_weights=null (equal weights)")
     return weights
 
 

@@ -12,6 +12,7 @@ import fcntl
 import logging
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -26,12 +27,20 @@ from .storage import (
     read_json,
     save_module,
     save_torch,
+    state_digest,
     write_json,
 )
 
 DONE, MODULE, ROUNDS = "metrics.json", "module.pt", "imp"
+# What a finished module's metrics.json must hold (else it is retrained, with a warning).
+REQUIRED = ("fingerprint", "rewarded", "seed", "data", "num_classes", "sparsity", "test/acc",
+            "test/rewarded_acc", "wall_s")
 MISSING = "missing"
 log = logging.getLogger(__name__)
+
+
+class Diverged(UserError):
+    """A module whose loss or weights stopped being finite: not stored, not merged."""
 
 
 @contextmanager
@@ -39,7 +48,7 @@ def locked(directory: Path):
     """Exclusive lock on a directory, so concurrent processes never train it twice."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as fh:
+    with open(directory / ".lock", "a") as fh:  # "a": an existing lock file is untouched
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -72,6 +81,9 @@ def module_status(directory: Path, fingerprint: str) -> tuple[str | None, dict |
                                "delete that directory to retrain it")
         if metrics is None:
             return MISSING, None
+        missing = [k for k in REQUIRED if k not in metrics]
+        if missing:
+            raise CorruptFile(f"{directory / DONE} lacks {', '.join(missing)}")
         load_module(directory / MODULE, fingerprint)
     except CorruptFile as err:
         return err.problem, None
@@ -91,31 +103,71 @@ def discard(directory: Path) -> None:
     (Path(directory) / DONE).unlink(missing_ok=True)
 
 
-def resume_point(directory: Path, fingerprint: str, rounds: int) -> tuple[M.Masks, int] | None:
-    """Masks and next round of the last finished round of this very module; an unreadable
-    round artifact is skipped (that round is trained again)."""
+class Resume(NamedTuple):
+    """Where an interrupted module goes on: its masks, next round, and the stop epochs of the
+    phases already trained."""
+
+    masks: M.Masks
+    start: int
+    stop_epochs: list[int]
+
+
+def resume_point(directory: Path, fingerprint: str, rounds: int) -> Resume | None:
+    """The last finished round of this very module; a round artifact that is unreadable or
+    fails its digest is discarded with a warning (that round is trained again)."""
     for r in reversed(range(rounds)):
         path = Path(directory) / ROUNDS / f"round_{r}.pt"
         if not path.exists():
             continue
         try:
             saved = load_torch(path, "IMP round artifact")
+            if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+                continue
+            if saved.get("digest") != state_digest(saved["masks"]):
+                raise CorruptFile(f"IMP round artifact {path} is corrupt (digest mismatch)")
         except CorruptFile as err:
             log.warning("%s; training that round again", err.problem)
             continue
-        if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint:
-            return saved["masks"], r + 1
+        return Resume(saved["masks"], r + 1, list(saved.get("stop_epochs", [])))
     return None
 
 
 def save_round(directory: Path, r: int, masks: M.Masks, fingerprint: str, best_epoch: int,
-               best_val_loss: float) -> None:
-    """The artifacts of finished IMP round ``r`` (what ``resume_point`` reads back)."""
+               best_val_loss: float, stop_epochs: list[int]) -> None:
+    """The artifacts of finished IMP round ``r`` (what ``resume_point`` reads back, verified
+    by the digest of its masks); ``stop_epochs``: of every phase so far."""
     record = {"round": r, "sparsity": M.sparsity(masks), "best_epoch": best_epoch,
-              "best_val_loss": best_val_loss}
+              "best_val_loss": best_val_loss, "stop_epochs": list(stop_epochs)}
     save_torch(Path(directory) / ROUNDS / f"round_{r}.pt",
-               {"masks": masks, "fingerprint": fingerprint, **record})
+               {"masks": masks, "fingerprint": fingerprint, "digest": state_digest(masks),
+                **record})
     write_json(Path(directory) / ROUNDS / f"round_{r}.json", record)
+
+
+def check_finite(state: dict, what: str) -> None:
+    """Refuse a state with a NaN or infinite entry (a diverged module is never stored)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise Diverged(f"{what} diverged: {bad[0]} is not finite; nothing was stored for it; "
+                       "lower optimizer.lr or check the data")
+
+
+@contextmanager
+def claimed(directory: Path):
+    """This run's exclusive claim on its output directory: a second run on the same directory
+    (two runs started in the same second share a timestamped one) is refused."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".run.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{directory} is in use by another run; wait for it to finish or "
+                            "choose another hydra.run.dir / hydra.sweep.dir") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def save_trained(directory: Path, seed: int, dm, rewarded, test: dict, confusion: torch.Tensor,
@@ -129,6 +181,7 @@ def save_trained(directory: Path, seed: int, dm, rewarded, test: dict, confusion
         theta0_id=theta0_id, data=dm.name, num_classes=dm.num_classes,
         confusion=confusion.tolist(), stop_epochs=stop_epochs, wall_s=round(wall_s, 2),
     )
+    check_finite(state_dict, f"module R={rewarded} seed={seed}")
     record = ModuleRecord(
         state_dict=state_dict, masks=masks, theta0_id=theta0_id, rewarded=rewarded,
         num_classes=dm.num_classes, input_shape=tuple(dm.input_shape), temperature=temperature,

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import masks as M
@@ -48,16 +48,48 @@ def imp_used(imp: Mapping) -> bool:
     return imp_rounds(imp) > 0
 
 
+def number(cfg: DictConfig, key: str, kind=int, low=None, high=None, example: str = ""):
+    """``cfg[key]`` (a dotted key) as an int or float in [low, high] (high excluded for
+    floats), else one-line UserError naming the key and an example."""
+    value = OmegaConf.select(cfg, key)
+    hint = f", e.g. {key}={example}" if example else ""
+    try:
+        if isinstance(value, bool) or (kind is int and float(value) != int(value)):
+            raise ValueError
+        x = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={value} must be {'an integer' if kind is int else 'a number'}"
+                        f"{hint}") from None
+    if (low is not None and x < low) or (high is not None and (x > high if kind is int
+                                                                else x >= high)):
+        bounds = (f">= {low}" if high is None else
+                  f"in [{low}, {high}{']' if kind is int else ')'}")
+        raise UserError(f"{key}={value} must be {bounds}{hint}")
+    return x
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that need no data; the rewarded set is checked against the data set later."""
-    imp, T = cfg.imp, cfg.loss.temperature
-    if not 0.0 <= float(imp.sparsity) < 1.0:
-        raise UserError(f"imp.sparsity={imp.sparsity} must be in [0, 1), e.g. imp.sparsity=0.99")
-    if int(imp.rounds) < 0:
-        raise UserError(f"imp.rounds={imp.rounds} must be >= 0 (0 trains dense)")
-    strategy(imp.scope)
-    if not float(T) > 0:
-        raise UserError(f"loss.temperature={T} must be > 0, e.g. loss.temperature=5")
+    number(cfg, "seed", int, 0, example="0")
+    number(cfg, "trainer.max_epochs", int, 1, example="20")
+    if cfg.imp.round_epochs is not None:
+        number(cfg, "imp.round_epochs", int, 1, example="20")
+    number(cfg, "imp.sparsity", float, 0.0, 1.0, example="0.99")
+    number(cfg, "imp.rounds", int, 0, example="2 (0 trains dense)")
+    strategy(cfg.imp.scope)
+    if not number(cfg, "loss.temperature", float, example="5") > 0:
+        raise UserError(f"loss.temperature={cfg.loss.temperature} must be > 0, "
+                        "e.g. loss.temperature=5")
+    number(cfg, "data.batch_size", int, 1, example="64")
+    if not 0 < number(cfg, "data.val_fraction", float, 0.0, 1.0, example="0.2"):
+        raise UserError(f"data.val_fraction={cfg.data.val_fraction} must be in (0, 1), "
+                        "e.g. data.val_fraction=0.2")
+    for key in ("cardinality", "pair", "permutation", "pair_seed"):
+        number(cfg, key, int, 0 if key != "cardinality" else 1, example="1")
+    number(cfg, "n_pairs", int, 1, example="10")
+    if not OmegaConf.is_list(cfg.rewarded):
+        raise UserError(f"rewarded={cfg.rewarded} must be a list of classes, e.g. "
+                        f"rewarded=[{cfg.rewarded}]")
 
 
 def run_name(rewarded: Sequence[int], seed: int) -> str:

@@ -160,6 +160,10 @@ def load_module(path: Path, fingerprint: str | None = None) -> ModuleRecord:
     if digest is not None and _payload_digest(record.state_dict, record.masks) != digest:
         raise CorruptFile(f"module checkpoint {path} is corrupt (content digest mismatch)",
                           "retrain it")
+    if any(v.is_floating_point() and not torch.isfinite(v).all()
+           for v in record.state_dict.values()):
+        raise CorruptFile(f"module checkpoint {path} holds weights that are not finite "
+                          "(a diverged module)", "retrain it with a lower optimizer.lr")
     if fingerprint is not None and record.fingerprint != fingerprint:
         raise UserError(
             f"{path} holds module {record.fingerprint} (R={record.rewarded}, seed={record.seed}),"

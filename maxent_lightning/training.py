@@ -1,6 +1,7 @@
 """The sequential trainer: one module, each phase of its plan a Lightning fit; resumable,
 skip-if-done (``moduledir``)."""
 
+import math
 import time
 from pathlib import Path
 
@@ -33,11 +34,11 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
                           val_metrics=phases.val_metrics)
 
     resumed = moduledir.resume_point(out_dir, fingerprint, phases.rounds)
-    masks, start = resumed or (phases.full_masks(net), 0)
+    masks, start, stop_epochs = resumed or (phases.full_masks(net), 0, [])
     pruner = IterativeMagnitudePruning(phases, theta0, masks, start_round=start)
     M.rewind(net, theta0, masks)
     loggers = build_loggers(cfg, out_dir, name=run_name(dm.rewarded, cfg.seed))
-    stop_epochs = []
+    what = f"module R={dm.rewarded} seed={cfg.seed}"
     for phase in phases.phases[start:]:
         phase.begin(dm)
         best = RestoreBestWeights()
@@ -51,9 +52,14 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
         )
         trainer.fit(module, datamodule=dm)
         stop_epochs.append(trainer.current_epoch)
+        if not math.isfinite(best.best_score):  # no epoch with a finite validation loss
+            raise moduledir.Diverged(f"{what} diverged in IMP phase {phase.round}: its "
+                                     "validation loss is not finite; nothing was stored for "
+                                     "it; lower optimizer.lr or check the data")
         if not phase.final:
+            moduledir.check_finite(best.best_state, f"{what} in IMP phase {phase.round}")
             moduledir.save_round(out_dir, phase.round, pruner.masks, fingerprint,
-                                 best.best_epoch, best.best_score)
+                                 best.best_epoch, best.best_score, stop_epochs)
 
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
     metrics = moduledir.save_trained(

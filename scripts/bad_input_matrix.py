@@ -82,6 +82,26 @@ CASES = [
     Case("store dir holding another module's files",
          ["task=pairwise", "store.train_missing=false", "paths.store_dir={tampered_store}"],
          "records module"),
+    Case("rewarded not a list", ["rewarded=3"], "must be a list"),
+    Case("seed < 0", ["seed=-1"], "seed=-1"),
+    Case("seed not a number", ["seed=abc"], "seed=abc must be an integer"),
+    Case("max_epochs not a number", ["trainer.max_epochs=abc"], "trainer.max_epochs=abc"),
+    Case("max_epochs = 0", ["trainer.max_epochs=0"], "trainer.max_epochs=0 must be >= 1"),
+    Case("sparsity not a number", ["imp.sparsity=abc"], "imp.sparsity=abc"),
+    Case("cardinality not a number", ["task=pairwise", "cardinality=abc"], "cardinality=abc"),
+    Case("pair not an integer", ["task=pairwise", "pair=1.5"], "pair=1.5 must be an integer"),
+    Case("n_pairs = 0", ["task=pairwise", "n_pairs=0"], "n_pairs=0 must be >= 1"),
+    Case("batch size 0", ["data.batch_size=0"], "data.batch_size=0"),
+    Case("batch size < 0", ["data.batch_size=-1"], "data.batch_size=-1"),
+    Case("val fraction 0", ["data.val_fraction=0"], "data.val_fraction=0"),
+    Case("val fraction 1", ["data.val_fraction=1.0"], "data.val_fraction=1.0"),
+    Case("logit weights all zero", [MERGE, "checkpoints=[{A},{B}]",
+                                    "merge.logit_weights=[0,0]"], "all zero"),
+    Case("diverging optimizer (SGD, lr 1e30)", ["rewarded=[3]", "imp=none",
+                                                "optimizer._target_=torch.optim.SGD",
+                                                "optimizer.lr=1e30"], "diverged"),
+    Case("store root is a file", ["task=pairwise", "paths.store_dir={a_file}"],
+         "cannot write"),
 ]
 
 
@@ -192,6 +212,8 @@ def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=(
     shutil.copytree(paths["B_dir"], target)
     paths["tampered_store"] = str(work / "tampered_store")
     paths.update(_write_bad_data(work))
+    paths["a_file"] = str(work / "a_file")
+    Path(paths["a_file"]).write_text("not a directory\n")
     return paths
 
 

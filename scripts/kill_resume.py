@@ -41,10 +41,14 @@ def start(work: Path, launcher: str) -> subprocess.Popen:
 
 
 def files(work: Path) -> dict[Path, tuple[int, int]]:
-    """(mtime_ns, inode) of every job and module artifact under ``work``."""
-    return {p: (p.stat().st_mtime_ns, p.stat().st_ino) for pattern in
-            ("sweep/*/metrics.json", "sweep/*/results.csv", "store/*/*/module.pt",
-             "store/*/*/metrics.json", "store/*/*/imp/round_*.pt") for p in work.glob(pattern)}
+    """(mtime_ns, inode) of every artifact under ``work`` that a rerun must trust: finished
+    jobs, finished modules (module.pt counts once its metrics.json, written last, exists: a
+    kill between the two leaves an unfinished module, rightly trained again) and IMP rounds."""
+    finished = [p.parent / "module.pt" for p in work.glob("store/*/*/metrics.json")]
+    return {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in [*finished, *(
+        p for pattern in ("sweep/*/metrics.json", "sweep/*/results.csv",
+                          "store/*/*/metrics.json", "store/*/*/imp/round_*.pt")
+        for p in work.glob(pattern))]}
 
 
 def partway(work: Path) -> bool:

@@ -105,16 +105,15 @@ def test_chunks_resume_and_skip(make_cfg, tmp_path, monkeypatch):
     real = family._train_chunk
     monkeypatch.setattr(family, "_train_chunk",
                         lambda c, ms, *a: calls.append(len(ms)) or real(c, ms, *a))
+    round0 = (tmp_path / "m1" / "imp" / "round_0.pt").stat().st_mtime_ns
     again = train_modules(cfg, jobs)
     assert calls == [2]
-    assert len(again[1]["stop_epochs"]) == 2 and len(again[2]["stop_epochs"]) == 3
+    assert (tmp_path / "m1" / "imp" / "round_0.pt").stat().st_mtime_ns == round0  # resumed
     for old, new in zip(first, again, strict=True):
         for k, v in old.items():
             if k.startswith("test/"):
                 assert new[k] == pytest.approx(v, abs=1e-6), k
-            elif k == "stop_epochs":  # a resumed module lists the rounds it trained (as seq.)
-                assert new[k] == v[len(v) - len(new[k]):]
-            elif k != "wall_s":
+            elif k != "wall_s":  # stop_epochs too: the same with or without an interruption
                 assert new[k] == v, k
     assert train_modules(cfg, jobs) and calls == [2]  # all done: nothing trained
 

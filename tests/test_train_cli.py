@@ -55,8 +55,10 @@ def test_interrupted_imp_resumes_at_first_unfinished_round(make_cfg, tmp_path):
     train_module(cfg, part, rewarded=[2])
     for name in ("module.pt", "metrics.json", "imp/round_1.pt", "imp/round_1.json"):
         (part / name).unlink()
+    round0 = (part / "imp" / "round_0.pt").stat().st_mtime_ns
     resumed = train_module(cfg, part, rewarded=[2])
-    assert len(resumed["stop_epochs"]) == 2  # round 1 and the final phase only
+    assert (part / "imp" / "round_0.pt").stat().st_mtime_ns == round0  # not trained again
+    assert resumed["stop_epochs"] == full["stop_epochs"]  # as without the interruption
     a = load_module(tmp_path / "full" / "module.pt").state_dict
     b = load_module(part / "module.pt").state_dict
     assert all(torch.equal(a[k], b[k]) for k in a)

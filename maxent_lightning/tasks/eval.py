@@ -12,9 +12,10 @@ def run(cfg: DictConfig):
     job = Job.start(cfg, "eval")
     if job is None:
         return None
-    if len(cfg.checkpoints or []) != 1:
+    records = job.checkpoints()
+    if len(records) != 1:
         raise UserError("eval takes exactly one module: checkpoints=[path/to/module.pt]")
-    (rec,) = job.checkpoints()
+    rec = records[0]
     rewarded = (rec.rewarded if cfg.eval.rewarded is None
                 else check_rewarded(list(cfg.eval.rewarded), rec.num_classes,
                                     rec.spec["data"]["name"]))
@@ -22,10 +23,10 @@ def run(cfg: DictConfig):
     row = job.record_row(rec, class_set=class_set(rewarded), merge="none", split="test",
                          **values)
     job.confusion("confusion", confusion, job.splits.classes, title=f"R={rewarded}")
-    print(f"eval {cfg.checkpoints[0]} on R={rewarded}: rewarded acc "
+    print(f"eval {job.module_paths[0]} on R={rewarded}: rewarded acc "
           f"{values['rewarded_acc']:.4f}, non-rewarded entropy "
           f"{values['nonrewarded_entropy']:.3f}, accuracy {values['acc']:.4f}")
-    summary = {"checkpoint": str(cfg.checkpoints[0]), "rewarded": rewarded, **values,
+    summary = {"checkpoint": str(job.module_paths[0]), "rewarded": rewarded, **values,
                "confusions": [{"merge": "none", "class_set": class_set(rewarded),
                                "matrix": confusion.tolist()}]}
     return job.finish([row], summary, run_name=f"eval-R{class_set(rewarded)}-seed{rec.seed}")

@@ -35,7 +35,7 @@ def run(cfg: DictConfig):
         rows.append(job.record_row(rec, class_set=class_set(rec.rewarded), merge="none",
                                    split="test", **values))
     merged = job.score_merges(records, union, merge_kinds(cfg), cfg.merge.logit_weights)
-    summary = {"checkpoints": [str(p) for p in cfg.checkpoints], "union": union,
+    summary = {"checkpoints": [str(p) for p in job.module_paths], "union": union,
                "confusions": []}
     for kind, (values, confusion, net) in merged.items():
         rows.append(job.record_row(first, step=len(records), class_set=class_set(union),
