@@ -114,41 +114,44 @@ def corrupt_round_case(work: Path, ref: Path) -> tuple[bool, str]:
     return bool(ok), f"rc {rc}, warned: {warned}, module equal to reference"
 
 
-def mounted(where: Path, options: str) -> str | None:
-    """Mount a small tmpfs at ``where``; None when done, else why not."""
-    where.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                         capture_output=True, text=True)
-    return None if res.returncode == 0 else (res.stderr.strip() or f"mount rc {res.returncode}")
+def on_tmpfs(options: str):
+    """Decorate a case ``case(work, where)`` to run with a small tmpfs mounted at a fresh
+    ``where`` (unmounted after); (None, why) where this machine cannot mount one."""
+
+    def wrap(case):
+        def run_case(work: Path) -> tuple[bool | None, str]:
+            where = work / case.__name__
+            where.mkdir(parents=True, exist_ok=True)
+            res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                                 capture_output=True, text=True)
+            if res.returncode != 0:
+                why = res.stderr.strip() or f"mount rc {res.returncode}"
+                return None, f"not exercised: cannot mount a tmpfs ({options}) here ({why})"
+            try:
+                return case(work, where)
+            finally:
+                subprocess.run(["umount", str(where)], capture_output=True)
+
+        return run_case
+
+    return wrap
 
 
-def full_disk_case(work: Path) -> tuple[bool | None, str]:
-    disk = work / "full_disk"
-    why = mounted(disk, "size=16k")
-    if why:
-        return None, f"not exercised: cannot mount a tmpfs here ({why})"
-    try:
-        rc, err = run([*TINY, "imp=none", f"hydra.run.dir={disk}/run"], work)
-        line = one_line(err)
-        leftovers = [p.name for p in disk.rglob(".*") if p.is_file() and p.name != ".run.lock"]
-        ok = rc == 2 and line and "No space" in line and not leftovers
-        return bool(ok), f"rc {rc}: {line}; temporary files left: {leftovers}"
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
+@on_tmpfs("size=16k")
+def full_disk_case(work: Path, disk: Path) -> tuple[bool, str]:
+    rc, err = run([*TINY, "imp=none", f"hydra.run.dir={disk}/run"], work)
+    line = one_line(err)
+    leftovers = [p.name for p in disk.rglob(".*") if p.is_file() and p.name != ".run.lock"]
+    ok = rc == 2 and line and "No space" in line and not leftovers
+    return bool(ok), f"rc {rc}: {line}; temporary files left: {leftovers}"
 
 
-def read_only_case(work: Path) -> tuple[bool | None, str]:
-    store = work / "read_only_store"
-    why = mounted(store, "size=1m,ro")
-    if why:
-        return None, f"not exercised: cannot mount a read-only tmpfs here ({why})"
-    try:
-        rc, err = run([*TINY, "task=pairwise", f"paths.store_dir={store}",
-                       f"hydra.run.dir={work}/read_only_job"], work)
-        line = one_line(err)
-        return bool(rc == 2 and line and "cannot write" in line), f"rc {rc}: {line}"
-    finally:
-        subprocess.run(["umount", str(store)], capture_output=True)
+@on_tmpfs("size=1m,ro")
+def read_only_case(work: Path, store: Path) -> tuple[bool, str]:
+    rc, err = run([*TINY, "task=pairwise", f"paths.store_dir={store}",
+                   f"hydra.run.dir={work}/read_only_job"], work)
+    line = one_line(err)
+    return bool(rc == 2 and line and "cannot write" in line), f"rc {rc}: {line}"
 
 
 def main() -> int:
