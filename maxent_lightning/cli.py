@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -70,6 +71,27 @@ def install_interrupts(only_default: bool = False) -> None:
 
 # Where the process is: the job that runs now (for the line an interrupt prints).
 RUNNING: dict = {}
+
+
+def output_dir_or_exit(path: str, what: str) -> None:
+    """Make the run or sweep directory, or stop with one line (before Hydra tries and fails
+    with a traceback): a path that is a file, read-only or on a full disk."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: cannot use {path} as the {what} directory ({err.strerror}); choose "
+              f"another hydra.{what}.dir", file=sys.stderr)
+        sys.exit(2)
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (conf/hydra/default.yaml): checks the output directory first."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        output_dir_or_exit(config.hydra.run.dir, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        output_dir_or_exit(config.hydra.sweep.dir, "sweep")
 
 
 class JobFailed(CompactHydraException):

@@ -102,6 +102,9 @@ CASES = [
                                                 "optimizer.lr=1e30"], "diverged"),
     Case("store root is a file", ["task=pairwise", "paths.store_dir={a_file}"],
          "cannot write"),
+    Case("run dir is a file", ["hydra.run.dir={a_file}"], "cannot use"),
+    Case("sweep dir below a file", ["-m", "seed=0", "hydra.sweep.dir={a_file}/sweep"],
+         "cannot use"),
 ]
 
 

@@ -67,6 +67,8 @@ FAST_CASES = cases(
     "logit weights all zero",
     "diverging optimizer (SGD, lr 1e30)",
     "store root is a file",
+    "run dir is a file",
+    "sweep dir below a file",
 )
 
 
