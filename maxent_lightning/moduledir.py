@@ -43,17 +43,25 @@ class Diverged(UserError):
     """A module whose loss or weights stopped being finite: not stored, not merged."""
 
 
+def _lock(path: Path, wait: bool):
+    """An open handle holding an exclusive ``flock`` on ``path`` (released when it closes);
+    without ``wait`` a held lock raises BlockingIOError. Opened to append: an existing lock
+    file is left untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
 @contextmanager
 def locked(directory: Path):
     """Exclusive lock on a directory, so concurrent processes never train it twice."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "a") as fh:  # "a": an existing lock file is untouched
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with _lock(Path(directory) / ".lock", wait=True):
+        yield
 
 
 def finished_run(directory: Path, fingerprint: str, kind: str, fix: str) -> dict | None:
@@ -156,18 +164,13 @@ def check_finite(state: dict, what: str) -> None:
 def claimed(directory: Path):
     """This run's exclusive claim on its output directory: a second run on the same directory
     (two runs started in the same second share a timestamped one) is refused."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".run.lock", "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{directory} is in use by another run; wait for it to finish or "
-                            "choose another hydra.run.dir / hydra.sweep.dir") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    try:
+        claim = _lock(Path(directory) / ".run.lock", wait=False)
+    except BlockingIOError:
+        raise UserError(f"{directory} is in use by another run; wait for it to finish or "
+                        "choose another hydra.run.dir / hydra.sweep.dir") from None
+    with claim:
+        yield
 
 
 def save_trained(directory: Path, seed: int, dm, rewarded, test: dict, confusion: torch.Tensor,
