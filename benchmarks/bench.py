@@ -16,6 +16,7 @@ and ``speedup: X.XX`` (family vs sequential); writes ``reports/bench.json``.
     python benchmarks/bench.py [--modules 10] [--epochs 5] [--device cpu|cuda] [--model lenet]
     python benchmarks/bench.py --model resnet18 --override model.width=8 --modules 4 --epochs 1
     python benchmarks/bench.py --device cuda --model vgg11 --average-modules 100
+    python benchmarks/bench.py --device cuda --model resnet18 --cifar-images 10000 --skip plain
 """
 
 import argparse
@@ -23,6 +24,7 @@ import copy
 import itertools
 import json
 import os
+import pickle
 import platform
 import resource
 import subprocess
@@ -31,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -52,10 +55,34 @@ from maxent_lightning.training import train_module
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cifar_files(root: Path, images: int) -> Path:
+    """``images`` random 32x32x3 training images (and a fifth as many test images) in the real
+    CIFAR-10 pickle format under ``root``: the loader is the real one, and speed does not
+    depend on the pixels (for machines without the data set)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def batch(n: int) -> bytes:
+        return pickle.dumps({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                             b"labels": [i % 10 for i in range(n)]})
+
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(batch(images // 5))
+    (folder / "test_batch").write_bytes(batch(max(images // 5, 10)))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": [f"class{i}" for i in range(10)]}))
+    return root
+
+
 def config(args, tmp: Path):
     accelerator = "gpu" if args.device == "cuda" else "cpu"
+    data = [f"data={args.data}"]
+    if args.cifar_images:
+        data = ["data=cifar10", f"paths.data_dir={cifar_files(tmp / 'data', args.cifar_images)}",
+                "data.download=false"]
     overrides = [
-        f"data={args.data}", f"model={args.model}", "imp=global", f"imp.rounds={args.rounds}",
+        *data, f"model={args.model}", "imp=global", f"imp.rounds={args.rounds}",
         f"trainer.max_epochs={args.epochs}", f"trainer.accelerator={accelerator}",
         "trainer.enable_progress_bar=false", "callbacks=none", "logger=none",
         f"paths.store_dir={tmp}/store", f"paths.log_dir={tmp}/outputs", *args.override,
@@ -197,7 +224,12 @@ def main(argv=None) -> int:
     p.add_argument("--average-modules", type=int, default=0,
                    help="also time a logit average of this many modules (e.g. 100)")
     p.add_argument("--average-images", type=int, default=10000)
+    p.add_argument("--cifar-images", type=int, default=0,
+                   help="train on this many random 32x32x3 images in CIFAR-10 format instead "
+                        "of --data (e.g. 10000; for machines without CIFAR)")
     args = p.parse_args(argv)
+    data_name = f"{args.cifar_images} random CIFAR-10-format images" if args.cifar_images \
+        else args.data
     quiet_libraries()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="maxent_bench_") as tmp_name:
@@ -239,7 +271,7 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "device": str(device),
                     "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
-        "work": {"modules": len(sets), "data": args.data, "model": args.model,
+        "work": {"modules": len(sets), "data": data_name, "model": args.model,
                  "phases": phases, "epochs_per_phase": int(cfg.trainer.max_epochs),
                  "repeats": args.repeat,
                  "train_samples": len(dm.train[2]), "samples_total": samples},
@@ -251,7 +283,7 @@ def main(argv=None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{len(sets)} modules x {phases} phases x {cfg.trainer.max_epochs} epochs on "
-          f"{args.data} ({args.model}, {device}): {samples} training samples per path")
+          f"{data_name} ({args.model}, {device}): {samples} training samples per path")
     print(f"{'path':<12} {'wall s':>9} {'CPU s':>9} {'samples/s':>11} {'GPU MiB':>9}")
     for name, row in rows.items():
         print(f"{name:<12} {row['wall_s']:>9.2f} {row['cpu_s']:>9.2f} "
