@@ -55,6 +55,7 @@ class Interrupted(BaseException):
 
 
 def _interrupt(signum, frame) -> None:
+    RUNNING["signal"] = signum  # also when a library turns the exception into another one
     raise Interrupted(signum)
 
 
@@ -106,12 +107,17 @@ def main(cfg: DictConfig):
                    out=hc.runtime.output_dir)
     try:
         return run_task(cfg)
-    except OSError as err:  # a path that cannot be written: read-only, a file, a full disk
-        where = f" ({err.filename})" if err.filename else ""
-        return _fail(UserError(f"cannot write{where}: {err.strerror or err}; choose a writable "
-                               "hydra.run.dir / paths.store_dir with free space"))
-    except UserError as err:
-        return _fail(err)
+    except BaseException as err:
+        signum = RUNNING.get("signal")
+        if signum is not None and not isinstance(err, Interrupted):
+            raise Interrupted(signum) from None  # the signal surfaced as another error
+        if isinstance(err, OSError):  # a path that cannot be written: a file, read-only, full
+            where = f" ({err.filename})" if err.filename else ""
+            return _fail(UserError(f"cannot write{where}: {err.strerror or err}; choose a "
+                                   "writable hydra.run.dir / paths.store_dir with free space"))
+        if isinstance(err, UserError):
+            return _fail(err)
+        raise
 
 
 def _fail(err: UserError):
@@ -165,6 +171,7 @@ def interrupted_line(signum: int) -> str:
 
 def entry() -> None:
     quiet_libraries()
+    RUNNING.clear()
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     install_interrupts()
     try:
@@ -182,8 +189,11 @@ def _entry() -> None:
         sys.exit(2)
     try:
         main()
-    except (Interrupted, SIGTERMException, KeyboardInterrupt) as err:
-        signum = getattr(err, "signum", signal.SIGTERM if isinstance(err, SIGTERMException)
-                         else signal.SIGINT)
+    except BaseException as err:
+        signum = RUNNING.get("signal") or getattr(err, "signum", None)
+        if signum is None and isinstance(err, SIGTERMException | KeyboardInterrupt):
+            signum = signal.SIGTERM if isinstance(err, SIGTERMException) else signal.SIGINT
+        if signum is None:
+            raise
         print(interrupted_line(signum), file=sys.stderr)
         sys.exit(128 + signum)
