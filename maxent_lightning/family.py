@@ -525,10 +525,7 @@ class FamilyTrainer:
             m.weights = m.best if m.best is not None else m.last
             what = f"module R={m.rewarded} seed={self.cfg.seed} in IMP phase {phase.round}"
             try:
-                if not math.isfinite(m.best_score):
-                    raise moduledir.Diverged(f"{what} diverged: its validation loss is not "
-                                             "finite; lower optimizer.lr or check the data")
-                moduledir.check_finite(m.weights, what)
+                moduledir.check_phase(m.best_score, m.weights, what)
             except moduledir.Diverged as err:
                 m.failed, m.start = str(err), self.plan.rounds + 1
                 continue

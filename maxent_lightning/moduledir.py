@@ -10,6 +10,7 @@ finished IMP round: an interrupted module resumes after the last readable one.
 
 import fcntl
 import logging
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -150,6 +151,15 @@ def save_round(directory: Path, r: int, masks: M.Masks, fingerprint: str, best_e
                {"masks": masks, "fingerprint": fingerprint, "digest": state_digest(masks),
                 **record})
     write_json(Path(directory) / ROUNDS / f"round_{r}.json", record)
+
+
+def check_phase(best_val_loss: float, state: dict, what: str) -> None:
+    """The outcome of a training phase (either trainer): a validation loss that never was
+    finite, or a non-finite weight, is a diverged module (Diverged)."""
+    if not math.isfinite(best_val_loss):
+        raise Diverged(f"{what} diverged: its validation loss is not finite; nothing was stored "
+                       "for it; lower optimizer.lr or check the data")
+    check_finite(state, what)
 
 
 def check_finite(state: dict, what: str) -> None:

@@ -1,7 +1,6 @@
 """The sequential trainer: one module, each phase of its plan a Lightning fit; resumable,
 skip-if-done (``moduledir``)."""
 
-import math
 import time
 from pathlib import Path
 
@@ -52,12 +51,9 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
         )
         trainer.fit(module, datamodule=dm)
         stop_epochs.append(trainer.current_epoch)
-        if not math.isfinite(best.best_score):  # no epoch with a finite validation loss
-            raise moduledir.Diverged(f"{what} diverged in IMP phase {phase.round}: its "
-                                     "validation loss is not finite; nothing was stored for "
-                                     "it; lower optimizer.lr or check the data")
+        moduledir.check_phase(best.best_score, best.best_state or {},
+                              f"{what} in IMP phase {phase.round}")
         if not phase.final:
-            moduledir.check_finite(best.best_state, f"{what} in IMP phase {phase.round}")
             moduledir.save_round(out_dir, phase.round, pruner.masks, fingerprint,
                                  best.best_epoch, best.best_score, stop_epochs)
 
