@@ -86,7 +86,7 @@ def output_dir_or_exit(path: str, what: str) -> None:
 
 
 class OutputDirCheck(Callback):
-    """Hydra callback (conf/hydra/default.yaml): checks the output directory first."""
+    """Hydra callback (maxent_lightning/conf/hydra/default.yaml): checks the output directory first."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         output_dir_or_exit(config.hydra.run.dir, "run")

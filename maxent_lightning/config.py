@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package
 CONFIG_NAME = "train"
 
 

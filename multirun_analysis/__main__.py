@@ -8,7 +8,7 @@ from . import ARTIFACTS, AnalysisError, analyze
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m multirun_analysis",
+        prog="maxent-analysis",
         description="Tables (md/csv/tex) and figures (png) from Hydra multirun directories.")
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="multirun (sweep) directories")
     parser.add_argument("--out", required=True, help="output directory, e.g. reports/table2")
@@ -28,5 +28,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``maxent-analysis`` command."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,199 @@
+"""Command line: ``python -m maxent_lightning [overrides]`` (Hydra)."""
+
+import importlib
+import logging
+import os
+import pkgutil
+import re
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from . import moduledir, tasks
+from .config import CONFIG_DIR, CONFIG_NAME
+from .errors import UserError
+
+TASKS = tuple(sorted(m.name for m in pkgutil.iter_modules(tasks.__path__)))
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__`.*")
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_task(cfg: DictConfig):
+    """Run the task of ``cfg`` in its Hydra output directory, claimed for this run alone."""
+    if cfg.task not in TASKS:
+        raise UserError(f"unknown task '{cfg.task}'; choose one of: {', '.join(TASKS)}")
+    task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
+    with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)):
+        return task.run(cfg)
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT (kill, timeout, Ctrl-C, a cluster's time limit): the run stops,
+    non-zero, saying where to resume."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame) -> None:
+    RUNNING["signal"] = signum  # also when a library turns the exception into another one
+    raise Interrupted(signum)
+
+
+def install_interrupts(only_default: bool = False) -> None:
+    """SIGTERM and SIGINT raise Interrupted (in this process's main thread); with
+    ``only_default`` only where no handler of another tool is set."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if not only_default or signal.getsignal(sig) in (signal.SIG_DFL,
+                                                          signal.default_int_handler):
+            signal.signal(sig, _interrupt)
+
+
+# Where the process is: the job that runs now (for the line an interrupt prints).
+RUNNING: dict = {}
+
+
+def output_dir_or_exit(path: str, what: str) -> None:
+    """Make the run or sweep directory, or stop with one line (before Hydra tries and fails
+    with a traceback): a path that is a file, read-only or on a full disk."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: cannot use {path} as the {what} directory ({err.strerror}); choose "
+              f"another hydra.{what}.dir", file=sys.stderr)
+        sys.exit(2)
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (maxent_lightning/conf/hydra/default.yaml): checks the output directory first."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        output_dir_or_exit(config.hydra.run.dir, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        output_dir_or_exit(config.hydra.sweep.dir, "sweep")
+
+
+class JobFailed(CompactHydraException):
+    """A sweep job's UserError: that job fails, the other jobs of the sweep still run."""
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
+def main(cfg: DictConfig):
+    install_interrupts(only_default=True)  # joblib workers too; submitit keeps its own
+    hc = HydraConfig.get()
+    RUNNING.update(job=hc.job.num if hc.mode == RunMode.MULTIRUN else None,
+                   out=hc.runtime.output_dir)
+    try:
+        return run_task(cfg)
+    except BaseException as err:
+        signum = RUNNING.get("signal")
+        if signum is not None and not isinstance(err, Interrupted):
+            raise Interrupted(signum) from None  # the signal surfaced as another error
+        if isinstance(err, OSError):  # a path that cannot be written: a file, read-only, full
+            where = f" ({err.filename})" if err.filename else ""
+            return _fail(UserError(f"cannot write{where}: {err.strerror or err}; choose a "
+                                   "writable hydra.run.dir / paths.store_dir with free space"))
+        if isinstance(err, UserError):
+            return _fail(err)
+        raise
+
+
+def _fail(err: UserError):
+    """A bad input: one line and exit 2, or in a sweep a failed job (the others still run)."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"error: job {hc.job.num}: {err}", file=sys.stderr)
+    raise JobFailed(
+        f"error: job {hc.job.num} failed: {err} (the other jobs ran; fix it and rerun the "
+        "same command: finished jobs are skipped)"
+    ) from None
+
+
+def unknown_option(argv: list[str], config_dir: str = CONFIG_DIR) -> str | None:
+    """A one-line message for an override naming a missing config group option
+    (``data=nope``), checked before Hydra composes (whose report spans many lines)."""
+    if any(a.startswith(("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath"))
+           for a in argv):
+        return None  # options may live in other directories
+    conf = Path(config_dir)
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key == "hydra" or not (conf / key).is_dir():
+            continue
+        for option in value.split(","):
+            if re.fullmatch(r"[\w/-]+", option) and option != "null" \
+                    and not (conf / key / f"{option}.yaml").is_file():
+                choices = ", ".join(sorted(p.stem for p in (conf / key).glob("*.yaml")))
+                return f"Could not find '{key}/{option}' (unknown {key} option); choose one of: " \
+                       f"{choices}"
+    return None
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    """Hydra's parser wants -m/--multirun before the overrides; also accept it after them
+    (``python -m maxent_lightning +experiment=X -m seed=0,1``)."""
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    return flags + [a for a in argv if a not in flags]
+
+
+def interrupted_line(signum: int) -> str:
+    name = signal.Signals(signum).name
+    job, out = RUNNING.get("job"), RUNNING.get("out", "the run directory")
+    where = (f"job {job} ({out}) stopped; it and the jobs after it did not run" if job is not None
+             else f"{out} stopped")
+    return (f"error: interrupted by {name}: {where}; rerun the same command to resume "
+            "(finished jobs are skipped, finished modules and IMP rounds are kept)")
+
+
+def entry() -> None:
+    quiet_libraries()
+    RUNNING.clear()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    install_interrupts()
+    try:
+        _entry()
+    finally:  # an in-process caller (tests, notebooks) gets its handlers back
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _entry() -> None:
+    sys.argv[1:] = flags_first(sys.argv[1:])
+    problem = unknown_option(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main()
+    except BaseException as err:
+        signum = RUNNING.get("signal") or getattr(err, "signum", None)
+        if signum is None and isinstance(err, SIGTERMException | KeyboardInterrupt):
+            signum = signal.SIGTERM if isinstance(err, SIGTERMException) else signal.SIGINT
+        if signum is None:
+            raise
+        print(interrupted_line(signum), file=sys.stderr)
+        sys.exit(128 + signum)

@@ -1,0 +1,32 @@
+"""Where the Hydra configs live, and the config composed as the CLI composes it (for tests,
+notebooks and scripts)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package
+CONFIG_NAME = "train"
+
+
+def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None,
+                   keep_hydra: bool = False) -> DictConfig:
+    """The main config with ``overrides``. With ``output_dir`` it is a job's config: Hydra's
+    runtime config is set (as in a CLI job writing to ``output_dir``), so ``${hydra:...}``
+    interpolations resolve and tasks can run; the ``hydra`` node is dropped unless
+    ``keep_hydra``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(CONFIG_NAME, overrides=list(overrides),
+                      return_hydra_config=output_dir is not None or keep_hydra)
+    if output_dir is not None:
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        HydraConfig.instance().set_config(cfg)
+        if not keep_hydra:
+            with open_dict(cfg):
+                del cfg["hydra"]
+    return cfg

@@ -1,0 +1,1 @@
+"""Data: real sources as in-memory tensors and the per-rewarded-set DataModule."""

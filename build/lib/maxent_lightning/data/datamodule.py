@@ -1,0 +1,129 @@
+"""DataModule that relabels targets per rewarded set and serves in-memory batches."""
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from ..errors import UserError
+from ..targets import make_targets, rewarded_mask
+from .sources import TensorSplits, load_source
+
+
+class IndexedTensors(Dataset):
+    """Tensors indexed by a whole batch of positions at once (no per-sample collate)."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index):
+        # one list -> tensor conversion (on the tensors' device), not one per tensor
+        index = torch.as_tensor(index, device=self.tensors[0].device)
+        return tuple(t[index] for t in self.tensors)
+
+
+def batch_loader(tensors: Sequence[torch.Tensor], batch_size: int, generator=None) -> DataLoader:
+    """Shuffled when a generator is given, sequential otherwise."""
+    data = IndexedTensors(*tensors)
+    base = RandomSampler(data, generator=generator) if generator else SequentialSampler(data)
+    sampler = BatchSampler(base, batch_size, drop_last=False)
+    return DataLoader(data, sampler=sampler, batch_size=None)
+
+
+@lru_cache(maxsize=4)
+def cached_source(name: str, root: str | None, download: bool) -> TensorSplits:
+    return load_source(name, root=root, download=download)
+
+
+def check_rewarded(rewarded: Sequence[int], num_classes: int, name: str) -> list[int]:
+    """Validate a rewarded class set against the data set; returns it sorted."""
+    values = list(rewarded)
+    if not values:
+        raise UserError("rewarded set is empty; give at least one class, e.g. rewarded=[3]")
+    if any(not isinstance(c, int) or isinstance(c, bool) for c in values):
+        raise UserError(f"rewarded={values} must hold integer class indices, e.g. rewarded=[3]")
+    if len(set(values)) != len(values):
+        raise UserError(f"rewarded={values} repeats a class; list each class once")
+    bad = [c for c in values if not 0 <= c < num_classes]
+    if bad:
+        raise UserError(
+            f"rewarded class {bad[0]} is outside data set '{name}' (classes 0..{num_classes - 1})"
+        )
+    return sorted(values)
+
+
+class MaxEntDataModule(L.LightningDataModule):
+    """Train/val/test batches ``(x, target distribution, label)`` for one rewarded set.
+
+    The train/val split is a fixed permutation drawn from ``split_seed`` (shared by every
+    module); the shuffle order of training batches is drawn from ``shuffle_seed``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        rewarded: Sequence[int],
+        targets: str = "maxent",
+        root: str | None = None,
+        download: bool = True,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        shuffle_seed: int = 0,
+    ):
+        super().__init__()
+        self.name, self.root, self.download = name, root, download
+        self.targets, self.batch_size, self.eval_batch_size = targets, batch_size, eval_batch_size
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.shuffle_seed = shuffle_seed
+        self.splits = cached_source(name, root, download)
+        self.rewarded = check_rewarded(rewarded, self.splits.num_classes, name)
+        self._build()
+
+    @property
+    def num_classes(self) -> int:
+        return self.splits.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.splits.input_shape
+
+    def _relabel(self, x: torch.Tensor, y: torch.Tensor, train: bool):
+        if train and self.targets == "cross_entropy":
+            keep = rewarded_mask(y, self.rewarded)
+            x, y = x[keep], y[keep]
+        return x, make_targets(y, self.rewarded, self.num_classes, self.targets), y
+
+    def _build(self) -> None:
+        s = self.splits
+        split = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(len(s.y_train), generator=split)
+        n_val = int(round(self.val_fraction * len(order)))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        self.train = self._relabel(s.x_train[train_idx], s.y_train[train_idx], train=True)
+        self.val = self._relabel(s.x_train[val_idx], s.y_train[val_idx], train=True)
+        self.test = self._relabel(s.x_test, s.y_test, train=False)
+
+    def setup(self, stage: str) -> None:
+        """On an accelerator, the tensors move to its memory once: every batch is then a slice
+        taken there (no per-step host work or copy)."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is not None and device.type != "cpu":
+            self.train, self.val, self.test = (tuple(t.to(device) for t in part)
+                                               for part in (self.train, self.val, self.test))
+
+    def train_dataloader(self) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.shuffle_seed)
+        return batch_loader(self.train, self.batch_size, generator=gen)
+
+    def val_dataloader(self) -> DataLoader:
+        return batch_loader(self.val, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return batch_loader(self.test, self.eval_batch_size)

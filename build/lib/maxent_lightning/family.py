@@ -1,0 +1,651 @@
+"""Train a family of modules of one seed in one vectorized pass.
+
+Every module of a seed shares θ0 and the training data; only its targets (rewarded set), masks,
+optimizer state and early stopping differ. The K parameter sets are stacked into leaf tensors of
+shape (K, ...) and every batch goes through all of them at once (``torch.func.vmap`` over
+``functional_call``). The optimizer is elementwise, so one instance over the stacked tensors is
+K independent ones. A member that stops early is dropped from the stack (its optimizer state
+sliced out), so it is never touched again. Dropout masks come from a generator per member (seeded
+by its fingerprint and round), so a module is the same whichever members train beside it. The
+rest is the phase plan (``phases.py``) that the sequential trainer executes too: same θ0, batch
+order per phase, gradient/weight masking, Lightning's EarlyStopping rule, best-validation restore,
+IMP pruning, and the same artifacts in each member's directory (``moduledir.py``): bitwise equal
+up to float rounding when dropout is 0 (with dropout the random masks differ from Lightning's
+global-RNG ones). On CPU, a large Linear weight with few alive entries (the pruned IMP phases) is
+trained as the 1-D leaf of its alive entries and multiplied sparsely (``family.sparse_below``,
+sparse.py).
+"""
+
+import copy
+import logging
+import math
+import os
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping
+from omegaconf import DictConfig
+from torch import nn
+from torch.func import functional_call, vmap
+
+from . import masks as M
+from . import moduledir
+from .builders import (
+    build_datamodule,
+    build_net,
+    data_source,
+    init_theta0,
+    module_spec,
+    spec_fingerprint,
+    trace_calls,
+)
+from .data.datamodule import check_rewarded
+from .evaluate import evaluate
+from .loggers import build_loggers, finish_loggers
+from .loss import MaxEntLoss, kl_to_target
+from .metrics import evaluation_metrics
+from .phases import Phase, StopRule, phase_callbacks, plan, run_name, validate
+from .sparse import Pattern, family_linears
+from .targets import make_targets
+
+log = logging.getLogger(__name__)
+
+# Optimizers whose update of an entry depends only on that entry's history.
+ELEMENTWISE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Adagrad")
+# Trainer keys that do not change what a fit computes.
+TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "num_sanity_val_steps",
+                "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
+                "log_every_n_steps", "deterministic", "benchmark", "default_root_dir", "precision"}
+# trainer.precision values the family reproduces (autocast to bfloat16 for bf16-mixed).
+PRECISIONS = ("32", "32-true", "bf16-mixed")
+# Why conv nets train one by one on CPU: family vs one by one on a 2-core CPU (`make bench`).
+CPU_CONVOLUTIONS = "LeNet 0.64x; ResNet18 and VGG11 at width 8: 1.11x"
+# Dropout layers other than nn.Dropout (no per-member stream for them).
+OTHER_DROPOUTS = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                  nn.FeatureAlphaDropout)
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+# Smaller Linear weights keep dense products: theirs cost less than a sparse product's overhead.
+SPARSE_MIN_WEIGHTS = 1 << 16
+EVAL_BATCH = 1000  # MaxEntDataModule's default eval_batch_size (for memory planning)
+
+
+def _fused(factory):
+    """The optimizer with its fused kernel (one pass per step instead of one per operation;
+    equal to the unfused update up to rounding) where the class and device have one."""
+
+    def build(params):
+        try:
+            return factory(params, fused=True)
+        except (TypeError, RuntimeError):  # no fused kernel for this optimizer or device
+            return factory(params)
+
+    return build
+
+
+class MemberDropout(nn.Module):
+    """Dropout whose keep-mask (scaled) is drawn outside vmap from each member's own generator
+    and set for the call; without a mask (evaluation) it is the identity."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p, self.mask = p, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mask is None else x * self.mask
+
+
+def _mixed_precision(net: nn.Module) -> set[str]:
+    """bf16-mixed for a vmapped net (autocast does not reach vmapped operations): the names of
+    the parameters to cast to bfloat16 per call (all but normalization layers'); each norm
+    layer computes in float32 on a float32 copy of its input (hooks) and hands back bfloat16."""
+    norms = [m for m in net.modules() if isinstance(m, NORMS)]
+    for m in norms:
+        m.register_forward_pre_hook(lambda mod, args: (args[0].float(), *args[1:]))
+        m.register_forward_hook(lambda mod, args, out: out.to(torch.bfloat16))
+    skip = {id(p) for m in norms for p in m.parameters()}
+    return {n for n, p in net.named_parameters() if id(p) not in skip}
+
+
+def _member_dropout(net: nn.Module, input_shape):
+    """``net`` with each nn.Dropout replaced (p > 0: MemberDropout, else Identity), and the
+    (module, per-sample output shape) of every MemberDropout in call order."""
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Dropout:
+                setattr(parent, name, MemberDropout(child.p) if child.p > 0 else nn.Identity())
+    members = [m for m in net.modules() if isinstance(m, MemberDropout)]
+    calls = trace_calls(net, input_shape, members)
+    return net, [(m, tuple(out.shape[1:])) for m, _, out in calls]
+
+
+def keep_mask(gens: list[torch.Generator], shape, p: float, device) -> torch.Tensor:
+    """(len(gens), *shape) Bernoulli(1 - p) keep-mask as 0/1 floats, row k from ``gens[k]``.
+
+    When 1 - p is a multiple of 2^-b (b <= 8; p = 0.5: b = 1), each b-bit field of a random
+    32-bit word is an exact Bernoulli draw (field < (1 - p) 2^b): b/32 of the generator calls of
+    one uniform per entry (the bulk of a step's dropout cost). Otherwise one uniform per entry."""
+    n, q = math.prod(shape), 1.0 - p
+    bits = next((b for b in range(1, 9) if (q * 2**b).is_integer()), None)
+    if bits is None:
+        u = torch.empty((len(gens), n), device=device)
+        for row, g in zip(u, gens, strict=True):
+            row.uniform_(generator=g)
+        keep = u < q
+    else:
+        fields = 32 // bits
+        words = torch.empty((len(gens), -(-n // fields)), dtype=torch.int64, device=device)
+        for row, g in zip(words, gens, strict=True):
+            row.random_(0, 1 << 32, generator=g)
+        shifts = torch.arange(0, fields * bits, bits, device=device)
+        values = (words.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+        keep = values.view(len(gens), -1)[:, :n] < round(q * 2**bits)
+    return keep.to(torch.get_default_dtype()).view(len(gens), *shape)
+
+
+def _generator(fingerprint: str, round_: int, device) -> torch.Generator:
+    """The dropout stream of one member in one IMP round (a function of its spec only)."""
+    g = torch.Generator(device=device)
+    g.manual_seed((int(fingerprint, 16) * 1009 + round_) % (1 << 63))
+    return g
+
+
+def unsupported_reason(cfg: DictConfig) -> str | None:
+    """Why ``cfg`` cannot be trained as a family (then it is trained sequentially), or None."""
+    if cfg.loss.targets == "cross_entropy":
+        return "cross-entropy modules train on different samples (y in R only)"
+    extra = sorted(k for k in cfg.trainer if k not in TRAINER_KEYS)
+    if extra:
+        return f"trainer option(s) {extra} are not supported by the family trainer"
+    precision = str(cfg.trainer.get("precision", 32))
+    if precision not in PRECISIONS:
+        return f"precision {precision} is not supported (the family runs {', '.join(PRECISIONS)})"
+    for name, c in cfg.callbacks.items():
+        cb = instantiate(c)
+        if not isinstance(cb, EarlyStopping) or cb.monitor != "val/loss":
+            return f"callback '{name}' is not EarlyStopping on val/loss"
+    opt = instantiate(cfg.optimizer)
+    opt_name = getattr(getattr(opt, "func", opt), "__name__", str(opt))
+    if opt_name not in ELEMENTWISE:
+        return f"optimizer {opt_name} is not elementwise"
+    src = data_source(cfg)
+    net = build_net(cfg.model, src.input_shape, src.num_classes)
+    odd = [type(m).__name__ for m in net.modules() if isinstance(m, OTHER_DROPOUTS) and m.p > 0]
+    if odd:
+        return f"{odd[0]} is not supported (only nn.Dropout gets per-member streams)"
+    convolutions = any(isinstance(m, CONVOLUTIONS) for m in net.modules())
+    on_cpu = pick_device(str(cfg.trainer.get("accelerator", "auto"))).type == "cpu"
+    if convolutions and on_cpu and not cfg.family.cpu_convolutions:
+        return ("vectorized convolutions run slower on CPU than one module at a time "
+                f"({CPU_CONVOLUTIONS}; family.cpu_convolutions=true uses them anyway)")
+    return None
+
+
+def pick_device(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+def _activations_per_sample(net: nn.Module, input_shape) -> int:
+    """Numel of all leaf-module outputs for one sample (what a forward keeps for backward)."""
+    leaves = [m for m in net.modules() if not list(m.children())]
+    return sum(out.numel() for _, _, out in trace_calls(net, input_shape, leaves))
+
+
+def plan_sizes(net, input_shape, batch_size: int, device, chunk_size=None, fraction=0.5):
+    """(members per chunk, members per evaluation group) that fit in ``fraction`` of free memory:
+    per member params + grad + optimizer state + best copy + masks, plus activations."""
+    n = sum(p.numel() for p in net.parameters())
+    acts = _activations_per_sample(net, input_shape)
+    budget = fraction * _free_bytes(device)
+    train = 4 * (8 * n + 3 * batch_size * acts)
+    chunk = int(chunk_size) if chunk_size else max(1, int(budget // train))
+    group = max(1, int(budget / 2 // (4 * 2 * EVAL_BATCH * acts)))
+    return chunk, group
+
+
+@dataclass
+class Member:
+    """One module of the family and its per-round training state."""
+
+    rewarded: list[int]
+    out_dir: Path
+    fingerprint: str
+    spec: dict
+    masks: M.Masks
+    start: int
+    stop_epochs: list[int] = field(default_factory=list)
+    failed: str | None = None  # why it diverged (then it trains no further and is not stored)
+    history: list[tuple[int, dict]] = field(default_factory=list)
+    steps: int = 0
+    val_metrics: object = None  # its MetricCollection, built once and reset every epoch
+    # per round
+    stoppers: list = field(default_factory=list)
+    best_score: float = float("inf")
+    best_epoch: int = -1
+    best: dict | None = None
+    last: dict | None = None
+    weights: dict | None = None
+
+
+def _inverse(order: list[int]) -> list[int]:
+    return sorted(range(len(order)), key=order.__getitem__)
+
+
+class Stack:
+    """K members' parameters, buffers, masks, targets and one optimizer over all of them.
+
+    Each parameter is a contiguous (K, ...) leaf stored in the dimension order in which vmap's
+    backward produces its gradient (Linear weights transposed); the net sees permuted views.
+    So gradients arrive without a copy and the optimizer runs on contiguous memory. A weight
+    named in ``sparse`` is instead the 1-D leaf of its alive entries (see sparse.py). Each
+    buffer (BatchNorm running statistics) is a (K, ...) tensor that the members' forward passes
+    update in place, each its own row."""
+
+    def __init__(self, theta0, masks, tables, optimizer, orders, device, sparse=(), buffers=()):
+        k = len(tables)
+        self.orders, self.factory, self.tables = orders, optimizer, tables
+        self.leaves, self.masks, self.patterns = {}, {}, {}
+        self.buffers = {n: theta0[n].to(device).expand(k, *theta0[n].shape).clone()
+                        for n in buffers}
+        for n, order in orders.items():
+            full = theta0[n].to(device).expand(k, *theta0[n].shape)
+            if n in sparse:
+                self.patterns[n] = Pattern.of(masks[n] > 0)
+                self.leaves[n] = self.patterns[n].gather(full).requires_grad_()
+                continue
+            p = full.permute(order).clone(memory_format=torch.contiguous_format)
+            if n in masks and not bool(masks[n].all()):  # all-ones masks need no masking
+                self.masks[n] = masks[n].permute(order).contiguous()
+                p.mul_(self.masks[n])
+            self.leaves[n] = p.requires_grad_()
+        self.opt = optimizer(list(self.leaves.values()))
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The stacked dense parameters in the net's own shapes (views of the leaves)."""
+        return {n: p.permute(_inverse(self.orders[n])) for n, p in self.leaves.items()
+                if n not in self.patterns}
+
+    def sparse(self) -> dict[str, tuple[torch.Tensor, Pattern]]:
+        return {n: (self.leaves[n], pattern) for n, pattern in self.patterns.items()}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """What the forward pass takes: the dense parameters and the buffers."""
+        return self.params() | self.buffers
+
+    def dense_state(self) -> dict[str, torch.Tensor]:
+        """Every stacked parameter in the net's own shapes (sparse ones written out), and the
+        buffers."""
+        return self.state() | {n: pattern.scatter(self.leaves[n].detach())
+                               for n, pattern in self.patterns.items()}
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        """Zero the pruned entries again after a step. (Their gradients are not masked: with an
+        elementwise optimizer a pruned entry's state never reaches an alive one, so the
+        weights equal those of imp.py's masked gradients exactly, for one multiply less.)"""
+        for n, m in self.masks.items():
+            self.leaves[n].mul_(m)
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop every row but ``rows``, slicing the optimizer state alongside."""
+        index = torch.as_tensor(rows, device=self.tables.device)
+        where = {n: index for n in self.leaves}
+        for n, pattern in self.patterns.items():
+            self.patterns[n], where[n] = pattern.select(index)
+        state = self.opt.state_dict()
+        for pid, (n, p) in enumerate(self.leaves.items()):
+            for key, v in state["state"].get(pid, {}).items():
+                if torch.is_tensor(v) and v.dim() > 0 and v.shape == p.shape:
+                    state["state"][pid][key] = v.index_select(0, where[n])
+        self.leaves = {n: p.detach().index_select(0, where[n]).requires_grad_()
+                       for n, p in self.leaves.items()}
+        self.masks = {n: m.index_select(0, index) for n, m in self.masks.items()}
+        self.buffers = {n: b.index_select(0, index) for n, b in self.buffers.items()}
+        self.tables = self.tables.index_select(0, index)
+        self.opt = self.factory(list(self.leaves.values()))
+        self.opt.load_state_dict(state)
+
+    def row(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s parameters and buffers (a state dict of the net)."""
+        dense = self.params()
+        return {n: self.patterns[n].member(p.detach(), i) if n in self.patterns
+                else dense[n][i].detach().clone(memory_format=torch.contiguous_format)
+                for n, p in self.leaves.items()} | {n: b[i].clone()
+                                                   for n, b in self.buffers.items()}
+
+
+class FamilyTrainer:
+    """Trains the members of one chunk: all IMP rounds, then test, then every artifact."""
+
+    def __init__(self, cfg: DictConfig, members: list[Member], device, eval_group: int):
+        self.cfg, self.members, self.device, self.group = cfg, members, device, eval_group
+        self.dm = build_datamodule(cfg, members[0].rewarded)
+        self.net, self.theta0, self.theta0_id = init_theta0(
+            cfg.model, self.dm.input_shape, self.dm.num_classes, cfg.seed)
+        self.net.to(device)
+        self.loss = instantiate(cfg.loss)
+        assert isinstance(self.loss, MaxEntLoss)
+        self.plan = plan(cfg, self.net)
+        self.prunable, self.track = list(self.plan.prunable), self.plan.val_metrics
+        c = self.dm.num_classes
+        labels = torch.arange(c)
+        self.tables = torch.stack([make_targets(labels, m.rewarded, c, cfg.loss.targets)
+                                   for m in members]).to(device)
+        self.train_xy = [t.to(device) for t in (self.dm.train[0], self.dm.train[2])]
+        self.val_xy = [t.to(device) for t in (self.dm.val[0], self.dm.val[2])]
+        self.train_net, self.drops = _member_dropout(copy.deepcopy(self.net), self.dm.input_shape)
+        self.low = torch.bfloat16 if str(cfg.trainer.precision) == "bf16-mixed" else None
+        self.low_params = _mixed_precision(self.train_net) if self.low else set()
+        self.sparse_below = 0.0 if self.low else float(cfg.family.sparse_below)
+        self.linears = (family_linears(self.train_net, self.prunable, self.dm.input_shape)
+                        if self.sparse_below > 0 and device.type == "cpu" else {})
+        self.buffers = [n for n, _ in self.net.named_buffers()]
+        self.fwd = vmap(self._forward, in_dims=(0, None, 0, 0), randomness="same")
+        self.orders = self._grad_layouts()
+        self.optimizer = instantiate(cfg.optimizer)
+        if cfg.family.fused_optimizer:
+            self.optimizer = _fused(self.optimizer)
+
+    def _grad_layouts(self) -> dict[str, list[int]]:
+        """Dimension order (members first) in which vmap's backward lays out each gradient."""
+        probe = {n: p.detach().expand(2, *p.shape).clone().requires_grad_()
+                 for n, p in self.net.named_parameters()}
+        buffers = {n: b.expand(2, *b.shape).clone() for n, b in self.net.named_buffers()}
+        out = self.fwd(probe | buffers, self.train_xy[0][:2], [],
+                       torch.zeros(2, device=self.device))
+        grads = torch.autograd.grad(out.sum(), list(probe.values()), allow_unused=True)
+        return {n: [0, *sorted(range(1, p.dim()), key=lambda d: (-g.stride(d), d))]
+                if g is not None else list(range(p.dim()))
+                for (n, p), g in zip(probe.items(), grads, strict=True)}
+
+    def _forward(self, params, x, keep, token):
+        """One member's logits; ``params``: its parameters and buffers; ``keep``: its dropout
+        keep-masks (none: no dropout); ``token``: its entry of a member-batched tensor, handed
+        to the sparse layers."""
+        for (module, _), mask in zip(self.drops, keep, strict=False):
+            module.mask = mask
+        for module in self.linears.values():
+            module.token = token
+        if self.low:  # bf16-mixed: bfloat16 products, float32 normalization and leaves
+            params = {n: v.to(self.low) if n in self.low_params else v for n, v in params.items()}
+            x = x.to(self.low)
+        try:
+            return functional_call(self.train_net, params, (x,))
+        finally:
+            for module, _ in self.drops:
+                module.mask = None
+            for module in self.linears.values():
+                module.token = None
+
+    def _losses(self, params, tables, x, y, keep=(), sparse=None) -> torch.Tensor:
+        """Per-member batch-mean KL(ỹ ‖ softmax(z/T)), shape (K,). ``sparse``: the Stack whose
+        sparse weights complete ``params``."""
+        for n, state in (sparse.sparse() if sparse else {}).items():
+            self.linears[n].sparse = state
+        try:
+            logits = self.fwd(params, x, list(keep),
+                              torch.zeros(len(tables), device=self.device)).float()
+        finally:
+            for module in self.linears.values():
+                module.sparse = None
+        return kl_to_target(self.loss.scale(logits), tables[:, y]).mean(-1), logits
+
+    def _keep_masks(self, gens: list[torch.Generator], batch: int) -> list[torch.Tensor]:
+        """Dropout keep-masks scaled by 1/(1-p), (K, batch, ...) per dropout layer, each
+        member's drawn from its own generator: independent of the other members."""
+        return [keep_mask(gens, (batch, *shape), module.p, self.device)
+                .mul_(1.0 / (1.0 - module.p)).to(self.low or torch.get_default_dtype())
+                for module, shape in self.drops]
+
+    def train_epoch(self, stack: Stack, sampler, gens) -> torch.Tensor:
+        x_all, y_all = self.train_xy
+        total = torch.zeros(len(stack), device=self.device)
+        self.train_net.train()
+        for idx in sampler:
+            index = torch.as_tensor(idx, device=self.device)
+            keep = self._keep_masks(gens, len(idx)) if self.drops else ()
+            losses, _ = self._losses(stack.state(), stack.tables, x_all[index], y_all[index],
+                                     keep, sparse=stack)
+            stack.opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            stack.opt.step()
+            stack.mask_weights()
+            if self.track:
+                total += losses.detach() * len(idx)
+        return total / len(y_all)
+
+    @torch.no_grad()
+    def val_losses(self, stack: Stack, rows: list[int]):
+        """val/loss per row, accumulated over val batches exactly as Lightning's epoch mean."""
+        x_all, y_all = self.val_xy
+        value, count = torch.zeros(len(stack), device=self.device), 0
+        metrics = [self._val_metrics(self.members[k]) for k in rows] if self.track else []
+        whole = self.group >= len(stack)  # one group: the training step's (sparse) products
+        size, params = self.dm.eval_batch_size, stack.state() if whole else stack.dense_state()
+        self.train_net.eval()  # BatchNorm: the running statistics
+        for s in range(0, len(y_all), size):
+            x, y = x_all[s:s + size], y_all[s:s + size]
+            parts = []
+            for g in range(0, len(stack), self.group):
+                sub = {n: p[g:g + self.group] for n, p in params.items()}
+                losses, logits = self._losses(sub, stack.tables[g:g + self.group], x, y,
+                                              sparse=stack if whole else None)
+                parts.append(losses)
+                for i, z in enumerate(self.loss.scale(logits) if metrics else []):
+                    metrics[g + i].update(z.cpu(), y.cpu())
+            value = value + torch.cat(parts) * len(y)
+            count += len(y)
+        val = (value / torch.tensor(count, device=self.device)).cpu()
+        extra = [{f"val/{k}": float(v) for k, v in m.compute().items()} for m in metrics]
+        for m in metrics:
+            m.reset()
+        return val, extra
+
+    def _val_metrics(self, m: Member):
+        if m.val_metrics is None:
+            m.val_metrics = evaluation_metrics(m.rewarded, self.dm.num_classes)
+        return m.val_metrics
+
+    def run_phase(self, phase: Phase) -> None:
+        r, rounds = phase.round, self.plan.rounds
+        rows = [k for k, m in enumerate(self.members) if m.start <= r]
+        if not rows:
+            return
+        masks = {n: torch.stack([self.members[k].masks[n] for k in rows]).to(
+            self.device, torch.get_default_dtype()) for n in self.prunable}
+        alive = {n: float(masks[n].mean()) for n in self.linears}
+        sparse = {n for n, lin in self.linears.items()
+                  if lin.weight.numel() >= SPARSE_MIN_WEIGHTS and alive[n] < self.sparse_below}
+        stack = Stack(self.theta0, masks, self.tables[rows], self.optimizer, self.orders,
+                      self.device, sparse, self.buffers)
+        for k in rows:
+            m = self.members[k]
+            m.stoppers = [StopRule(cb) for cb in phase_callbacks(self.cfg)]
+            m.best_score, m.best_epoch, m.best, m.last = float("inf"), -1, None, None
+        gens = {k: _generator(self.members[k].fingerprint, r, self.device) for k in rows}
+        phase.begin(self.dm)
+        sampler = self.dm.train_dataloader().sampler  # the very batch order of the loader
+        epochs, steps = phase.epochs, len(sampler)
+        log.info("family IMP phase %d/%d: %d module(s), up to %d epochs%s", r, rounds,
+                 len(rows), epochs, "".join(f", {n} sparse ({alive[n]:.1%} alive)"
+                                            for n in sorted(sparse)))
+        for epoch in range(epochs):
+            train_loss = self.train_epoch(stack, sampler, [gens[k] for k in rows])
+            val, extra = self.val_losses(stack, rows)
+            stopped = []
+            for i, k in enumerate(rows):
+                m = self.members[k]
+                m.steps += steps
+                if self.track:
+                    m.history.append((m.steps, {"epoch": epoch, "train/loss": float(train_loss[i]),
+                                                "val/loss": float(val[i]), **extra[i]}))
+                if float(val[i]) < m.best_score:  # RestoreBestWeights
+                    m.best_score, m.best_epoch, m.best = float(val[i]), epoch, stack.row(i)
+                if any([rule.should_stop(val[i]) for rule in m.stoppers]):
+                    m.stop_epochs.append(epoch + 1)
+                    m.last = stack.row(i)
+                    stopped.append(i)
+            if stopped:
+                keep = [i for i in range(len(rows)) if i not in stopped]
+                rows = [rows[i] for i in keep]
+                if not rows:
+                    break
+                stack.keep(keep)
+        for i, k in enumerate(rows):
+            self.members[k].stop_epochs.append(epochs)
+            self.members[k].last = stack.row(i)
+        self._end_phase(phase)
+
+    def _end_phase(self, phase: Phase) -> None:
+        """Restore each member's best weights; before the final phase prune and record."""
+        for m in self.members:
+            if m.start > phase.round:
+                continue
+            m.weights = m.best if m.best is not None else m.last
+            what = f"module R={m.rewarded} seed={self.cfg.seed} in IMP phase {phase.round}"
+            try:
+                moduledir.check_phase(m.best_score, m.weights, what)
+            except moduledir.Diverged as err:
+                m.failed, m.start = str(err), self.plan.rounds + 1
+                continue
+            if phase.final:
+                continue
+            m.masks = self.plan.next_masks(m.weights, m.masks)
+            moduledir.save_round(m.out_dir, phase.round, m.masks, m.fingerprint, m.best_epoch,
+                                 m.best_score, m.stop_epochs)
+
+    def finish(self, m: Member, wall_s: float) -> dict:
+        """Test, then write module.pt, confusion.png, loggers and metrics.json (last)."""
+        cfg, dm, net = self.cfg, self.dm, self.net
+        net.load_state_dict({n: w.cpu() for n, w in m.weights.items()})
+        x, _, y = dm.test
+        res = evaluate(net.eval(), x, y, m.rewarded, dm.num_classes, self.loss.temperature,
+                       targets=cfg.loss.targets, batch_size=dm.eval_batch_size)
+        confusion = torch.tensor(res.pop("confusion"))
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        metrics = moduledir.save_trained(
+            m.out_dir, cfg.seed, dm, m.rewarded, {f"test/{k}": v for k, v in res.items()},
+            confusion, state, m.masks, m.spec, m.fingerprint, self.theta0_id,
+            self.loss.temperature, m.stop_epochs, wall_s)
+        self._replay_logs(m, metrics)
+        moduledir.mark_done(m.out_dir, metrics)
+        return metrics
+
+    def _replay_logs(self, m: Member, metrics: dict) -> None:
+        """Per-epoch history and test metrics into the member's own loggers, one run at a time."""
+        loggers = build_loggers(self.cfg, m.out_dir, name=run_name(m.rewarded, self.cfg.seed))
+        for logger in loggers:
+            for step, row in m.history:
+                logger.log_metrics(row, step=step)
+            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}
+                               | {"sparsity": metrics["sparsity"]}, step=m.steps)
+            if hasattr(logger, "log_image"):
+                logger.log_image("test/confusion", [str(m.out_dir / "confusion.png")])
+            logger.save()
+            logger.finalize("success")
+        finish_loggers(loggers)
+
+
+def _member(cfg: DictConfig, rewarded, out_dir: Path, num_classes: int, name: str) -> Member:
+    spec = module_spec(cfg, rewarded)
+    fingerprint = spec_fingerprint(spec)
+    return Member(check_rewarded(rewarded, num_classes, name), Path(out_dir), fingerprint, spec,
+                  masks={}, start=0)
+
+
+@contextmanager
+def _deterministic(setting):
+    """``trainer.deterministic`` as Lightning applies it to a fit (true: torch's deterministic
+    algorithms, "warn": the same with warnings instead of errors), undone afterwards."""
+    if setting is None:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    if setting:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(setting), warn_only=setting == "warn")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
+    start_time = time.perf_counter()
+    trainer = FamilyTrainer(cfg, members, device, group)
+    phases = trainer.plan
+    for m in members:
+        resumed = moduledir.resume_point(m.out_dir, m.fingerprint, phases.rounds)
+        m.masks, m.start, m.stop_epochs = resumed or (phases.full_masks(trainer.net), 0, [])
+        m.masks = {n: v.cpu() for n, v in m.masks.items()}
+    with _deterministic(cfg.trainer.get("deterministic")):
+        for phase in phases.phases[min(m.start for m in members):]:
+            trainer.run_phase(phase)
+    share = (time.perf_counter() - start_time) / len(members)
+    trainer.net.cpu()
+    results = [trainer.finish(m, share) for m in members if m.failed is None]
+    failed = [m.failed for m in members if m.failed is not None]
+    if failed:
+        raise moduledir.Diverged(f"{failed[0]} ({len(failed)} of {len(members)} modules "
+                                 f"diverged; the other {len(results)} were stored)")
+    return results
+
+
+def train_family(cfg: DictConfig, jobs) -> list[dict]:
+    """Train the ``(rewarded, out_dir)`` modules of one seed together (chunked to fit memory),
+    skipping finished ones; every member directory is locked while its chunk trains."""
+    validate(cfg)
+    src = data_source(cfg)
+    device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
+    probe = build_net(cfg.model, src.input_shape, src.num_classes)
+    chunk, group = plan_sizes(probe, src.input_shape, int(cfg.data.batch_size), device,
+                              cfg.family.chunk_size)
+    members, results = {}, {}
+    for rewarded, out_dir in jobs:
+        m = _member(cfg, rewarded, out_dir, src.num_classes, cfg.data.name)
+        key = str(m.out_dir.resolve())
+        if key not in members:
+            members[key] = m
+    for key, m in members.items():
+        if (done := moduledir.finished_module(m.out_dir, m.fingerprint)) is not None:
+            results[key] = done
+    todo = [m for key, m in members.items() if key not in results]
+    log.info("family training: %d module(s) of seed %s, %d per pass, on %s", len(todo), cfg.seed,
+             min(chunk, max(len(todo), 1)), device)
+    for s in range(0, len(todo), chunk):
+        part = sorted(todo[s:s + chunk], key=lambda m: str(m.out_dir.resolve()))
+        with ExitStack() as locks:
+            for m in part:
+                locks.enter_context(moduledir.locked(m.out_dir))
+            ready = []
+            for m in part:  # another process may have finished it meanwhile
+                if (done := moduledir.finished_module(m.out_dir, m.fingerprint)) is not None:
+                    results[str(m.out_dir.resolve())] = done
+                else:
+                    ready.append(m)
+            if ready:
+                for m, metrics in zip(ready, _train_chunk(cfg, ready, device, group), strict=True):
+                    results[str(m.out_dir.resolve())] = metrics
+    return [results[str(Path(d).resolve())] for _, d in jobs]

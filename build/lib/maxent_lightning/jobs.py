@@ -1,0 +1,370 @@
+"""The composition-job skeleton every task but ``train`` runs through: start (or skip when
+done), data, modules from the store, composability check, scores, finish (results.csv,
+metrics.json, one W&B run); plus GPU assignment, pair sampling and class permutations.
+
+Every job writes into its Hydra job directory: ``config.yaml`` (resolved config),
+``results.csv`` (one row per evaluated model, ``results.COLUMNS``), ``confusions.json``
+(confusion matrices, rows: true label), ``metrics.json`` (summary with the job ``fingerprint``;
+written last, so it marks the job done) and PNG figures.
+"""
+
+import time
+from collections.abc import Sequence
+from itertools import combinations
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from . import moduledir
+from .builders import data_source, net_from_record, plain
+from .errors import UserError
+from .evaluate import evaluate
+from .merge import (
+    check_composable,
+    has_batchnorm,
+    logit_weights,
+    recalibrate_batchnorm,
+    weight_sum,
+)
+from .phases import imp_used, validate
+from .plots import confusion_png
+from .results import COLUMNS
+from .storage import ModuleRecord, config_digest, load_module, write_json, write_text
+from .store import ModuleStore
+
+# Config keys that do not change a job's results (left out of its fingerprint).
+IGNORED_KEYS = ("paths", "logger", "store", "family")
+IGNORED_TRAINER_KEYS = ("devices", "accelerator", "enable_progress_bar")
+GPU_ACCELERATORS = ("auto", "gpu", "cuda")
+
+
+# ---------------------------------------------------------------- identity of a job
+def model_name(cfg: DictConfig) -> str:
+    """The model config name (mlp_shallow, lenet, ...) when Hydra knows it, else the class."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("model")
+        if choice:
+            return str(choice)
+    return str(cfg.model._target_).rsplit(".", 1)[-1].lower()
+
+
+def job_fingerprint(cfg: DictConfig) -> str:
+    """Digest of the resolved config minus what does not change the results."""
+    def value(node):
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    spec = {k: value(cfg[k]) for k in cfg if k not in IGNORED_KEYS}
+    for key, ignored in (("trainer", IGNORED_TRAINER_KEYS), ("data", ("root", "download"))):
+        spec[key] = {k: v for k, v in (spec.get(key) or {}).items() if k not in ignored}
+    return config_digest(spec)
+
+
+def job_num() -> int:
+    return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
+
+
+def class_set(classes: Sequence[int]) -> str:
+    return "-".join(str(int(c)) for c in sorted(classes))
+
+
+# ---------------------------------------------------------------- devices
+def assign_device(num: int, device_count: int, accelerator: str) -> int | None:
+    """CUDA device of job ``num`` when several are visible: ``num % device_count``."""
+    if str(accelerator) not in GPU_ACCELERATORS or device_count < 2:
+        return None
+    return int(num) % int(device_count)
+
+
+def setup_device(cfg: DictConfig) -> torch.device:
+    """Pin this job (its store training and its evaluation) to one device."""
+    accelerator, count = str(cfg.trainer.get("accelerator", "auto")), torch.cuda.device_count()
+    index = assign_device(job_num(), count, accelerator)
+    if index is not None:
+        cfg.trainer.devices = [index]
+        return torch.device(f"cuda:{index}")
+    return torch.device("cuda" if count and accelerator in GPU_ACCELERATORS else "cpu")
+
+
+# ---------------------------------------------------------------- class sets
+def sample_pairs(num_classes: int, cardinality: int, n_pairs: int, seed: int = 0):
+    """``n_pairs`` distinct pairs (R1, R2) of disjoint sorted class sets of size
+    ``cardinality``; deterministic in (seed, num_classes, cardinality) only, so every seed,
+    loss and model sees the same pairs. Fewer when fewer distinct pairs exist."""
+    c, k = int(num_classes), int(cardinality)
+    if k < 1 or 2 * k > c:
+        raise UserError(
+            f"cardinality={k} needs 2*{k} <= {c} classes for two disjoint class sets; "
+            f"choose cardinality in 1..{c // 2}"
+        )
+    rng = np.random.default_rng([int(seed), c, k])
+    total = comb(c, k) * comb(c - k, k) // 2
+    if total <= 20000:  # enumerate every unordered pair, then draw without replacement
+        pairs = [(a, b) for a in combinations(range(c), k)
+                 for b in combinations([x for x in range(c) if x not in a], k) if a < b]
+        return [(list(pairs[i][0]), list(pairs[i][1]))
+                for i in rng.permutation(len(pairs))[:n_pairs]]
+    seen, out = set(), []
+    while len(out) < n_pairs:
+        p = rng.permutation(c)
+        a, b = sorted(tuple(sorted(int(x) for x in s)) for s in (p[:k], p[k:2 * k]))
+        if (a, b) not in seen:
+            seen.add((a, b))
+            out.append((list(a), list(b)))
+    return out
+
+
+def pick_pair(cfg: DictConfig, num_classes: int):
+    """Pair ``cfg.pair`` of cardinality ``cfg.cardinality``; None if only fewer exist."""
+    pairs = sample_pairs(num_classes, cfg.cardinality, cfg.n_pairs, cfg.pair_seed)
+    if not 0 <= int(cfg.pair) < int(cfg.n_pairs):
+        raise UserError(f"pair={cfg.pair} must be in 0..{cfg.n_pairs - 1} (n_pairs={cfg.n_pairs})")
+    return pairs[int(cfg.pair)] if int(cfg.pair) < len(pairs) else None
+
+
+def class_permutation(num_classes: int, index: int) -> list[int]:
+    """Permutation ``index`` of the classes (seeded by the index only)."""
+    if int(index) < 0:
+        raise UserError(f"permutation={index} must be >= 0")
+    return [int(c) for c in np.random.default_rng(int(index)).permutation(int(num_classes))]
+
+
+# ---------------------------------------------------------------- evaluation
+def on_device(net: nn.Module, device: torch.device):
+    net = net.to(device).eval()
+    return lambda x: net(x.to(device))
+
+
+@torch.no_grad()
+def logits_of(net: nn.Module, x: torch.Tensor, device, batch_size: int = 1000):
+    model = on_device(net, device)
+    return torch.cat([model(x[i : i + batch_size]).float().cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def averaged_logits(records: Sequence[ModuleRecord], weights, x: torch.Tensor, device):
+    """The logit average Σ_i w_i z^(i) on ``x`` (on the CPU), one module on the device at a
+    time: memory stays that of one module, however many are averaged."""
+    total = None
+    for w, rec in zip(logit_weights(len(records), weights), records, strict=True):
+        z = w * logits_of(net_from_record(rec), x, device)
+        total = z if total is None else total + z
+    return total
+
+
+def precomputed(logits: torch.Tensor):
+    """A 'model' over sample indices: evaluate(precomputed(z), torch.arange(n), y, ...)."""
+    return lambda index: logits[index]
+
+
+def wants_recalibration(cfg: DictConfig, net: nn.Module) -> bool:
+    mode = str(cfg.merge.recalibrate_bn).lower()
+    if mode not in ("auto", "true", "false"):
+        raise UserError(f"merge.recalibrate_bn={mode} must be auto, true or false")
+    return mode != "false" and has_batchnorm(net)
+
+
+def scores(model, x, y, rewarded, num_classes, temperature) -> tuple[dict, torch.Tensor]:
+    """Row values and confusion matrix of ``model`` on (x, y) for the rewarded set."""
+    m = evaluate(model, x, y, list(rewarded), num_classes, float(temperature), "maxent")
+    values = {k: m[k] for k in ("rewarded_acc", "nonrewarded_entropy", "acc")}
+    values["loss_value"] = m["loss"]
+    return values, torch.tensor(m["confusion"])
+
+
+def merge_kinds(cfg: DictConfig) -> list[str]:
+    kind = str(cfg.merge.kind)
+    if kind not in ("both", "weight", "logit"):
+        raise UserError(f"merge.kind={kind} must be both, weight or logit")
+    return ["weight", "logit"] if kind == "both" else [kind]
+
+
+def line_png(path: Path, curves: dict, xlabel: str, ylabel: str, title: str = "",
+             hline: float | None = None) -> Path:
+    """One line per label: ``curves = {label: (xs, ys)}``."""
+    import matplotlib.pyplot as plt  # plots sets the headless backend
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", markersize=3, label=str(label))
+    if hline is not None:
+        ax.axhline(hline, color="gray", linestyle="--", linewidth=1)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if 1 < len(curves) <= 20:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- the job
+class Job:
+    """One composition job in its Hydra output directory."""
+
+    def __init__(self, cfg: DictConfig, task: str):
+        self.cfg, self.task, self.t0 = cfg, task, time.perf_counter()
+        self.out = Path(HydraConfig.get().runtime.output_dir)
+        self.fingerprint = job_fingerprint(cfg)
+        self.images: dict[str, Path] = {}
+        self.device = torch.device("cpu")
+        self.splits, self.module_paths = None, []
+
+    @classmethod
+    def start(cls, cfg: DictConfig, task: str) -> "Job | None":
+        """The job, or None (after printing 'skip') when it already finished."""
+        validate(cfg)
+        job = cls(cfg, task)
+        fix = "choose another hydra.sweep.dir / hydra.run.dir or delete it"
+        if moduledir.finished_run(job.out, job.fingerprint, "job", fix) is not None:
+            print(f"skip: {task} job already done in {job.out}")
+            return None
+        write_text(job.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        job.device = setup_device(cfg)
+        return job
+
+    # ------------------------------------------------------------ data and modules
+    def load_data(self, name: str | None = None):
+        """The data set of the job (or ``name``, the data of given checkpoints)."""
+        self.splits = data_source(self.cfg, name)
+        return self.splits
+
+    def modules(self, rewarded_sets: Sequence[Sequence[int]],
+                compose: bool = True) -> list[ModuleRecord]:
+        """The job's modules from the store (training the missing ones); checked to compose
+        unless ``compose=False`` (modules evaluated only alone)."""
+        store = ModuleStore(self.cfg.store.root, self.cfg.store.train_missing)
+        self.module_paths = store.get_many(self.cfg, rewarded_sets)
+        records = [load_module(p) for p in self.module_paths]
+        if compose:
+            check_composable(records)
+        return records
+
+    def checkpoints(self) -> list[ModuleRecord]:
+        """The modules given as ``checkpoints=[...]`` (merge, eval), and their data."""
+        given = self.cfg.checkpoints or []
+        paths = [Path(p) for p in ([given] if isinstance(given, str) else given)]
+        if not paths:
+            raise UserError("no modules given; set checkpoints=[a/module.pt,b/module.pt]")
+        self.module_paths = paths
+        records = [load_module(p) for p in paths]
+        check_composable(records)
+        self.load_data(records[0].spec["data"]["name"])
+        return records
+
+    # ------------------------------------------------------------ scores
+    def score(self, model, rewarded, temperature, split: str = "test"):
+        """Row values and confusion of a net (or a callable on inputs) on one split."""
+        x, y = ((self.splits.x_test, self.splits.y_test) if split == "test"
+                else (self.splits.x_train, self.splits.y_train))
+        if isinstance(model, nn.Module):
+            model = on_device(model, self.device)
+        return scores(model, x, y, rewarded, self.splits.num_classes, temperature)
+
+    def score_logits(self, logits: torch.Tensor, rewarded, temperature):
+        """Row values and confusion of precomputed test-split logits (a logit average)."""
+        index = torch.arange(len(self.splits.y_test))
+        return scores(precomputed(logits), index, self.splits.y_test, rewarded,
+                      self.splits.num_classes, temperature)
+
+    def score_module(self, rec: ModuleRecord, rewarded=None):
+        """A module alone, on its own rewarded set or on ``rewarded``."""
+        return self.score(net_from_record(rec), rec.rewarded if rewarded is None else rewarded,
+                          rec.temperature)
+
+    def recalibrated(self, net: nn.Module) -> nn.Module:
+        """``net`` with BatchNorm statistics recomputed on the training inputs (as configured)."""
+        if wants_recalibration(self.cfg, net):
+            recalibrate_batchnorm(net.to(self.device), self.splits.x_train)
+        return net
+
+    def score_merges(self, records, rewarded, kinds, weights=None) -> dict:
+        """{kind: (row values, confusion, merged net or None)} of the weight sum and/or logit
+        average of the modules on ``rewarded`` (the union of their classes)."""
+        out, T = {}, records[0].temperature
+        for kind in kinds:
+            if kind == "weight":
+                net = self.recalibrated(weight_sum(records)[0])
+                out[kind] = (*self.score(net, rewarded, T), net.cpu())
+            else:
+                z = averaged_logits(records, weights, self.splits.x_test, self.device)
+                out[kind] = (*self.score_logits(z, rewarded, T), None)
+        return out
+
+    # ------------------------------------------------------------ outputs
+    def row(self, **values) -> dict:
+        """A results row: this job's config columns, then ``values``."""
+        cfg = self.cfg
+        imp = imp_used(cfg.imp)
+        row = dict.fromkeys(COLUMNS)
+        row.update(task=self.task, experiment=cfg.experiment_name, data=cfg.data.name,
+                   model=model_name(cfg), loss=cfg.loss.targets, imp=imp,
+                   sparsity=float(cfg.imp.sparsity) if imp else 0.0,
+                   temperature=float(cfg.loss.temperature), seed=int(cfg.seed))
+        row.update(values)
+        return row
+
+    def record_row(self, rec: ModuleRecord, **values) -> dict:
+        """A results row whose config columns come from a module checkpoint."""
+        spec, imp = rec.spec, rec.spec["imp"]
+        same_model = plain(self.cfg.model) == spec["model"]
+        name = (model_name(self.cfg) if same_model
+                else spec["model"]["_target_"].rsplit(".", 1)[-1])
+        return self.row(data=spec["data"]["name"], model=name.lower(),
+                        loss=spec["loss"]["targets"], imp=imp_used(imp),
+                        sparsity=float(imp["sparsity"]) if imp_used(imp) else 0.0,
+                        temperature=float(rec.temperature), seed=int(rec.seed), **values)
+
+    def image(self, name: str) -> Path:
+        """The path of figure ``name`` (a PNG in the job directory, logged with the job)."""
+        self.images[name] = self.out / f"{name}.png"
+        return self.images[name]
+
+    def confusion(self, name: str, matrix: torch.Tensor, classes, title: str) -> Path:
+        return confusion_png(self.image(name), matrix, classes, title)
+
+    def plot(self, name: str, curves: dict, xlabel: str, ylabel: str, title: str = "",
+             hline: float | None = None) -> Path:
+        return line_png(self.image(name), curves, xlabel, ylabel, title, hline)
+
+    def finish(self, rows: list[dict], summary: dict, run_name: str = "",
+               columns: Sequence[str] = COLUMNS) -> dict:
+        """Write results.csv (and confusions.json: the ``confusions`` of the summary), log to
+        W&B (one run, finished here), then metrics.json."""
+        frame = pd.DataFrame(rows, columns=list(columns))
+        write_text(self.out / "results.csv", frame.to_csv(index=False))
+        confusions = summary.pop("confusions", None)
+        if confusions:
+            write_json(self.out / "confusions.json", {"confusions": confusions})
+        metrics = {"fingerprint": self.fingerprint, "task": self.task,
+                   "experiment": self.cfg.experiment_name, "rows": len(rows),
+                   "wall_s": round(time.perf_counter() - self.t0, 2), **summary}
+        self._wandb(frame, metrics, run_name)
+        write_json(self.out / "metrics.json", metrics)
+        return metrics
+
+    def _wandb(self, frame: pd.DataFrame, metrics: dict, run_name: str) -> None:
+        wcfg = self.cfg.logger.get("wandb")
+        if wcfg is None:
+            return
+        import wandb
+
+        run = wandb.init(
+            project=wcfg.get("project", "maxent_lightning"),
+            group=f"{self.cfg.experiment_name}-seed{self.cfg.seed}", job_type=self.task,
+            name=run_name or f"{self.task}-{self.out.name}", dir=str(self.out),
+            mode=wcfg.get("mode", "offline"), config=plain(self.cfg), reinit="finish_previous",
+        )
+        try:
+            run.log({k: wandb.Image(str(p)) for k, p in self.images.items()})
+            run.log({"results": wandb.Table(dataframe=frame.astype(str))})
+            run.summary.update({k: v for k, v in metrics.items()
+                                if isinstance(v, int | float | str | bool)})
+        finally:
+            run.finish()

@@ -1,0 +1,75 @@
+"""LightningModule that wraps any backbone with the MaxEnt loss and evaluation metrics."""
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from .loss import MaxEntLoss
+from .metrics import confusion_matrix, evaluation_metrics
+
+
+class MaxEntModule(L.LightningModule):
+    """One subnetwork module: a backbone trained to classify ``rewarded`` and stay uniform
+    elsewhere. Batches are ``(x, target distribution, label)``. ``val_metrics=False``: validation
+    logs the loss only (when neither a logger nor a callback reads the other metrics)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: MaxEntLoss,
+        rewarded: Sequence[int],
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        val_metrics: bool = True,
+    ):
+        super().__init__()
+        self.net, self.loss = net, loss
+        self.rewarded, self.num_classes = list(rewarded), num_classes
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        self.val_metrics = (evaluation_metrics(rewarded, num_classes).clone(prefix="val/")
+                            if val_metrics else None)
+        self.test_metrics = evaluation_metrics(rewarded, num_classes).clone(prefix="test/")
+        self.test_confusion = confusion_matrix(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tempered logits z/T, the quantity every metric is computed on."""
+        return self.loss.scale(self.net(x))
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss = [torch.zeros((), device=self.device), 0]
+
+    def training_step(self, batch, batch_idx):
+        x, target, _ = batch
+        loss = self.loss(self.net(x), target)
+        # The epoch mean is accumulated here and logged once: a self.log per step costs more
+        # than a small net's step. Same value as Lightning's batch-size weighted epoch mean.
+        self._train_loss[0] = self._train_loss[0] + loss.detach() * len(x)
+        self._train_loss[1] += len(x)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        total, count = self._train_loss
+        self.log("train/loss", total / max(count, 1), prog_bar=True)
+
+    def _evaluate(self, batch, stage: str, metrics) -> torch.Tensor:
+        x, target, y = batch
+        logits = self.net(x)
+        scaled = self.loss.scale(logits)
+        loss = self.loss(logits, target)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val")
+        if metrics is not None:
+            metrics.update(scaled, y)
+            self.log_dict(metrics, on_epoch=True)
+        return scaled
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def test_step(self, batch, batch_idx):
+        scaled = self._evaluate(batch, "test", self.test_metrics)
+        self.test_confusion.update(scaled, batch[2])
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.parameters())

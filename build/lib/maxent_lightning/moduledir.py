@@ -1,0 +1,211 @@
+"""The directory protocol of a module (and of a job): lock, finished?, resume point, round
+artifacts and final artifacts. Both trainers, the store, the train task and composition jobs
+read and write their directories only through these functions.
+
+A directory is *finished* when its ``metrics.json`` (written last, atomically) records the
+fingerprint of the config that produced it; for a module, ``module.pt`` must also load with a
+verified digest. ``imp/round_<r>.{pt,json}`` hold the masks and validation record of each
+finished IMP round: an interrupted module resumes after the last readable one.
+"""
+
+import fcntl
+import logging
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from . import masks as M
+from .errors import UserError
+from .plots import confusion_png
+from .storage import (
+    CorruptFile,
+    ModuleRecord,
+    load_module,
+    load_torch,
+    read_json,
+    save_module,
+    save_torch,
+    state_digest,
+    write_json,
+)
+
+DONE, MODULE, ROUNDS = "metrics.json", "module.pt", "imp"
+# What a finished module's metrics.json must hold (else it is retrained, with a warning).
+REQUIRED = ("fingerprint", "rewarded", "seed", "data", "num_classes", "sparsity", "test/acc",
+            "test/rewarded_acc", "wall_s")
+MISSING = "missing"
+log = logging.getLogger(__name__)
+
+
+class Diverged(UserError):
+    """A module whose loss or weights stopped being finite: not stored, not merged."""
+
+
+def _lock(path: Path, wait: bool):
+    """An open handle holding an exclusive ``flock`` on ``path`` (released when it closes);
+    without ``wait`` a held lock raises BlockingIOError. Opened to append: an existing lock
+    file is left untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+@contextmanager
+def locked(directory: Path):
+    """Exclusive lock on a directory, so concurrent processes never train it twice."""
+    with _lock(Path(directory) / ".lock", wait=True):
+        yield
+
+
+def finished_run(directory: Path, fingerprint: str, kind: str, fix: str) -> dict | None:
+    """The ``metrics.json`` of the finished run of ``fingerprint`` in ``directory``, None when
+    there is none; a finished run of another config is refused (UserError naming ``fix``)."""
+    done = Path(directory) / DONE
+    if not done.exists():
+        return None
+    metrics = read_json(done)
+    recorded = metrics.get("fingerprint")
+    if recorded != fingerprint:
+        raise UserError(f"{directory} holds a finished {kind} of a different config ({done} "
+                        f"records {kind} {recorded}, not {fingerprint}); {fix}")
+    return metrics
+
+
+def module_status(directory: Path, fingerprint: str) -> tuple[str | None, dict | None]:
+    """(None, metrics) when ``directory`` holds the finished module ``fingerprint``; else
+    ('missing', None) or (what is corrupt, None). Another module's files are refused."""
+    directory = Path(directory)
+    if not (directory / MODULE).exists():
+        return MISSING, None
+    try:
+        metrics = finished_run(directory, fingerprint, "module",
+                               "delete that directory to retrain it")
+        if metrics is None:
+            return MISSING, None
+        missing = [k for k in REQUIRED if k not in metrics]
+        if missing:
+            raise CorruptFile(f"{directory / DONE} lacks {', '.join(missing)}")
+        load_module(directory / MODULE, fingerprint)
+    except CorruptFile as err:
+        return err.problem, None
+    return None, metrics
+
+
+def finished_module(directory: Path, fingerprint: str) -> dict | None:
+    """The metrics of the finished module, or None; a corrupt one is retrained (warned)."""
+    problem, metrics = module_status(directory, fingerprint)
+    if problem not in (None, MISSING):
+        log.warning("%s; retraining the module", problem)
+    return metrics
+
+
+def discard(directory: Path) -> None:
+    """Drop the done marker of a module so that it is trained again."""
+    (Path(directory) / DONE).unlink(missing_ok=True)
+
+
+class Resume(NamedTuple):
+    """Where an interrupted module goes on: its masks, next round, and the stop epochs of the
+    phases already trained."""
+
+    masks: M.Masks
+    start: int
+    stop_epochs: list[int]
+
+
+def resume_point(directory: Path, fingerprint: str, rounds: int) -> Resume | None:
+    """The last finished round of this very module; a round artifact that is unreadable or
+    fails its digest is discarded with a warning (that round is trained again)."""
+    for r in reversed(range(rounds)):
+        path = Path(directory) / ROUNDS / f"round_{r}.pt"
+        if not path.exists():
+            continue
+        try:
+            saved = load_torch(path, "IMP round artifact")
+            if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+                continue
+            if saved.get("digest") != state_digest(saved["masks"]):
+                raise CorruptFile(f"IMP round artifact {path} is corrupt (digest mismatch)")
+        except CorruptFile as err:
+            log.warning("%s; training that round again", err.problem)
+            continue
+        return Resume(saved["masks"], r + 1, list(saved.get("stop_epochs", [])))
+    return None
+
+
+def save_round(directory: Path, r: int, masks: M.Masks, fingerprint: str, best_epoch: int,
+               best_val_loss: float, stop_epochs: list[int]) -> None:
+    """The artifacts of finished IMP round ``r`` (what ``resume_point`` reads back, verified
+    by the digest of its masks); ``stop_epochs``: of every phase so far."""
+    record = {"round": r, "sparsity": M.sparsity(masks), "best_epoch": best_epoch,
+              "best_val_loss": best_val_loss, "stop_epochs": list(stop_epochs)}
+    save_torch(Path(directory) / ROUNDS / f"round_{r}.pt",
+               {"masks": masks, "fingerprint": fingerprint, "digest": state_digest(masks),
+                **record})
+    write_json(Path(directory) / ROUNDS / f"round_{r}.json", record)
+
+
+def check_phase(best_val_loss: float, state: dict, what: str) -> None:
+    """The outcome of a training phase (either trainer): a validation loss that never was
+    finite, or a non-finite weight, is a diverged module (Diverged)."""
+    if not math.isfinite(best_val_loss):
+        raise Diverged(f"{what} diverged: its validation loss is not finite; nothing was stored "
+                       "for it; lower optimizer.lr or check the data")
+    check_finite(state, what)
+
+
+def check_finite(state: dict, what: str) -> None:
+    """Refuse a state with a NaN or infinite entry (a diverged module is never stored)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise Diverged(f"{what} diverged: {bad[0]} is not finite; nothing was stored for it; "
+                       "lower optimizer.lr or check the data")
+
+
+@contextmanager
+def claimed(directory: Path):
+    """This run's exclusive claim on its output directory: a second run on the same directory
+    (two runs started in the same second share a timestamped one) is refused."""
+    try:
+        claim = _lock(Path(directory) / ".run.lock", wait=False)
+    except BlockingIOError:
+        raise UserError(f"{directory} is in use by another run; wait for it to finish or "
+                        "choose another hydra.run.dir / hydra.sweep.dir") from None
+    with claim:
+        yield
+
+
+def save_trained(directory: Path, seed: int, dm, rewarded, test: dict, confusion: torch.Tensor,
+                 state_dict, masks: M.Masks, spec: dict, fingerprint: str, theta0_id: str,
+                 temperature: float, stop_epochs: list[int], wall_s: float) -> dict:
+    """``module.pt`` and ``confusion.png`` of a trained module (either trainer); returns its
+    metrics, which the caller writes with ``mark_done`` last, after its loggers."""
+    metrics = dict(test)
+    metrics.update(
+        sparsity=M.sparsity(masks), rewarded=rewarded, seed=int(seed), fingerprint=fingerprint,
+        theta0_id=theta0_id, data=dm.name, num_classes=dm.num_classes,
+        confusion=confusion.tolist(), stop_epochs=stop_epochs, wall_s=round(wall_s, 2),
+    )
+    check_finite(state_dict, f"module R={rewarded} seed={seed}")
+    record = ModuleRecord(
+        state_dict=state_dict, masks=masks, theta0_id=theta0_id, rewarded=rewarded,
+        num_classes=dm.num_classes, input_shape=tuple(dm.input_shape), temperature=temperature,
+        seed=int(seed), spec=spec, fingerprint=fingerprint, metrics=dict(metrics),
+    )
+    save_module(Path(directory) / MODULE, record)
+    confusion_png(Path(directory) / "confusion.png", confusion, dm.splits.classes,
+                  title=f"R={rewarded} seed={seed}")
+    return metrics
+
+
+def mark_done(directory: Path, metrics: dict) -> None:
+    """Write ``metrics.json``, last: from now on the directory is finished."""
+    write_json(Path(directory) / DONE, metrics)

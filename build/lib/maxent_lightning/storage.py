@@ -1,0 +1,172 @@
+"""Atomic writes and the module checkpoint format."""
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+MODULE_FORMAT = "maxent_lightning.module/1"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp alone makes files 0600
+
+
+def _atomic(path: Path, write) -> Path:
+    """Write through a temporary file in the same folder, then rename over ``path``: a kill
+    leaves either the old file or the new one, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    return value
+
+
+def write_json(path: Path, data: dict) -> Path:
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n"
+    return _atomic(path, lambda fh: fh.write(text.encode()))
+
+
+def write_text(path: Path, text: str) -> Path:
+    return _atomic(path, lambda fh: fh.write(text.encode()))
+
+
+def save_torch(path: Path, obj: Any) -> Path:
+    return _atomic(path, lambda fh: torch.save(obj, fh))
+
+
+class CorruptFile(UserError):
+    """A file that exists but cannot be used (truncated, foreign format, bad digest)."""
+
+    def __init__(self, problem: str, fix: str = "delete it to recompute"):
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise CorruptFile(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise CorruptFile(f"{path} holds no JSON object")
+    return data
+
+
+def load_torch(path: Path, what: str = "file") -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except Exception as err:  # truncated or foreign files raise many kinds of errors
+        raise CorruptFile(
+            f"{what} {path} is unreadable (truncated or not a torch file: {type(err).__name__})",
+            "retrain it or give a valid file",
+        ) from None
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """Content hash of a state dict (names, shapes, dtypes and values; 0-dim and integer
+    tensors such as BatchNorm's ``num_batches_tracked`` included)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def config_digest(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ModuleRecord:
+    """Everything a merge/eval task needs to rebuild a trained module without its command."""
+
+    state_dict: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    theta0_id: str
+    rewarded: list[int]
+    num_classes: int
+    input_shape: tuple[int, ...]
+    temperature: float
+    seed: int
+    spec: dict
+    fingerprint: str
+    metrics: dict = field(default_factory=dict)
+
+
+def _payload_digest(state_dict: dict, masks: dict) -> str:
+    return state_digest({**state_dict, **{f"mask/{k}": v for k, v in masks.items()}})
+
+
+def save_module(path: Path, record: ModuleRecord) -> Path:
+    payload = {"format": MODULE_FORMAT, **record.__dict__}
+    for key in ("state_dict", "masks"):
+        payload[key] = {k: v.detach().cpu() for k, v in getattr(record, key).items()}
+    payload["digest"] = _payload_digest(payload["state_dict"], payload["masks"])
+    return save_torch(path, payload)
+
+
+def load_module(path: Path, fingerprint: str | None = None) -> ModuleRecord:
+    """The module at ``path``, checked: format, every field, content digest of its tensors
+    and, when given, the fingerprint of the config it was trained with."""
+    payload = load_torch(path, "module checkpoint")
+    if not isinstance(payload, dict) or payload.get("format") != MODULE_FORMAT:
+        raise CorruptFile(f"{path} is not a maxent_lightning module checkpoint ({MODULE_FORMAT})",
+                          "give the module.pt of a trained module")
+    payload.pop("format")
+    digest = payload.pop("digest", None)  # absent in checkpoints written before digests
+    try:
+        record = ModuleRecord(**payload)
+    except TypeError as err:
+        raise CorruptFile(f"{path} is an incomplete module checkpoint ({err})",
+                          "retrain it") from None
+    if digest is not None and _payload_digest(record.state_dict, record.masks) != digest:
+        raise CorruptFile(f"module checkpoint {path} is corrupt (content digest mismatch)",
+                          "retrain it")
+    if any(v.is_floating_point() and not torch.isfinite(v).all()
+           for v in record.state_dict.values()):
+        raise CorruptFile(f"module checkpoint {path} holds weights that are not finite "
+                          "(a diverged module)", "retrain it with a lower optimizer.lr")
+    if fingerprint is not None and record.fingerprint != fingerprint:
+        raise UserError(
+            f"{path} holds module {record.fingerprint} (R={record.rewarded}, seed={record.seed}),"
+            f" not the requested {fingerprint}; delete that directory to retrain it"
+        )
+    return record

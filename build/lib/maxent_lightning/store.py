@@ -1,0 +1,84 @@
+"""Content-addressed module store: each (data, model, loss, IMP, optimizer, epochs, rewarded
+set, seed) is trained once and reused by every experiment that needs it. The store decides what
+to train and hands it to a trainer: the family trainer where the config allows it, else the
+sequential one."""
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from . import moduledir
+from .builders import module_spec, spec_fingerprint
+from .errors import UserError
+from .family import train_family, unsupported_reason
+from .training import train_module
+
+log = logging.getLogger(__name__)
+
+
+def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]]) -> list[dict]:
+    """Train several modules of one seed (``(rewarded, out_dir)`` each), skipping finished
+    ones; each directory is locked while its module trains. With ``family.enabled`` they are
+    trained together in one vectorized pass (``family.py``) where the config allows it."""
+    if cfg.family.enabled:
+        reason = unsupported_reason(cfg)
+        if reason is None:
+            return train_family(cfg, jobs)
+        log.info("family training off (%s): training %d module(s) one by one", reason, len(jobs))
+    results = []
+    for rewarded, out_dir in jobs:
+        with moduledir.locked(Path(out_dir)):
+            results.append(train_module(cfg, out_dir, rewarded, quiet=True))
+    return results
+
+
+class ModuleStore:
+    def __init__(self, root: str | Path, train_missing: bool = True):
+        self.root, self.train_missing = Path(root), train_missing
+
+    def dir_for(self, cfg: DictConfig, rewarded: Sequence[int]) -> Path:
+        spec = module_spec(cfg, rewarded)
+        return self.root / spec["data"]["name"] / spec_fingerprint(spec)
+
+    def check(self, directory: Path) -> str | None:
+        """None when ``directory`` holds its finished module (readable, digest and fingerprint
+        verified), else why not: 'missing' or what is corrupt. A directory holding another
+        module's files (recorded fingerprint differs from its name) is refused: UserError."""
+        return moduledir.module_status(directory, directory.name)[0]
+
+    def is_done(self, cfg: DictConfig, rewarded: Sequence[int]) -> bool:
+        return self.check(self.dir_for(cfg, rewarded)) is None
+
+    def _discard(self, directory: Path, why: str, rewarded, seed) -> None:
+        """Drop the done marker of a corrupt module (re-checked under its lock) to retrain it."""
+        with moduledir.locked(directory):
+            if self.check(directory) not in (None, moduledir.MISSING):
+                log.warning("module R=%s seed=%s: %s; retraining it", rewarded, seed, why)
+                moduledir.discard(directory)
+
+    def get_many(self, cfg: DictConfig, rewarded_sets: Sequence[Sequence[int]]) -> list[Path]:
+        """Checkpoint paths of the modules, training those missing or corrupt (all at once if
+        possible); with ``train_missing=False`` those are refused instead."""
+        dirs = [self.dir_for(cfg, r) for r in rewarded_sets]
+        missing = [(list(r), d, why) for r, d in zip(rewarded_sets, dirs, strict=True)
+                   if (why := self.check(d)) is not None]
+        if missing and not self.train_missing:
+            r, d, why = missing[0]
+            what = "is not in the store" if why == moduledir.MISSING else f"is unusable ({why})"
+            raise UserError(
+                f"module R={r} seed={cfg.seed} {what} ({d}); train it first "
+                "or set store.train_missing=true"
+            )
+        for r, d, why in missing:
+            if why != moduledir.MISSING:
+                self._discard(d, why, r, cfg.seed)
+        if missing:
+            log.info("store %s: training %d missing module(s) of seed %s: %s", self.root,
+                     len(missing), cfg.seed, " ".join(f"R={r}" for r, _, _ in missing))
+            train_modules(cfg, [(r, d) for r, d, _ in missing])
+        return [d / moduledir.MODULE for d in dirs]
+
+    def get(self, cfg: DictConfig, rewarded: Sequence[int]) -> Path:
+        return self.get_many(cfg, [rewarded])[0]

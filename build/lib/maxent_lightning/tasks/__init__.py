@@ -1,0 +1,1 @@
+"""Tasks dispatched by ``cfg.task``."""

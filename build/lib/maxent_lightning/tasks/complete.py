@@ -1,0 +1,59 @@
+"""The ``complete`` task (Figures 4, 6, 7): one module per class, added one at a time in the
+order of class permutation ``permutation``; at step k the first k modules are merged (weight
+sum, BatchNorm recalibrated, and logit averaging) and evaluated on the first k classes."""
+
+from omegaconf import DictConfig
+
+from ..builders import net_from_record
+from ..errors import UserError
+from ..jobs import Job, class_permutation, class_set, logits_of, merge_kinds
+from ..merge import sum_states
+
+# Confusion matrices of every step go to metrics.json up to this many classes (else the last).
+MAX_CLASSES_ALL_STEPS = 20
+
+
+def run(cfg: DictConfig):
+    job = Job.start(cfg, "complete")
+    if job is None:
+        return None
+    if cfg.merge.logit_weights is not None:
+        raise UserError("merge.logit_weights applies to pairwise and merge; complete averages "
+                        "the logits of the first k modules with equal weights")
+    splits = job.load_data()
+    num_classes, kinds = splits.num_classes, merge_kinds(cfg)
+    order = class_permutation(num_classes, cfg.permutation)
+    records = job.modules([[c] for c in order])
+    T = records[0].temperature
+    rows, confusions, curves = [], [], {k: ([], []) for k in kinds}
+    state, logit_sum = None, None
+    for k, rec in enumerate(records, start=1):
+        rewarded = order[:k]
+        for kind in kinds:
+            if kind == "weight":
+                state = rec.state_dict if state is None else sum_states([state, rec.state_dict])
+                net = job.recalibrated(net_from_record(records[0], state))
+                values, confusion = job.score(net, rewarded, T)
+            else:
+                z = logits_of(net_from_record(rec), splits.x_test, job.device)
+                logit_sum = z if logit_sum is None else logit_sum + z
+                values, confusion = job.score_logits(logit_sum / k, rewarded, T)
+            rows.append(job.row(permutation=int(cfg.permutation), step=k, merge=kind,
+                                class_set=class_set(rewarded), split="test", **values))
+            curves[kind][0].append(k)
+            curves[kind][1].append(values["rewarded_acc"])
+            if num_classes <= MAX_CLASSES_ALL_STEPS or k == num_classes:
+                confusions.append({"step": k, "merge": kind, "class_set": class_set(rewarded),
+                                   "matrix": confusion.tolist()})
+            if k == num_classes:
+                job.confusion(f"confusion_{kind}", confusion, splits.classes,
+                              title=f"complete {kind} merge, {k} modules, seed={cfg.seed}")
+    job.plot("merge_curve", curves, "modules merged (step)", "rewarded accuracy",
+             title=f"complete merge, permutation {cfg.permutation}, seed {cfg.seed}")
+    final = {kind: curves[kind][1][-1] for kind in kinds}
+    print(f"complete {cfg.data.name} permutation {cfg.permutation} {order} seed={cfg.seed}: "
+          + ", ".join(f"{kind} " + " ".join(f"{a:.3f}" for a in curves[kind][1])
+                      for kind in kinds))
+    summary = {"order": order, "final_rewarded_acc": final, "confusions": confusions,
+               "rewarded_acc_by_step": {kind: curves[kind][1] for kind in kinds}}
+    return job.finish(rows, summary, run_name=f"perm{cfg.permutation}-seed{cfg.seed}")

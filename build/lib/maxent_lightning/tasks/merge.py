@@ -1,0 +1,54 @@
+"""The ``merge`` task: compose module checkpoints ``checkpoints=[a/module.pt,b/module.pt,...]``
+by weight sum and/or logit averaging (``merge.kind``), evaluate each module alone and the
+compositions on the union of their rewarded sets, and save the weight sum as ``merged.pt``
+(a module checkpoint itself: it can be evaluated or merged again)."""
+
+from omegaconf import DictConfig
+
+from .. import masks as M
+from ..jobs import Job, class_set, merge_kinds
+from ..storage import ModuleRecord, config_digest, save_module
+
+
+def merged_record(records: list[ModuleRecord], net, union: list[int], metrics: dict):
+    first = records[0]
+    sources = [r.fingerprint for r in records]
+    return ModuleRecord(
+        state_dict=net.state_dict(), masks=M.union([r.masks for r in records]),
+        theta0_id=first.theta0_id, rewarded=union, num_classes=first.num_classes,
+        input_shape=tuple(first.input_shape), temperature=first.temperature, seed=first.seed,
+        spec={**first.spec, "rewarded": union, "merged_from": sources},
+        fingerprint=config_digest({"merged_from": sources}), metrics=metrics,
+    )
+
+
+def run(cfg: DictConfig):
+    job = Job.start(cfg, "merge")
+    if job is None:
+        return None
+    records = job.checkpoints()
+    first = records[0]
+    union = sorted({c for r in records for c in r.rewarded})
+    rows = []
+    for rec in records:
+        values, _ = job.score_module(rec)
+        rows.append(job.record_row(rec, class_set=class_set(rec.rewarded), merge="none",
+                                   split="test", **values))
+    merged = job.score_merges(records, union, merge_kinds(cfg), cfg.merge.logit_weights)
+    summary = {"checkpoints": [str(p) for p in job.module_paths], "union": union,
+               "confusions": []}
+    for kind, (values, confusion, net) in merged.items():
+        rows.append(job.record_row(first, step=len(records), class_set=class_set(union),
+                                   merge=kind, split="test", **values))
+        summary[kind] = values
+        summary["confusions"].append({"merge": kind, "class_set": class_set(union),
+                                      "matrix": confusion.tolist()})
+        job.confusion(f"confusion_{kind}", confusion, job.splits.classes,
+                      title=f"{kind} merge of {len(records)} modules, R={union}")
+        if kind == "weight":
+            save_module(job.out / "merged.pt", merged_record(records, net, union, values))
+            summary["merged_checkpoint"] = str(job.out / "merged.pt")
+        print(f"merge of {len(records)} modules R={union} {kind:6s}: rewarded acc "
+              f"{values['rewarded_acc']:.4f}, non-rewarded entropy "
+              f"{values['nonrewarded_entropy']:.3f}")
+    return job.finish(rows, summary, run_name=f"merge-{class_set(union)}-seed{first.seed}")

@@ -1,0 +1,41 @@
+"""The ``pairwise`` task (Tables 2 and 4, Figure 3): pair ``pair`` of disjoint class sets of
+size ``cardinality``; both modules alone on their own classes, then merged by weight sum
+(BatchNorm recalibrated) and logit averaging, evaluated on R1 ∪ R2."""
+
+from omegaconf import DictConfig
+
+from ..jobs import Job, class_set, merge_kinds, pick_pair
+
+
+def run(cfg: DictConfig):
+    job = Job.start(cfg, "pairwise")
+    if job is None:
+        return None
+    splits = job.load_data()
+    pair = pick_pair(cfg, splits.num_classes)
+    if pair is None:
+        print(f"skip: data set '{cfg.data.name}' has fewer than {int(cfg.pair) + 1} distinct "
+              f"pairs of cardinality {cfg.cardinality}")
+        return job.finish([], {"skipped": "fewer distinct pairs than the pair index"})
+    records = job.modules(list(pair))
+    union = sorted(pair[0] + pair[1])
+    common = {"cardinality": int(cfg.cardinality), "pair": int(cfg.pair), "split": "test"}
+    rows = []
+    for rewarded, rec in zip(pair, records, strict=True):
+        values, _ = job.score_module(rec, rewarded)
+        rows.append(job.row(class_set=class_set(rewarded), merge="none", **common, **values))
+    merged = job.score_merges(records, union, merge_kinds(cfg), cfg.merge.logit_weights)
+    summary = {"pair": [pair[0], pair[1]], "union": union, "confusions": []}
+    for kind, (values, confusion, _) in merged.items():
+        rows.append(job.row(class_set=class_set(union), merge=kind, **common, **values))
+        summary[kind] = values
+        summary["confusions"].append({"class_set": class_set(union), "merge": kind,
+                                      "matrix": confusion.tolist()})
+        job.confusion(f"confusion_{kind}", confusion, splits.classes,
+                      title=f"{kind} merge R1={pair[0]} R2={pair[1]} seed={cfg.seed}")
+        print(f"pairwise {cfg.data.name} |R|={cfg.cardinality} pair {cfg.pair} R1={pair[0]} "
+              f"R2={pair[1]} seed={cfg.seed} {kind:6s}: rewarded acc "
+              f"{values['rewarded_acc']:.4f}, non-rewarded entropy "
+              f"{values['nonrewarded_entropy']:.3f}")
+    name = f"pair{cfg.pair}-card{cfg.cardinality}-seed{cfg.seed}"
+    return job.finish(rows, summary, run_name=name)

@@ -1,0 +1,71 @@
+"""The sequential trainer: one module, each phase of its plan a Lightning fit; resumable,
+skip-if-done (``moduledir``)."""
+
+import time
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from . import masks as M
+from . import moduledir
+from .builders import build_datamodule, init_theta0, module_spec, spec_fingerprint
+from .callbacks import IterativeMagnitudePruning, RestoreBestWeights
+from .loggers import build_loggers, finish_loggers
+from .module import MaxEntModule
+from .phases import phase_callbacks, plan, run_name
+
+
+def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
+    """Train (or reuse) the module of ``cfg`` for ``rewarded`` in ``out_dir``; its metrics."""
+    out_dir = Path(out_dir)
+    spec = module_spec(cfg, rewarded)
+    fingerprint = spec_fingerprint(spec)
+    finished = moduledir.finished_module(out_dir, fingerprint)
+    if finished is not None:
+        return finished
+    start_time = time.perf_counter()
+    dm = build_datamodule(cfg, rewarded)
+    net, theta0, theta0_id = init_theta0(cfg.model, dm.input_shape, dm.num_classes, cfg.seed)
+    phases = plan(cfg, net)
+    loss = instantiate(cfg.loss)
+    module = MaxEntModule(net, loss, dm.rewarded, dm.num_classes, instantiate(cfg.optimizer),
+                          val_metrics=phases.val_metrics)
+
+    resumed = moduledir.resume_point(out_dir, fingerprint, phases.rounds)
+    masks, start, stop_epochs = resumed or (phases.full_masks(net), 0, [])
+    pruner = IterativeMagnitudePruning(phases, theta0, masks, start_round=start)
+    M.rewind(net, theta0, masks)
+    loggers = build_loggers(cfg, out_dir, name=run_name(dm.rewarded, cfg.seed))
+    what = f"module R={dm.rewarded} seed={cfg.seed}"
+    for phase in phases.phases[start:]:
+        phase.begin(dm)
+        best = RestoreBestWeights()
+        trainer = instantiate(
+            cfg.trainer,
+            max_epochs=phase.epochs,
+            callbacks=[*phase_callbacks(cfg), best, pruner],
+            logger=loggers or False,
+            default_root_dir=str(out_dir),
+            enable_progress_bar=not quiet and cfg.trainer.enable_progress_bar,
+        )
+        trainer.fit(module, datamodule=dm)
+        stop_epochs.append(trainer.current_epoch)
+        moduledir.check_phase(best.best_score, best.best_state or {},
+                              f"{what} in IMP phase {phase.round}")
+        if not phase.final:
+            moduledir.save_round(out_dir, phase.round, pruner.masks, fingerprint,
+                                 best.best_epoch, best.best_score, stop_epochs)
+
+    results = trainer.test(module, datamodule=dm, verbose=False)[0]
+    metrics = moduledir.save_trained(
+        out_dir, cfg.seed, dm, dm.rewarded, {k: float(v) for k, v in results.items()},
+        module.test_confusion.compute(), net.cpu().state_dict(), pruner.masks, spec,
+        fingerprint, theta0_id, loss.temperature, stop_epochs, time.perf_counter() - start_time)
+    for logger in loggers:
+        logger.log_metrics({"sparsity": metrics["sparsity"]})
+        if hasattr(logger, "log_image"):
+            logger.log_image("test/confusion", [str(out_dir / "confusion.png")])
+    finish_loggers(loggers)
+    moduledir.mark_done(out_dir, metrics)
+    return metrics

@@ -1,0 +1,37 @@
+"""``python -m multirun_analysis DIR [DIR...] --out reports/NAME [--table NAME ...]``."""
+
+import argparse
+import sys
+
+from . import ARTIFACTS, AnalysisError, analyze
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="maxent-analysis",
+        description="Tables (md/csv/tex) and figures (png) from Hydra multirun directories.")
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="multirun (sweep) directories")
+    parser.add_argument("--out", required=True, help="output directory, e.g. reports/table2")
+    parser.add_argument("--table", nargs="+", default=["all"], metavar="NAME",
+                        help=f"what to write: all (default) or any of {', '.join(ARTIFACTS)}")
+    args = parser.parse_args(argv)
+    try:
+        report = analyze(args.dirs, args.out, args.table)
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.runs.summary())
+    for note in report.notes:
+        print(note)
+    for path in report.written:
+        print(f"wrote {path}")
+    return 0
+
+
+def console() -> None:
+    """The ``maxent-analysis`` command."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

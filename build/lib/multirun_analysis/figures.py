@@ -1,0 +1,282 @@
+"""The paper's figures as PNG (matplotlib, Agg): mean lines with ±1 std (ddof=1) bands/bars."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from maxent_lightning.results import KEYS  # noqa: E402
+
+from .load import NoRows, confusion_matrices  # noqa: E402
+from .tables import ENTROPY, RACC, _need, _rank, _test, name  # noqa: E402
+
+MERGES = ("weight", "logit")
+STYLE = {"weight": "tab:blue", "logit": "tab:red", "train": "tab:blue", "test": "tab:orange"}
+IDENTITY = [k for k in KEYS if k not in ("seed", "step", "merge", "t", "split", "experiment")]
+
+
+def _sorted(values, col: str) -> list:
+    return sorted(pd.unique(pd.Series(list(values))), key=lambda v: _rank(col, v))
+
+
+def _groups(df: pd.DataFrame, keys: list[str]):
+    """(values, part) for each combination of ``keys`` in the paper's order."""
+    if not keys:
+        return [((), df)]
+    parts = [(k if isinstance(k, tuple) else (k,), p)
+             for k, p in df.groupby(keys, dropna=False, sort=False)]
+    return sorted(parts, key=lambda kp: tuple(_rank(c, v) for c, v in zip(keys, kp[0],
+                                                                          strict=True)))
+
+
+def _varying(df: pd.DataFrame, keys) -> list[str]:
+    return [k for k in keys if df[k].nunique() > 1]
+
+
+def _label(keys, values) -> str:
+    return ", ".join(f"{k}={name(v)}" if k in ("sparsity", "temperature", "cardinality", "step",
+                                                  "imp", "pair", "permutation") else name(v)
+                     for k, v in zip(keys, values, strict=True))
+
+
+def _axes(n: int, ncols: int, w: float = 4.0, h: float = 3.0):
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def band(ax, df: pd.DataFrame, x: str, y: str, **kw):
+    """Mean of ``y`` per ``x`` with a ±1 std band; nothing when ``y`` is all missing."""
+    g = df.dropna(subset=[x, y]).groupby(x)[y].agg(["mean", "std"]).sort_index()
+    if g.empty:
+        return None
+    line = ax.plot(g.index, g["mean"], marker="o", ms=3, **kw)[0]
+    std = g["std"].fillna(0)
+    ax.fill_between(g.index, g["mean"] - std, g["mean"] + std, color=line.get_color(), alpha=0.2)
+    return line
+
+
+def _files(df, keys, stem: str, out: Path):
+    """One (path, title, part) per combination of the ``keys`` that vary."""
+    keys = _varying(df, keys)
+    for values, part in _groups(df, keys):
+        suffix = "".join(f"_{_slug(k, v)}" for k, v in zip(keys, values, strict=True))
+        yield out / f"{stem}{suffix}.png", _label(keys, values), part
+
+
+def _slug(key: str, value) -> str:
+    """File-name part: imp / noimp, P0.99, T5, size10, else the raw value."""
+    if key == "imp":
+        return "imp" if value is True else "noimp" if value is False else "impNA"
+    prefix = {"sparsity": "P", "temperature": "T", "size": "size"}.get(key, "")
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return prefix + "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
+
+
+def _bars(ax, df: pd.DataFrame, groups: list[str], hue: str, y: str):
+    """Grouped bars (mean ± std) of ``y``: one cluster per ``groups`` combination."""
+    clusters = _groups(df, groups)
+    hues = _sorted(df[hue], hue)
+    width = 0.8 / max(1, len(hues))
+    for j, h in enumerate(hues):
+        stats = [c[c[hue].isna() if pd.isna(h) else c[hue].eq(h)][y].agg(["mean", "std"])
+                 for _, c in clusters]
+        ax.bar(np.arange(len(clusters)) + j * width, [s["mean"] for s in stats], width,
+               yerr=[0 if pd.isna(s["std"]) else s["std"] for s in stats], capsize=2,
+               label=f"{hue}={name(h)}" if hue != "merge" else name(h))
+    ax.set_xticks(np.arange(len(clusters)) + width * (len(hues) - 1) / 2)
+    ax.set_xticklabels([_label(groups, k).replace(", ", "\n") for k, _ in clusters], fontsize=7)
+
+
+def fig3(df: pd.DataFrame, out: Path) -> list[Path]:
+    """IMP vs no IMP on pairwise merges (ME loss), per model × |R|; one file per merge kind."""
+    d = _need(_test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)]), "fig3 (pairwise)")
+    if d["loss"].eq("maxent").any():
+        d = d[d["loss"] == "maxent"]
+    paths = []
+    for merge in _sorted(d["merge"], "merge"):
+        m = d[d["merge"] == merge]
+        datas = _sorted(m["data"], "data")
+        fig, axes = _axes(2 * len(datas), len(datas), w=max(4.0, 1.2 * m["model"].nunique()
+                                                            * m["cardinality"].nunique()))
+        for i, (metric, data) in enumerate((mt, da) for mt in (RACC, ENTROPY) for da in datas):
+            ax = axes[i]
+            _bars(ax, m[m["data"] == data], ["model", "cardinality"], "imp", metric)
+            ax.set(title=f"{name(data)}: {name(metric)}", ylabel=name(metric))
+            ax.legend(fontsize=7)
+        fig.suptitle(f"IMP vs no IMP, pairwise merges ({name(merge)})")
+        paths.append(_save(fig, out / ("fig3.png" if merge == "weight" else f"fig3_{merge}.png")))
+    return paths
+
+
+def _merge_curves(d: pd.DataFrame, stem: str, out: Path, title: str, metric=RACC):
+    """Mean ``metric`` per merge step, colour = merge kind, solid = IMP, dashed = no IMP."""
+    panels = _groups(d, _varying(d, ["data", "model", "loss", "sparsity", "temperature"]))
+    keys = _varying(d, ["data", "model", "loss", "sparsity", "temperature"])
+    fig, axes = _axes(len(panels), 3)
+    for ax, (values, part) in zip(axes, panels, strict=False):
+        for (merge, imp), p in _groups(part, ["merge", "imp"]):
+            band(ax, p, "step", metric, color=STYLE.get(merge), ls="-" if imp else "--",
+                 label=f"{name(merge)}, IMP={name(imp)}")
+        ax.set(title=_label(keys, values), xlabel="merged modules", ylabel=name(metric))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7, handlelength=3)
+    fig.suptitle(title)
+    return [_save(fig, out / f"{stem}.png")]
+
+
+def fig4(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Complete merge: rewarded accuracy per step, weight vs logit, IMP solid / no IMP dashed."""
+    d = _test(df[(df["task"] == "complete") & df["merge"].isin(MERGES) & df["step"].notna()])
+    _need(d, "fig4 (task=complete with steps)")
+    return _merge_curves(d, "fig4", out, "Complete merge: rewarded accuracy per step")
+
+
+def fig5(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Relative barrier (%) along γ(t), one panel per merge step (or |R|), train & test."""
+    d = df[(df["task"] == "mode_connectivity") & df["t"].notna() & df["barrier_pct"].notna()]
+    _need(d, "fig5 (task=mode_connectivity)")
+    paths = []
+    for path, label, part in _files(d, ["data", "model", "loss", "imp"], "fig5", out):
+        panel = "step" if part["step"].notna().any() else "cardinality"
+        panels = _groups(part, [panel])
+        fig, axes = _axes(len(panels), 5, w=3.2, h=2.6)
+        for ax, (values, p) in zip(axes, panels, strict=False):
+            for split in _sorted(p["split"], "split"):
+                band(ax, p[p["split"] == split], "t", "barrier_pct", color=STYLE.get(split),
+                     label=split)
+            ax.axhline(0, color="grey", lw=0.6)
+            ax.axhline(2, color="grey", lw=0.6, ls=":")
+            ax.set(title=_label([panel], values), xlabel="t", ylabel="barrier %")
+            ax.legend(fontsize=7)
+        fig.suptitle(f"Relative loss barrier along γ(t) {label}".strip())
+        paths.append(_save(fig, path))
+    return paths
+
+
+def _sweep(df: pd.DataFrame, hue: str, stem: str, out: Path, what: str) -> list[Path]:
+    """Entropy and rewarded accuracy per merge step (or |R|), one line per value of ``hue``."""
+    d = _test(df[df["merge"].isin(MERGES) & df[hue].notna()])
+    comp = d[(d["task"] == "complete") & d["step"].notna()]
+    d, x = (comp, "step") if len(comp) else (d[d["task"] == "pairwise"], "cardinality")
+    _need(d, f"{stem} ({what}: complete or pairwise rows)")
+    paths = []
+    for path, label, part in _files(d, ["data", "model", "loss", "imp"], stem, out):
+        merges = _sorted(part["merge"], "merge")
+        fig, axes = _axes(2 * len(merges), 2)
+        for i, (merge, metric) in enumerate((m, mt) for m in merges for mt in (ENTROPY, RACC)):
+            ax = axes[i]
+            for (h,), p in _groups(part[part["merge"] == merge], [hue]):
+                band(ax, p, x, metric, label=f"{name(h)}")
+            ax.set(title=f"{name(merge)}: {name(metric)}", ylabel=name(metric),
+                   xlabel="merged modules" if x == "step" else "|R|")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(title=what, fontsize=7)
+        fig.suptitle(f"{what} sweep {label}".strip())
+        paths.append(_save(fig, path))
+    return paths
+
+
+def fig6(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Temperature sweep: entropy and rewarded accuracy per merge step per T."""
+    return _sweep(df, "temperature", "fig6", out, "T")
+
+
+def fig7(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Pruning-ratio sweep: entropy and rewarded accuracy per merge step per P."""
+    return _sweep(df, "sparsity", "fig7", out, "P")
+
+
+def fig8(df: pd.DataFrame, out: Path) -> list[Path]:
+    """CNN pairwise merges: rewarded accuracy vs pruning ratio P, one line per |R| and merge."""
+    d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES) & df["sparsity"].notna()])
+    _need(d, "fig8 (pairwise with sparsity)")
+    panels = _groups(d, _varying(d, ["data", "model", "loss"]))
+    keys = _varying(d, ["data", "model", "loss"])
+    fig, axes = _axes(len(panels), 3)
+    for ax, (values, part) in zip(axes, panels, strict=False):
+        for (card, merge), p in _groups(part, ["cardinality", "merge"]):
+            band(ax, p, "sparsity", RACC, ls="-" if merge == "weight" else "--",
+                 label=f"|R|={name(card)}, {name(merge)}")
+        ax.set(title=_label(keys, values), xlabel="pruning ratio P", ylabel=name(RACC))
+        ax.legend(fontsize=7, handlelength=3)
+    fig.suptitle("Pairwise merges: rewarded accuracy vs pruning ratio")
+    return [_save(fig, out / "fig8.png")]
+
+
+def cifar10(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Logit vs weight merge bars per model × |R| (one panel per data × metric)."""
+    d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)])
+    _need(d, "cifar10 (pairwise)")
+    datas = _sorted(d["data"], "data")
+    fig, axes = _axes(2 * len(datas), 2)
+    for i, (data, metric) in enumerate((da, mt) for da in datas for mt in (RACC, ENTROPY)):
+        groups = ["model", "cardinality"] + _varying(d, ["loss", "imp", "sparsity"])
+        _bars(axes[i], d[d["data"] == data], groups, "merge", metric)
+        axes[i].set(title=f"{name(data)}: {name(metric)}", ylabel=name(metric))
+        axes[i].legend(fontsize=7)
+    return [_save(fig, out / "cifar10.png")]
+
+
+def cifar100(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Rewarded accuracy vs number of merged modules (complete merge), logit vs weight."""
+    d = _test(df[(df["task"] == "complete") & df["merge"].isin(MERGES) & df["step"].notna()])
+    _need(d, "cifar100 (task=complete with steps)")
+    return _merge_curves(d, "cifar100", out, "Accuracy vs number of merged modules")
+
+
+def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
+    """Grids of row-normalized confusion matrices from the jobs' ``confusions.json`` (or
+    metrics.json), averaged over seeds; panels per class set / step, at most ``limit`` per
+    file, one file per task × data × model × loss × IMP × merge (what varies). Only the
+    lowest permutation index is shown (averaging other class orders would mix classes)."""
+    mats = confusion_matrices(jobs)
+    if mats.empty:
+        raise NoRows("no confusion matrices (confusions.json or metrics.json '*confusion')")
+    ident = df.groupby("job")[IDENTITY].first().reset_index()
+    ident = ident.drop(columns=["class_set"])
+    mats = mats.merge(ident, on="job", how="left")
+    first = mats.groupby(["task", "data", "model"], dropna=False)["permutation"].transform("min")
+    mats = mats[mats["permutation"].isna() | (mats["permutation"] == first)]
+    mats["rate"] = [_normalize(m) for m in mats["matrix"]]
+    mats["size"] = [len(m) for m in mats["matrix"]]
+    paths = []
+    keys = ["task", "data", "model", "loss", "imp", "sparsity", "temperature", "merge", "size"]
+    for path, label, part in _files(mats, keys, "confusion", out):
+        panel = [k for k in ("step", "cardinality", "class_set") if part[k].notna().any()]
+        cells = _groups(part, panel)[:limit]
+        fig, axes = _axes(len(cells), 6, w=2.4, h=2.5)
+        for ax, (values, p) in zip(axes, cells, strict=False):
+            ax.imshow(np.mean(np.stack(p["rate"].to_list()), axis=0), cmap="Blues", vmin=0,
+                      vmax=1)
+            title = ", ".join(f"{'R' if k == 'class_set' else k}={name(v)}"
+                              for k, v in zip(panel, values, strict=True))
+            ax.set_title(f"{title} (n={len(p)})", fontsize=6)
+            ticks = range(len(p["rate"].iloc[0])) if len(p["rate"].iloc[0]) <= 10 else []
+            ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true")
+            ax.tick_params(labelsize=5, length=0)
+        fig.suptitle(f"Confusion matrices (row-normalized, mean over seeds) {label}".strip(),
+                     fontsize=9)
+        paths.append(_save(fig, path))
+    return paths
+
+
+def _normalize(matrix) -> np.ndarray:
+    m = np.asarray(matrix, float)
+    return m / np.clip(m.sum(1, keepdims=True), 1, None)
