@@ -14,16 +14,18 @@ Definitions (weight masks only: biases, even when pruned, are not part of the an
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import lightning as L
 import numpy as np
 import torch
+from torch import nn
 
 from . import masks as M
 from .builders import net_from_record
-from .evaluate import evaluate
-from .merge import LogitAverage, State, check_composable, sum_states
+from .evaluate import Plan, run_plan
+from .merge import State, check_composable, sum_states
 from .plots import plt
 from .storage import ModuleRecord
 
@@ -162,28 +164,25 @@ class NecessityTarget:
 
 @dataclass
 class TestSet:
-    """Test tensors and the classes whose modules are analysed (a subset of all classes)."""
+    """Test tensors and the classes whose modules are analysed (a subset of all classes);
+    ``trainer``: the Trainer factory of its evaluations (default a lean CPU-or-auto one)."""
 
     x: torch.Tensor
     y: torch.Tensor
     num_classes: int
     temperature: float
     classes: list[int]
+    trainer: Callable[[], L.Trainer] | None = None
 
-    def scores(self, model, rewarded: Sequence[int]) -> dict:
-        """evaluate() on ``rewarded`` plus the per-class accuracy from its confusion matrix."""
-        out = evaluate(model, self.x, self.y, list(rewarded), self.num_classes, self.temperature)
-        conf = torch.tensor(out.pop("confusion"), dtype=torch.float64)
-        out["per_class"] = (conf.diag() / conf.sum(1).clamp_min(1)).tolist()
+    def score(self, plan: Plan) -> dict[str, dict]:
+        """Every candidate of ``plan`` in one ``Trainer.test``: its scores, its accuracy per
+        class (``per_class``) and mean entropy per class (``class_entropy``)."""
+        out = run_plan(plan, {"test": (self.x, self.y)}, self.num_classes, self.temperature,
+                       self.trainer() if self.trainer else None)
+        for v in out.values():
+            conf = v.pop("confusion").double()
+            v["per_class"] = (conf.diag() / conf.sum(1).clamp_min(1)).tolist()
         return out
-
-    def class_entropy(self, model, c: int) -> float:
-        """Mean entropy (nats) of softmax(z/T) on the test samples of class ``c``."""
-        keep = self.y == c
-        others = [k for k in range(self.num_classes) if k != c]
-        out = evaluate(model, self.x[keep], self.y[keep], others, self.num_classes,
-                       self.temperature)
-        return out["nonrewarded_entropy"]
 
     def others(self, c: int) -> list[int]:
         return [k for k in self.classes if k != c]
@@ -196,10 +195,9 @@ def _versus(per_class: list[float], ref: list[float], classes: Sequence[int]) ->
             "other_drop": sum(drops) / len(drops), "other_drop_max": max(drops)}
 
 
-def _without(ts: TestSet, model, c: int, ref: list[float]) -> dict:
-    """Scores of a composition that should have lost class ``c``."""
-    s = ts.scores(model, ts.others(c))
-    entropy = ts.class_entropy(model, c)
+def _without(ts: TestSet, s: dict, c: int, ref: list[float]) -> dict:
+    """Scores ``s`` (on the other classes) of a composition that should have lost class ``c``."""
+    entropy = s["class_entropy"][c]
     return {"class": c, "class_acc": s["per_class"][c], "class_entropy": entropy,
             "entropy_ratio": entropy / math.log(ts.num_classes),
             "rewarded_acc": s["rewarded_acc"], "nonrewarded_entropy": s["nonrewarded_entropy"],
@@ -217,14 +215,29 @@ class Compositions:
         check_composable(self.records)
         self.states = [r.state_dict for r in self.records]
         self.merged = sum_states(self.states)
-        self.weight_net = net_from_record(self.records[0], self.merged)
-        self.logit_net = LogitAverage([net_from_record(r) for r in self.records]).eval()
-        self.full = {"weight": self.ts.scores(self.weight_net, self.ts.classes),
-                     "logit": self.ts.scores(self.logit_net, self.ts.classes)}
+        self.modules = [net_from_record(r) for r in self.records]
+        self.full = self.score({"weight": (self.weight(self.merged), self.ts.classes),
+                                "logit": (self.logit(), self.ts.classes)})
 
-    def logit_without(self, i: int) -> LogitAverage:
-        nets = [net_from_record(r) for k, r in enumerate(self.records) if k != i]
-        return LogitAverage(nets).eval()
+    def weight(self, state: State) -> nn.Module:
+        return net_from_record(self.records[0], state)
+
+    def logit(self, without: int | None = None) -> list[tuple[int, float]]:
+        """The logit average of the modules (but module ``without``): terms over the modules."""
+        keep = [i for i in range(len(self.records)) if i != without]
+        return [(i, 1.0 / len(keep)) for i in keep]
+
+    def score(self, models: dict) -> dict:
+        """{key: scores} of ``{key: (a net, or logit terms over the modules, rewarded)}``, all
+        in one pass (each module's net runs once per batch)."""
+        plan = Plan()
+        for net in self.modules:
+            plan.net(net)
+        for key, (model, rewarded) in models.items():
+            plan.add(repr(key), plan.net(model) if isinstance(model, nn.Module) else model,
+                     rewarded)
+        out = self.ts.score(plan)
+        return {key: out[repr(key)] for key in models}
 
     def others_sum(self, i: int) -> State:
         """Σ_{j≠i} θ_j built from scratch (the merge retrained without module i)."""
@@ -245,66 +258,80 @@ def full_rows(comp: Compositions) -> list[dict]:
 def necessity_rows(comp: Compositions, target: NecessityTarget) -> list[dict]:
     """Remove module i from the complete merge: subtract θ_i, or drop its logits (each row
     records the target it is judged against)."""
+    ts = comp.ts
+    models = {}
+    for i, c in enumerate(ts.classes):
+        models[("weight", c)] = (comp.weight(subtract_state(comp.merged, comp.states[i])),
+                                 ts.others(c))
+        models[("logit", c)] = (comp.logit(without=i), ts.others(c))
+    scored = comp.score(models)
     rows = []
-    for i, c in enumerate(comp.ts.classes):
-        weight = net_from_record(comp.records[0], subtract_state(comp.merged, comp.states[i]))
-        for merge, model in (("weight", weight), ("logit", comp.logit_without(i))):
-            ref = comp.full[merge]["per_class"]
-            rows.append({"analysis": "necessity", "merge": merge, "variant": "removed",
-                         "full_class_acc": ref[c], **_without(comp.ts, model, c, ref),
-                         "target_class_acc": target.class_acc,
-                         "target_other_drop": target.other_drop})
+    for (merge, c), s in scored.items():
+        ref = comp.full[merge]["per_class"]
+        rows.append({"analysis": "necessity", "merge": merge, "variant": "removed",
+                     "full_class_acc": ref[c], **_without(ts, s, c, ref),
+                     "target_class_acc": target.class_acc,
+                     "target_other_drop": target.other_drop})
     return rows
 
 
 def sufficiency_rows(comp: Compositions) -> list[dict]:
     """Module i alone, and the weight merge restricted to the weights inside module i's mask."""
-    rows = []
     ts = comp.ts
+    models = {}
     for i, c in enumerate(ts.classes):
-        rec = comp.records[i]
-        restricted = net_from_record(rec, restrict_state(comp.merged, rec.masks))
-        for variant, merge, model in (("alone", "none", net_from_record(rec)),
-                                      ("restricted", "weight", restricted)):
-            s = ts.scores(model, [c])
-            rows.append({"analysis": "sufficiency", "merge": merge, "variant": variant,
-                         "class": c, "class_acc": s["per_class"][c],
-                         "rewarded_acc": s["rewarded_acc"],
-                         "nonrewarded_entropy": s["nonrewarded_entropy"],
-                         "full_class_acc": comp.full["weight"]["per_class"][c]})
+        restricted = comp.weight(restrict_state(comp.merged, comp.records[i].masks))
+        models[("alone", c)] = ([(i, 1.0)], [c])
+        models[("restricted", c)] = (restricted, [c])
+    rows = []
+    for (variant, c), s in comp.score(models).items():
+        rows.append({"analysis": "sufficiency", "merge": "none" if variant == "alone" else
+                     "weight", "variant": variant, "class": c, "class_acc": s["per_class"][c],
+                     "rewarded_acc": s["rewarded_acc"],
+                     "nonrewarded_entropy": s["nonrewarded_entropy"],
+                     "full_class_acc": comp.full["weight"]["per_class"][c]})
     return rows
 
 
 def unlearning_rows(comp: Compositions) -> list[dict]:
     """merged − θ_i against the merge of the other modules built from scratch (which never
     had module i): class i should fall to that level, with near-uniform outputs on it."""
-    rows = []
+    ts = comp.ts
     ref = comp.full["weight"]["per_class"]
-    for i, c in enumerate(comp.ts.classes):
+    models, diffs = {}, {}
+    for i, c in enumerate(ts.classes):
         subtracted = subtract_state(comp.merged, comp.states[i])
         retrained = comp.others_sum(i)
-        diff = max_abs_diff(subtracted, retrained)
+        diffs[c] = max_abs_diff(subtracted, retrained)
         for variant, state in (("subtracted", subtracted), ("retrained", retrained)):
-            model = net_from_record(comp.records[0], state)
-            rows.append({"analysis": "unlearning", "merge": "weight", "variant": variant,
-                         "param_diff": diff, "full_class_acc": ref[c],
-                         **_without(comp.ts, model, c, ref)})
+            models[(variant, c)] = (comp.weight(state), ts.others(c))
+    rows = []
+    for (variant, c), s in comp.score(models).items():
+        rows.append({"analysis": "unlearning", "merge": "weight", "variant": variant,
+                     "param_diff": diffs[c], "full_class_acc": ref[c],
+                     **_without(ts, s, c, ref)})
     return rows
 
 
 def editing_rows(comp: Compositions, edit_classes: Sequence[int]) -> list[dict]:
     """Add the module of a left-out class (trained on its own from the same θ0) to the merge of
     the others; the new class and the old classes before and after, with no retraining."""
-    rows = []
     ts = comp.ts
+    models = {}
     for c in edit_classes:
         i = ts.classes.index(c)
-        before_w = net_from_record(comp.records[0], comp.others_sum(i))
-        after_w = net_from_record(comp.records[0], sum_states([comp.others_sum(i), comp.states[i]]))
-        pairs = (("weight", before_w, after_w), ("logit", comp.logit_without(i), comp.logit_net))
-        for merge, before, after in pairs:
-            b, a = ts.scores(before, ts.others(c)), ts.scores(after, ts.classes)
-            old = ts.others(c)
+        before = comp.others_sum(i)
+        models[("weight", "before", c)] = (comp.weight(before), ts.others(c))
+        models[("weight", "after", c)] = (comp.weight(sum_states([before, comp.states[i]])),
+                                          ts.classes)
+        models[("logit", "before", c)] = (comp.logit(without=i), ts.others(c))
+        models[("logit", "after", c)] = (comp.logit(), ts.classes)
+    scored = comp.score(models)
+    rows = []
+    for c in edit_classes:
+        old = ts.others(c)
+        for merge in ("weight", "logit"):
+            b, a = scored[(merge, "before", c)], scored[(merge, "after", c)]
             rows.append({
                 "analysis": "editing", "merge": merge, "variant": "added", "class": c,
                 "class_acc_before": b["per_class"][c], "class_acc": a["per_class"][c],

@@ -44,7 +44,7 @@ from .builders import (
     trace_calls,
 )
 from .data.datamodule import check_rewarded
-from .evaluate import evaluate
+from .evaluate import Plan, lean_trainer, run_plan
 from .loggers import build_loggers, finish_loggers
 from .loss import MaxEntLoss, kl_to_target
 from .metrics import evaluation_metrics
@@ -540,9 +540,15 @@ class FamilyTrainer:
         cfg, dm, net = self.cfg, self.dm, self.net
         net.load_state_dict({n: w.cpu() for n, w in m.weights.items()})
         x, _, y = dm.test
-        res = evaluate(net.eval(), x, y, m.rewarded, dm.num_classes, self.loss.temperature,
-                       targets=cfg.loss.targets, batch_size=dm.eval_batch_size)
-        confusion = torch.tensor(res.pop("confusion"))
+        plan = Plan()
+        plan.add("module", plan.net(net), m.rewarded)
+        cuda = self.device.type == "cuda"
+        trainer = lean_trainer("gpu" if cuda else "cpu", [self.device.index or 0] if cuda else 1,
+                               cfg.trainer.get("precision", "32-true"))
+        res = run_plan(plan, {"test": (x, y)}, dm.num_classes, self.loss.temperature, trainer,
+                       targets=cfg.loss.targets, batch_size=dm.eval_batch_size)["module"]
+        res.pop("class_entropy")
+        confusion = res.pop("confusion")
         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         metrics = moduledir.save_trained(
             m.out_dir, cfg.seed, dm, m.rewarded, {f"test/{k}": v for k, v in res.items()},

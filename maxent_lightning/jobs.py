@@ -22,16 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import moduledir
-from .builders import data_source, net_from_record, plain
+from .builders import data_source, plain
 from .errors import UserError
-from .evaluate import evaluate
-from .merge import (
-    check_composable,
-    has_batchnorm,
-    logit_weights,
-    recalibrate_batchnorm,
-    weight_sum,
-)
+from .evaluate import Plan, lean_trainer, run_plan
+from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
 from .phases import imp_used, validate
 from .plots import confusion_png
 from .results import COLUMNS
@@ -81,14 +75,15 @@ def assign_device(num: int, device_count: int, accelerator: str) -> int | None:
     return int(num) % int(device_count)
 
 
-def setup_device(cfg: DictConfig) -> torch.device:
-    """Pin this job (its store training and its evaluation) to one device."""
+def setup_device(cfg: DictConfig):
+    """Pin this job (its store training and its evaluation) to one device; the ``devices`` of
+    its evaluation Trainer (one device: a job never spreads its evaluation)."""
     accelerator, count = str(cfg.trainer.get("accelerator", "auto")), torch.cuda.device_count()
     index = assign_device(job_num(), count, accelerator)
     if index is not None:
         cfg.trainer.devices = [index]
-        return torch.device(f"cuda:{index}")
-    return torch.device("cuda" if count and accelerator in GPU_ACCELERATORS else "cpu")
+    devices = cfg.trainer.get("devices", 1)
+    return list(devices) if OmegaConf.is_list(devices) or isinstance(devices, list) else 1
 
 
 # ---------------------------------------------------------------- class sets
@@ -135,34 +130,6 @@ def class_permutation(num_classes: int, index: int) -> list[int]:
 
 
 # ---------------------------------------------------------------- evaluation
-def on_device(net: nn.Module, device: torch.device):
-    net = net.to(device).eval()
-    return lambda x: net(x.to(device))
-
-
-@torch.no_grad()
-def logits_of(net: nn.Module, x: torch.Tensor, device, batch_size: int = 1000):
-    model = on_device(net, device)
-    return torch.cat([model(x[i : i + batch_size]).float().cpu()
-                      for i in range(0, len(x), batch_size)])
-
-
-@torch.no_grad()
-def averaged_logits(records: Sequence[ModuleRecord], weights, x: torch.Tensor, device):
-    """The logit average Σ_i w_i z^(i) on ``x`` (on the CPU), one module on the device at a
-    time: memory stays that of one module, however many are averaged."""
-    total = None
-    for w, rec in zip(logit_weights(len(records), weights), records, strict=True):
-        z = w * logits_of(net_from_record(rec), x, device)
-        total = z if total is None else total + z
-    return total
-
-
-def precomputed(logits: torch.Tensor):
-    """A 'model' over sample indices: evaluate(precomputed(z), torch.arange(n), y, ...)."""
-    return lambda index: logits[index]
-
-
 def wants_recalibration(cfg: DictConfig, net: nn.Module) -> bool:
     mode = str(cfg.merge.recalibrate_bn).lower()
     if mode not in ("auto", "true", "false"):
@@ -170,12 +137,11 @@ def wants_recalibration(cfg: DictConfig, net: nn.Module) -> bool:
     return mode != "false" and has_batchnorm(net)
 
 
-def scores(model, x, y, rewarded, num_classes, temperature) -> tuple[dict, torch.Tensor]:
-    """Row values and confusion matrix of ``model`` on (x, y) for the rewarded set."""
-    m = evaluate(model, x, y, list(rewarded), num_classes, float(temperature), "maxent")
-    values = {k: m[k] for k in ("rewarded_acc", "nonrewarded_entropy", "acc")}
-    values["loss_value"] = m["loss"]
-    return values, torch.tensor(m["confusion"])
+def row_values(scores: dict) -> tuple[dict, torch.Tensor]:
+    """Row values (results.csv) and confusion matrix of one evaluated candidate."""
+    values = {k: scores[k] for k in ("rewarded_acc", "nonrewarded_entropy", "acc")}
+    values["loss_value"] = scores["loss"]
+    return values, scores["confusion"]
 
 
 def merge_kinds(cfg: DictConfig) -> list[str]:
@@ -213,7 +179,7 @@ class Job:
         self.out = Path(HydraConfig.get().runtime.output_dir)
         self.fingerprint = job_fingerprint(cfg)
         self.images: dict[str, Path] = {}
-        self.device = torch.device("cpu")
+        self.devices = 1
         self.splits, self.module_paths = None, []
 
     @classmethod
@@ -226,7 +192,7 @@ class Job:
             print(f"skip: {task} job already done in {job.out}")
             return None
         write_text(job.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        job.device = setup_device(cfg)
+        job.devices = setup_device(cfg)
         return job
 
     # ------------------------------------------------------------ data and modules
@@ -259,43 +225,38 @@ class Job:
         return records
 
     # ------------------------------------------------------------ scores
-    def score(self, model, rewarded, temperature, split: str = "test"):
-        """Row values and confusion of a net (or a callable on inputs) on one split."""
-        x, y = ((self.splits.x_test, self.splits.y_test) if split == "test"
-                else (self.splits.x_train, self.splits.y_train))
-        if isinstance(model, nn.Module):
-            model = on_device(model, self.device)
-        return scores(model, x, y, rewarded, self.splits.num_classes, temperature)
+    def trainer(self):
+        """The evaluation Trainer of this job: its device, the configured precision."""
+        return lean_trainer(self.cfg.trainer.get("accelerator", "auto"), self.devices,
+                            self.cfg.trainer.get("precision", "32-true"))
 
-    def score_logits(self, logits: torch.Tensor, rewarded, temperature):
-        """Row values and confusion of precomputed test-split logits (a logit average)."""
-        index = torch.arange(len(self.splits.y_test))
-        return scores(precomputed(logits), index, self.splits.y_test, rewarded,
-                      self.splits.num_classes, temperature)
+    def evaluate(self, plan: Plan, temperature: float) -> dict[str, tuple[dict, torch.Tensor]]:
+        """{candidate: (row values, confusion)} of every candidate of ``plan``, all scored by
+        one ``Trainer.test`` on the job's device (its precision, ``setup_device``)."""
+        s = self.splits
+        data = {"test": (s.x_test, s.y_test), "train": (s.x_train, s.y_train),
+                "calibrate": (s.x_train, s.y_train)}
+        scores = run_plan(plan, data, s.num_classes, temperature, self.trainer())
+        return {name: row_values(v) for name, v in scores.items()}
 
-    def score_module(self, rec: ModuleRecord, rewarded=None):
-        """A module alone, on its own rewarded set or on ``rewarded``."""
-        return self.score(net_from_record(rec), rec.rewarded if rewarded is None else rewarded,
-                          rec.temperature)
+    def merged_net(self, plan: Plan, net: nn.Module) -> int:
+        """A composed net in ``plan``, its BatchNorm statistics recomputed (as configured)."""
+        return plan.net(net, calibrate=wants_recalibration(self.cfg, net))
 
-    def recalibrated(self, net: nn.Module) -> nn.Module:
-        """``net`` with BatchNorm statistics recomputed on the training inputs (as configured)."""
-        if wants_recalibration(self.cfg, net):
-            recalibrate_batchnorm(net.to(self.device), self.splits.x_train)
-        return net
-
-    def score_merges(self, records, rewarded, kinds, weights=None) -> dict:
-        """{kind: (row values, confusion, merged net or None)} of the weight sum and/or logit
-        average of the modules on ``rewarded`` (the union of their classes)."""
-        out, T = {}, records[0].temperature
+    def plan_merges(self, plan: Plan, records, module_ids, rewarded, kinds,
+                    weights=None) -> dict[str, nn.Module | None]:
+        """Candidates ``weight`` (the weight sum) and/or ``logit`` (the logit average of the
+        plan's nets ``module_ids``) on ``rewarded``; {kind: its merged net or None}."""
+        nets = {}
         for kind in kinds:
             if kind == "weight":
-                net = self.recalibrated(weight_sum(records)[0])
-                out[kind] = (*self.score(net, rewarded, T), net.cpu())
+                nets[kind] = weight_sum(records)[0]
+                plan.add(kind, self.merged_net(plan, nets[kind]), rewarded)
             else:
-                z = averaged_logits(records, weights, self.splits.x_test, self.device)
-                out[kind] = (*self.score_logits(z, rewarded, T), None)
-        return out
+                ws = logit_weights(len(records), weights)
+                plan.add(kind, list(zip(module_ids, ws, strict=True)), rewarded)
+                nets[kind] = None
+        return nets
 
     # ------------------------------------------------------------ outputs
     def row(self, **values) -> dict:

@@ -97,23 +97,35 @@ def has_batchnorm(net: nn.Module) -> bool:
     return any(isinstance(m, BATCH_NORMS) for m in net.modules())
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(net: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Recompute BatchNorm running statistics as the exact average over ``x``."""
+def begin_calibration(net: nn.Module) -> list:
+    """Reset the BatchNorm statistics of ``net`` to accumulate an exact (cumulative) average
+    over the batches it sees next in train mode; returns what ``end_calibration`` restores."""
     norms = [m for m in net.modules() if isinstance(m, BATCH_NORMS)]
-    if not norms:
-        return net
-    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
         m.momentum = None  # cumulative moving average
+    return momenta
+
+
+def end_calibration(net: nn.Module, momenta: list) -> nn.Module:
+    norms = [m for m in net.modules() if isinstance(m, BATCH_NORMS)]
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    return net.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """Recompute BatchNorm running statistics as the exact average over ``x`` (on the device
+    of ``net``; jobs do this inside their ``Trainer.test``, see evaluate.py)."""
+    momenta = begin_calibration(net)
     net.train()
     device = next(net.parameters()).device
     for start in range(0, len(x), batch_size):
         net(x[start : start + batch_size].to(device))
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    return net.eval()
+    return end_calibration(net, momenta)
 
 
 def path_point(theta1: Mapping, theta2: Mapping, t: float) -> State:

@@ -131,7 +131,7 @@ def test_device_assignment_spreads_jobs_over_gpus(monkeypatch, make_cfg):
     cfg = make_cfg("trainer.accelerator=auto")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     monkeypatch.setattr(jobs, "job_num", lambda: 7)
-    assert jobs.setup_device(cfg) == torch.device("cuda:1")
+    assert jobs.setup_device(cfg) == [1]
     assert list(cfg.trainer.devices) == [1]
 
 

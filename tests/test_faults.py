@@ -16,7 +16,7 @@ import torch
 
 from maxent_lightning import moduledir
 from maxent_lightning.errors import UserError
-from maxent_lightning.evaluate import evaluate
+from maxent_lightning.evaluate import Plan, run_plan
 from maxent_lightning.family import train_family
 from maxent_lightning.storage import CorruptFile, load_module, save_torch
 from maxent_lightning.store import ModuleStore
@@ -94,8 +94,15 @@ def test_nothing_diverged_is_stored_or_scored(make_cfg, tmp_path):
         assert not (tmp_path / d / "module.pt").exists() and not (tmp_path / d /
                                                                    "metrics.json").exists()
     x, y = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
-    scores = evaluate(lambda v: torch.full((len(v), 10), math.nan), x, y, [0], 10, 5.0)
+    plan = Plan()
+    plan.add("nan", plan.net(NaNNet()), [0])
+    scores = run_plan(plan, {"test": (x, y)}, 10, 5.0)["nan"]
     assert all(math.isnan(scores[k]) for k in ("rewarded_acc", "acc", "loss"))
+
+
+class NaNNet(torch.nn.Module):
+    def forward(self, v):
+        return torch.full((len(v), 10), math.nan)
 
 
 def test_a_module_with_non_finite_weights_is_refused(make_cfg, tmp_path):

@@ -14,7 +14,7 @@ largest per-class drop against the complete merge, or against the merge before a
 ``class_entropy`` and ``entropy_ratio`` (mean entropy on that class, and over ln|C|),
 ``full_class_acc`` (the class in the complete merge), ``param_diff`` (max |Δθ| between
 subtraction and the merge built without the module), ``rewarded_acc`` / ``nonrewarded_entropy``
-(evaluate() on the model's own classes), and per layer ``size``, ``density``, ``inputs_read``,
+(on the model's own classes), and per layer ``size``, ``density``, ``inputs_read``,
 ``units_used`` (anatomy) or ``other_class`` and ``jaccard`` (overlap).
 """
 
@@ -92,7 +92,7 @@ def run(cfg: DictConfig) -> dict | None:
     records = job.modules([[c] for c in classes])
     train_s = time.perf_counter() - job.t0
     ts = C.TestSet(splits.x_test, splits.y_test, splits.num_classes,
-                   records[0].temperature, classes)
+                   records[0].temperature, classes, job.trainer)
     comp = C.Compositions(records, ts)
     matrices = C.overlap_matrices([r.masks for r in records])
     rows = (C.anatomy_rows(records, classes) + C.overlap_rows(matrices, classes)

@@ -6,7 +6,8 @@ from omegaconf import DictConfig
 
 from ..builders import net_from_record
 from ..errors import UserError
-from ..jobs import Job, class_permutation, class_set, logits_of, merge_kinds
+from ..evaluate import Plan
+from ..jobs import Job, class_permutation, class_set, merge_kinds
 from ..merge import sum_states
 
 # Confusion matrices of every step go to metrics.json up to this many classes (else the last).
@@ -25,19 +26,25 @@ def run(cfg: DictConfig):
     order = class_permutation(num_classes, cfg.permutation)
     records = job.modules([[c] for c in order])
     T = records[0].temperature
-    rows, confusions, curves = [], [], {k: ([], []) for k in kinds}
-    state, logit_sum = None, None
+    # every step of both kinds in one pass: n module nets (each run once per batch; step k's
+    # logit average reads the first k) and n weight sums
+    plan = Plan()
+    ids = [plan.net(net_from_record(rec)) for rec in records] if "logit" in kinds else []
+    state = None
     for k, rec in enumerate(records, start=1):
-        rewarded = order[:k]
         for kind in kinds:
             if kind == "weight":
                 state = rec.state_dict if state is None else sum_states([state, rec.state_dict])
-                net = job.recalibrated(net_from_record(records[0], state))
-                values, confusion = job.score(net, rewarded, T)
+                terms = job.merged_net(plan, net_from_record(records[0], state))
             else:
-                z = logits_of(net_from_record(rec), splits.x_test, job.device)
-                logit_sum = z if logit_sum is None else logit_sum + z
-                values, confusion = job.score_logits(logit_sum / k, rewarded, T)
+                terms = [(i, 1.0 / k) for i in ids[:k]]
+            plan.add(f"{kind}{k}", terms, order[:k])
+    scored = job.evaluate(plan, T)
+    rows, confusions, curves = [], [], {k: ([], []) for k in kinds}
+    for k in range(1, len(records) + 1):
+        rewarded = order[:k]
+        for kind in kinds:
+            values, confusion = scored[f"{kind}{k}"]
             rows.append(job.row(permutation=int(cfg.permutation), step=k, merge=kind,
                                 class_set=class_set(rewarded), split="test", **values))
             curves[kind][0].append(k)

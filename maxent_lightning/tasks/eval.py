@@ -3,8 +3,10 @@ test split of its data set, on its own rewarded set or on ``eval.rewarded``."""
 
 from omegaconf import DictConfig
 
+from ..builders import net_from_record
 from ..data.datamodule import check_rewarded
 from ..errors import UserError
+from ..evaluate import Plan
 from ..jobs import Job, class_set
 
 
@@ -19,7 +21,9 @@ def run(cfg: DictConfig):
     rewarded = (rec.rewarded if cfg.eval.rewarded is None
                 else check_rewarded(list(cfg.eval.rewarded), rec.num_classes,
                                     rec.spec["data"]["name"]))
-    values, confusion = job.score_module(rec, rewarded)
+    plan = Plan()
+    plan.add("module", plan.net(net_from_record(rec)), rewarded)
+    values, confusion = job.evaluate(plan, rec.temperature)["module"]
     row = job.record_row(rec, class_set=class_set(rewarded), merge="none", split="test",
                          **values)
     job.confusion("confusion", confusion, job.splits.classes, title=f"R={rewarded}")

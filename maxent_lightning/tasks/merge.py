@@ -6,6 +6,8 @@ compositions on the union of their rewarded sets, and save the weight sum as ``m
 from omegaconf import DictConfig
 
 from .. import masks as M
+from ..builders import net_from_record
+from ..evaluate import Plan
 from ..jobs import Job, class_set, merge_kinds
 from ..storage import ModuleRecord, config_digest, save_module
 
@@ -29,15 +31,18 @@ def run(cfg: DictConfig):
     records = job.checkpoints()
     first = records[0]
     union = sorted({c for r in records for c in r.rewarded})
-    rows = []
-    for rec in records:
-        values, _ = job.score_module(rec)
-        rows.append(job.record_row(rec, class_set=class_set(rec.rewarded), merge="none",
-                                   split="test", **values))
-    merged = job.score_merges(records, union, merge_kinds(cfg), cfg.merge.logit_weights)
+    plan = Plan()
+    ids = [plan.net(net_from_record(rec)) for rec in records]
+    for i, rec in zip(ids, records, strict=True):
+        plan.add(f"module{i}", i, rec.rewarded)
+    nets = job.plan_merges(plan, records, ids, union, merge_kinds(cfg), cfg.merge.logit_weights)
+    scored = job.evaluate(plan, first.temperature)
+    rows = [job.record_row(rec, class_set=class_set(rec.rewarded), merge="none", split="test",
+                           **scored[f"module{i}"][0]) for i, rec in zip(ids, records, strict=True)]
     summary = {"checkpoints": [str(p) for p in job.module_paths], "union": union,
                "confusions": []}
-    for kind, (values, confusion, net) in merged.items():
+    for kind, net in nets.items():
+        values, confusion = scored[kind]
         rows.append(job.record_row(first, step=len(records), class_set=class_set(union),
                                    merge=kind, split="test", **values))
         summary[kind] = values

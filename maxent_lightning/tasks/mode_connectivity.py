@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from ..builders import net_from_record
 from ..errors import UserError
+from ..evaluate import Plan
 from ..jobs import Job, class_permutation, class_set, pick_pair
 from ..merge import path_point, relative_barrier, sum_states
 
@@ -48,11 +49,14 @@ def run(cfg: DictConfig):
         theta1 = (sum_states([r.state_dict for r in records[:last]]) if theta1 is None
                   else sum_states([theta1, records[last - 1].state_dict]))
         theta2, rewarded = records[last].state_dict, sorted(sum(sets[: last + 1], []))
-        scored = {split: [] for split in splits_scored}
-        for t in ts:  # each point γ(t) built (and BatchNorm recalibrated) once for both splits
-            net = job.recalibrated(net_from_record(records[0], path_point(theta1, theta2, t)))
+        # one Trainer.test per path: its points (BatchNorm recalibrated) on both splits
+        plan = Plan()
+        for t in ts:
+            i = job.merged_net(plan, net_from_record(records[0], path_point(theta1, theta2, t)))
             for split in splits_scored:
-                scored[split].append(job.score(net, rewarded, records[0].temperature, split)[0])
+                plan.add(f"{split}{t}", i, rewarded, split)
+        result = job.evaluate(plan, records[0].temperature)
+        scored = {split: [result[f"{split}{t}"][0] for t in ts] for split in splits_scored}
         for split, values in scored.items():
             barrier = relative_barrier([v["loss_value"] for v in values], ts)
             key = "pair" if pair else str(step)

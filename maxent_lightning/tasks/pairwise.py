@@ -4,6 +4,8 @@ size ``cardinality``; both modules alone on their own classes, then merged by we
 
 from omegaconf import DictConfig
 
+from ..builders import net_from_record
+from ..evaluate import Plan
 from ..jobs import Job, class_set, merge_kinds, pick_pair
 
 
@@ -20,13 +22,17 @@ def run(cfg: DictConfig):
     records = job.modules(list(pair))
     union = sorted(pair[0] + pair[1])
     common = {"cardinality": int(cfg.cardinality), "pair": int(cfg.pair), "split": "test"}
-    rows = []
-    for rewarded, rec in zip(pair, records, strict=True):
-        values, _ = job.score_module(rec, rewarded)
-        rows.append(job.row(class_set=class_set(rewarded), merge="none", **common, **values))
-    merged = job.score_merges(records, union, merge_kinds(cfg), cfg.merge.logit_weights)
+    plan = Plan()
+    ids = [plan.net(net_from_record(rec)) for rec in records]
+    for i, rewarded in zip(ids, pair, strict=True):
+        plan.add(f"R{class_set(rewarded)}", i, rewarded)
+    kinds = job.plan_merges(plan, records, ids, union, merge_kinds(cfg), cfg.merge.logit_weights)
+    scored = job.evaluate(plan, records[0].temperature)
+    rows = [job.row(class_set=class_set(rewarded), merge="none", **common,
+                    **scored[f"R{class_set(rewarded)}"][0]) for rewarded in pair]
     summary = {"pair": [pair[0], pair[1]], "union": union, "confusions": []}
-    for kind, (values, confusion, _) in merged.items():
+    for kind in kinds:
+        values, confusion = scored[kind]
         rows.append(job.row(class_set=class_set(union), merge=kind, **common, **values))
         summary[kind] = values
         summary["confusions"].append({"class_set": class_set(union), "merge": kind,

@@ -7,7 +7,9 @@ import math
 import numpy as np
 from omegaconf import DictConfig
 
+from ..builders import net_from_record
 from ..data.datamodule import check_rewarded
+from ..evaluate import Plan
 from ..jobs import Job, class_set, sample_pairs
 
 
@@ -27,10 +29,16 @@ def run(cfg: DictConfig):
         return None
     splits = job.load_data()
     sets = rewarded_sets(cfg, splits.num_classes)
+    records = job.modules(sets, compose=False)
+    plan = Plan()
+    for rewarded, rec in zip(sets, records, strict=True):
+        plan.add(class_set(rewarded), plan.net(net_from_record(rec)), rewarded)
+    # one pass for all modules; temperatures are equal (one config)
+    scored = job.evaluate(plan, records[0].temperature)
     rows, confusions = [], []
-    for rewarded, rec in zip(sets, job.modules(sets, compose=False), strict=True):
-        values, confusion = job.score_module(rec, rewarded)
+    for rewarded in sets:
         name = class_set(rewarded)
+        values, confusion = scored[name]
         rows.append(job.row(cardinality=len(rewarded), class_set=name, merge="none",
                             split="test", **values))
         confusions.append({"class_set": name, "merge": "none", "matrix": confusion.tolist()})
