@@ -38,12 +38,11 @@ import torch
 from omegaconf import OmegaConf
 
 from maxent_lightning import masks as M
-from maxent_lightning.builders import build_datamodule, init_theta0
+from maxent_lightning.builders import build_datamodule, init_theta0, net_from_record
 from maxent_lightning.cli import quiet_libraries
 from maxent_lightning.config import compose_config
-from maxent_lightning.evaluate import evaluate
+from maxent_lightning.evaluate import Plan, lean_trainer, run_plan
 from maxent_lightning.family import train_family
-from maxent_lightning.jobs import averaged_logits
 from maxent_lightning.loss import kl_to_target
 from maxent_lightning.metrics import evaluation_metrics
 from maxent_lightning.phases import tracks_val_metrics
@@ -150,11 +149,13 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
             net.load_state_dict(best_state)
             if r < rounds:
                 masks = M.prune_global(params, masks, rate)
-        res = evaluate(net.cpu().eval(), xt, yt, rewarded, c, temp)
+        plan = Plan()
+        plan.add("module", plan.net(net.cpu().eval()), rewarded)
+        res = run_plan(plan, {"test": (xt, yt)}, c, temp, lean_trainer("cpu"))["module"]
         name = "-".join(map(str, rewarded))
         torch.save({"state_dict": net.state_dict(), "masks": masks, "metrics": res},
                    out / f"plain_{name}.pt")
-        confusion_png(out / f"plain_{name}.png", torch.tensor(res["confusion"]), dm.splits.classes)
+        confusion_png(out / f"plain_{name}.png", res["confusion"], dm.splits.classes)
 
 
 def timed(fn, *args) -> tuple[float, float, float]:
@@ -175,7 +176,7 @@ def timed(fn, *args) -> tuple[float, float, float]:
 
 def logit_average_time(cfg, modules: int, images: int, device) -> dict:
     """Wall time of a logit average of ``modules`` modules (θ0 weights: the cost does not
-    depend on them) over ``images`` test images, one module on the device at a time."""
+    depend on them) over ``images`` test images: one Trainer.test, all modules on the device."""
     dm = build_datamodule(cfg, [0])
     _, theta0, theta0_id = init_theta0(cfg.model, dm.input_shape, dm.num_classes, cfg.seed)
     spec = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
@@ -184,7 +185,12 @@ def logit_average_time(cfg, modules: int, images: int, device) -> dict:
                for k in range(modules)]
     x = dm.test[0].repeat((images + len(dm.test[0]) - 1) // len(dm.test[0]),
                           *[1] * (dm.test[0].dim() - 1))[:images]
-    wall, cpu, peak = timed(lambda: averaged_logits(records, None, x, device))
+    plan = Plan()
+    ids = [plan.net(net_from_record(r)) for r in records]
+    plan.add("logit", [(i, 1.0 / modules) for i in ids], list(range(dm.num_classes)))
+    trainer = lean_trainer("gpu" if device.type == "cuda" else "cpu")
+    data = {"test": (x, torch.zeros(len(x), dtype=torch.long))}  # labels: cost only
+    wall, cpu, peak = timed(lambda: run_plan(plan, data, dm.num_classes, 1.0, trainer))
     return {"modules": modules, "images": images, "wall_s": round(wall, 2),
             "peak_gpu_mib": round(peak, 1)}
 

@@ -1,30 +1,43 @@
 """LightningModule that wraps any backbone with the MaxEnt loss and evaluation metrics."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
+from .builders import build_net
 from .loss import MaxEntLoss
 from .metrics import confusion_matrix, evaluation_metrics
+from .storage import record_of
 
 
 class MaxEntModule(L.LightningModule):
     """One subnetwork module: a backbone trained to classify ``rewarded`` and stay uniform
     elsewhere. Batches are ``(x, target distribution, label)``. ``val_metrics=False``: validation
-    logs the loss only (when neither a logger nor a callback reads the other metrics)."""
+    logs the loss only (when neither a logger nor a callback reads the other metrics).
+
+    ``net`` and ``loss`` may be ``_target_`` configs (a backbone config needs ``input_shape``):
+    so a trained module's ``module.pt`` loads with ``MaxEntModule.load_from_checkpoint(path)``,
+    which also verifies its digest and restores its pruning ``masks``."""
 
     def __init__(
         self,
-        net: nn.Module,
-        loss: MaxEntLoss,
+        net: nn.Module | Mapping,
+        loss: MaxEntLoss | Mapping,
         rewarded: Sequence[int],
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         val_metrics: bool = True,
+        input_shape: Sequence[int] | None = None,
     ):
         super().__init__()
+        if isinstance(net, Mapping):
+            net = build_net(net, input_shape, num_classes)
+        if isinstance(loss, Mapping):
+            loss = instantiate(dict(loss))
+        self.masks: dict[str, torch.Tensor] = {}
         self.net, self.loss = net, loss
         self.rewarded, self.num_classes = list(rewarded), num_classes
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
@@ -70,6 +83,12 @@ class MaxEntModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         scaled = self._evaluate(batch, "test", self.test_metrics)
         self.test_confusion.update(scaled, batch[2])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A module.pt is checked as the store checks it (format, digest, finite weights); a
+        checkpoint of Lightning's own ModelCheckpoint has no masks to restore."""
+        if "format" in checkpoint:
+            self.masks = record_of(checkpoint, "the checkpoint").masks
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())

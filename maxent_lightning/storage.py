@@ -5,7 +5,8 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,13 @@ import torch
 
 from .errors import UserError
 
-MODULE_FORMAT = "maxent_lightning.module/1"
+# /2: a Lightning checkpoint (``MaxEntModule.load_from_checkpoint``, ``Trainer.test(ckpt_path=)``)
+# whose state_dict holds the backbone under ``net.``; /1 (backbone state, not Lightning) still
+# loads in the store.
+MODULE_FORMAT = "maxent_lightning.module/2"
+LEGACY_FORMAT = "maxent_lightning.module/1"
+NET_PREFIX = "net."
+LOSS_TARGET = "maxent_lightning.loss.MaxEntLoss"
 
 
 def _umask() -> int:
@@ -135,35 +142,59 @@ def _payload_digest(state_dict: dict, masks: dict) -> str:
     return state_digest({**state_dict, **{f"mask/{k}": v for k, v in masks.items()}})
 
 
+def module_hparams(record: ModuleRecord) -> dict:
+    """The ``MaxEntModule`` arguments of a module: backbone and loss as ``_target_`` configs."""
+    return {"net": record.spec["model"], "input_shape": list(record.input_shape),
+            "loss": {"_target_": LOSS_TARGET, "temperature": float(record.temperature),
+                     "targets": record.spec.get("loss", {}).get("targets", "maxent")},
+            "rewarded": list(record.rewarded), "num_classes": int(record.num_classes)}
+
+
 def save_module(path: Path, record: ModuleRecord) -> Path:
-    payload = {"format": MODULE_FORMAT, **record.__dict__}
-    for key in ("state_dict", "masks"):
-        payload[key] = {k: v.detach().cpu() for k, v in getattr(record, key).items()}
-    payload["digest"] = _payload_digest(payload["state_dict"], payload["masks"])
+    """``record`` as a Lightning checkpoint that also keeps every field of the record, the
+    format tag and the content digest; written atomically."""
+    state = {k: v.detach().cpu() for k, v in record.state_dict.items()}
+    masks = {k: v.detach().cpu() for k, v in record.masks.items()}
+    state = {NET_PREFIX + k: v for k, v in state.items()}
+    payload = {"format": MODULE_FORMAT, **record.__dict__, "masks": masks, "state_dict": state,
+               "digest": _payload_digest(state, masks),  # of the tensors as stored
+               "pytorch-lightning_version": version("lightning"), "epoch": 0, "global_step": 0,
+               "hyper_parameters": module_hparams(record)}
     return save_torch(path, payload)
 
 
-def load_module(path: Path, fingerprint: str | None = None) -> ModuleRecord:
-    """The module at ``path``, checked: format, every field, content digest of its tensors
-    and, when given, the fingerprint of the config it was trained with."""
-    payload = load_torch(path, "module checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != MODULE_FORMAT:
-        raise CorruptFile(f"{path} is not a maxent_lightning module checkpoint ({MODULE_FORMAT})",
+def record_of(payload: Any, where: str) -> ModuleRecord:
+    """The module of a checkpoint dict, checked: format, every field, the content digest of
+    its tensors, finite weights (CorruptFile naming ``where`` otherwise)."""
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if fmt not in (MODULE_FORMAT, LEGACY_FORMAT):
+        raise CorruptFile(f"{where} is not a maxent_lightning module checkpoint ({MODULE_FORMAT})",
                           "give the module.pt of a trained module")
-    payload.pop("format")
-    digest = payload.pop("digest", None)  # absent in checkpoints written before digests
-    try:
-        record = ModuleRecord(**payload)
-    except TypeError as err:
-        raise CorruptFile(f"{path} is an incomplete module checkpoint ({err})",
-                          "retrain it") from None
-    if digest is not None and _payload_digest(record.state_dict, record.masks) != digest:
-        raise CorruptFile(f"module checkpoint {path} is corrupt (content digest mismatch)",
+    names = [f.name for f in fields(ModuleRecord)]
+    missing = [n for n in names if n not in payload and n != "metrics"]
+    if missing:
+        raise CorruptFile(f"{where} is an incomplete module checkpoint (no {', '.join(missing)})",
                           "retrain it")
+    digest = payload.get("digest")  # absent in checkpoints written before digests
+    if digest is not None and _payload_digest(payload["state_dict"], payload["masks"]) != digest:
+        raise CorruptFile(f"module checkpoint {where} is corrupt (content digest mismatch)",
+                          "retrain it")
+    values = {n: payload[n] for n in names if n in payload}
+    if fmt == MODULE_FORMAT:
+        values["state_dict"] = {k.removeprefix(NET_PREFIX): v
+                                for k, v in payload["state_dict"].items()}
+    record = ModuleRecord(**values)
     if any(v.is_floating_point() and not torch.isfinite(v).all()
            for v in record.state_dict.values()):
-        raise CorruptFile(f"module checkpoint {path} holds weights that are not finite "
+        raise CorruptFile(f"module checkpoint {where} holds weights that are not finite "
                           "(a diverged module)", "retrain it with a lower optimizer.lr")
+    return record
+
+
+def load_module(path: Path, fingerprint: str | None = None) -> ModuleRecord:
+    """The module at ``path``, checked (``record_of``) and, when given, against the
+    fingerprint of the config it was trained with."""
+    record = record_of(load_torch(path, "module checkpoint"), str(path))
     if fingerprint is not None and record.fingerprint != fingerprint:
         raise UserError(
             f"{path} holds module {record.fingerprint} (R={record.rewarded}, seed={record.seed}),"
