@@ -1,10 +1,11 @@
 """Small Lightning callbacks of the framework."""
 
 import copy
+import sys
 from collections.abc import Mapping
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 
 from . import masks as M
 from .phases import PhasePlan
@@ -72,3 +73,63 @@ class IterativeMagnitudePruning(Callback):
         self.masks = self.plan.next_masks(dict(net.named_parameters()), self.masks)
         M.rewind(net, self.theta0, self.masks)
         self.round += 1
+
+
+def epoch_text(phase: str, epoch: int, epochs: int | None) -> str:
+    """'IMP round 1/2, epoch 3/10' (1-based; no phase for dense training)."""
+    total = f"/{epochs}" if epochs and epochs > 0 else ""
+    return ", ".join(filter(None, [phase, f"epoch {epoch + 1}{total}"]))
+
+
+class PhaseBar(TQDMProgressBar):
+    """Lightning's TQDM bar (on a terminal), its description naming the IMP phase."""
+
+    def __init__(self, phase: str = ""):
+        super().__init__()
+        self.phase = phase
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(
+            epoch_text(self.phase, trainer.current_epoch, trainer.max_epochs))
+
+
+class EpochLines(ProgressBar):
+    """Progress without a terminal (piped, redirected, a cluster log): one line per epoch with
+    its phase and losses, instead of TQDM bars redrawn with carriage returns. A line is printed
+    once the epoch's metrics are final (the module logs train/loss after callbacks' epoch end)."""
+
+    def __init__(self, phase: str = ""):
+        super().__init__()
+        self.phase, self.enabled, self.pending = phase, True, None
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.enabled and not trainer.sanity_checking:
+            self.pending = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._flush(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._flush(trainer, pl_module)
+
+    def _flush(self, trainer, pl_module) -> None:
+        if self.pending is None:
+            return
+        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+        values = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in sorted(metrics.items()))
+        text = epoch_text(self.phase, self.pending, trainer.max_epochs)
+        print(f"{text}: {values}" if values else text, flush=True)
+        self.pending = None
+
+
+def progress_bar(phase: str = "") -> ProgressBar:
+    """The progress callback of a fit: a TQDM bar on a terminal, else one line per epoch."""
+    return PhaseBar(phase) if sys.stdout.isatty() else EpochLines(phase)

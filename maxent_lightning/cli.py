@@ -19,8 +19,8 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from . import moduledir, tasks
-from .config import CONFIG_DIR, CONFIG_NAME
+from . import helptext, moduledir, tasks  # noqa: F401  (helptext: the --help resolver)
+from .config import CONFIG_DIR, CONFIG_NAME, debug_last
 from .errors import UserError
 
 TASKS = tuple(sorted(m.name for m in pkgutil.iter_modules(tasks.__path__)))
@@ -86,7 +86,7 @@ def output_dir_or_exit(path: str, what: str) -> None:
 
 
 class OutputDirCheck(Callback):
-    """Hydra callback (maxent_lightning/conf/hydra/default.yaml): checks the output directory first."""
+    """Hydra callback (conf/hydra/default.yaml): checks the output directory first."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         output_dir_or_exit(config.hydra.run.dir, "run")
@@ -182,7 +182,7 @@ def entry() -> None:
 
 
 def _entry() -> None:
-    sys.argv[1:] = flags_first(sys.argv[1:])
+    sys.argv[1:] = debug_last(flags_first(sys.argv[1:]))
     problem = unknown_option(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -468,7 +468,7 @@ class FamilyTrainer:
         return m.val_metrics
 
     def run_phase(self, phase: Phase) -> None:
-        r, rounds = phase.round, self.plan.rounds
+        r = phase.round
         rows = [k for k, m in enumerate(self.members) if m.start <= r]
         if not rows:
             return
@@ -487,7 +487,7 @@ class FamilyTrainer:
         phase.begin(self.dm)
         sampler = self.dm.train_dataloader().sampler  # the very batch order of the loader
         epochs, steps = phase.epochs, len(sampler)
-        log.info("family IMP phase %d/%d: %d module(s), up to %d epochs%s", r, rounds,
+        log.info("family %s: %d module(s), up to %d epochs%s", self.plan.label(phase) or "dense",
                  len(rows), epochs, "".join(f", {n} sparse ({alive[n]:.1%} alive)"
                                             for n in sorted(sparse)))
         for epoch in range(epochs):

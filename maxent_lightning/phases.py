@@ -169,6 +169,13 @@ class PhasePlan:
         """The masks after pruning one round from trained ``params``."""
         return self.strategy.prune(params, masks, self.rate, self.output_layer)
 
+    def label(self, phase: Phase) -> str:
+        """How progress output names a phase: 'IMP round 1/2', 'final phase' (after pruning),
+        '' for dense training."""
+        if not self.rounds:
+            return ""
+        return "final phase" if phase.final else f"IMP round {phase.round + 1}/{self.rounds}"
+
 
 def phase_epochs(cfg: DictConfig, final: bool) -> int:
     """E in the final phase; ``imp.round_epochs`` per round, or E // N when that is null."""

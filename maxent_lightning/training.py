@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from . import masks as M
 from . import moduledir
 from .builders import build_datamodule, init_theta0, module_spec, spec_fingerprint
-from .callbacks import IterativeMagnitudePruning, RestoreBestWeights
+from .callbacks import IterativeMagnitudePruning, RestoreBestWeights, progress_bar
 from .loggers import build_loggers, finish_loggers
 from .module import MaxEntModule
 from .phases import phase_callbacks, plan, run_name
@@ -38,16 +38,18 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     M.rewind(net, theta0, masks)
     loggers = build_loggers(cfg, out_dir, name=run_name(dm.rewarded, cfg.seed))
     what = f"module R={dm.rewarded} seed={cfg.seed}"
+    shown = not quiet and cfg.trainer.enable_progress_bar
     for phase in phases.phases[start:]:
         phase.begin(dm)
         best = RestoreBestWeights()
         trainer = instantiate(
             cfg.trainer,
             max_epochs=phase.epochs,
-            callbacks=[*phase_callbacks(cfg), best, pruner],
+            callbacks=[*phase_callbacks(cfg), best, pruner,
+                       *([progress_bar(phases.label(phase))] if shown else [])],
             logger=loggers or False,
             default_root_dir=str(out_dir),
-            enable_progress_bar=not quiet and cfg.trainer.enable_progress_bar,
+            enable_progress_bar=shown,
         )
         trainer.fit(module, datamodule=dm)
         stop_epochs.append(trainer.current_epoch)
