@@ -191,7 +191,7 @@ class Job:
         if moduledir.finished_run(job.out, job.fingerprint, "job", fix) is not None:
             print(f"skip: {task} job already done in {job.out}")
             return None
-        write_text(job.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        moduledir.write_config(job.out, cfg)
         job.devices = setup_device(cfg)
         return job
 

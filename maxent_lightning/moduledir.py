@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import masks as M
 from .errors import UserError
@@ -30,6 +32,7 @@ from .storage import (
     save_torch,
     state_digest,
     write_json,
+    write_text,
 )
 
 DONE, MODULE, ROUNDS = "metrics.json", "module.pt", "imp"
@@ -181,6 +184,19 @@ def claimed(directory: Path):
                         "choose another hydra.run.dir / hydra.sweep.dir") from None
     with claim:
         yield
+
+
+def write_config(directory: Path, cfg: DictConfig) -> None:
+    """A run's ``config.yaml`` (resolved) and, as Hydra keeps them, ``.hydra/overrides.yaml``
+    (the overrides of its command line) and ``.hydra/hydra.yaml``; written by the task once the
+    directory is known to be this run's (Hydra's own copy is off: ``hydra.output_subdir``)."""
+    directory = Path(directory)
+    write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        write_text(directory / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(hc.overrides.task))
+        write_text(directory / ".hydra" / "hydra.yaml",
+                   OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
 
 
 def save_trained(directory: Path, seed: int, dm, rewarded, test: dict, confusion: torch.Tensor,

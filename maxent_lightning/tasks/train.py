@@ -4,12 +4,11 @@ import math
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .. import moduledir
 from ..builders import module_spec, spec_fingerprint
 from ..phases import imp_used, validate
-from ..storage import write_text
 from ..training import train_module
 
 
@@ -17,7 +16,7 @@ def claim_output_dir(out: Path, cfg: DictConfig, fingerprint: str) -> None:
     """Refuse a directory that holds a finished run of another config; record this config."""
     moduledir.finished_run(out, fingerprint, "run",
                            "choose another hydra.run.dir or delete that run")
-    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    moduledir.write_config(out, cfg)
 
 
 def summary(metrics: dict, requested_sparsity: float, out: Path) -> str:
