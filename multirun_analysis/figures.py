@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from maxent_lightning.results import KEYS  # noqa: E402
 
 from .load import NoRows, confusion_matrices  # noqa: E402
-from .tables import ENTROPY, RACC, _need, _rank, _test, name  # noqa: E402
+from .tables import ENTROPY, RACC, _need, _rank, _test, name, summary_name  # noqa: E402
 
 MERGES = ("weight", "logit")
 STYLE = {"weight": "tab:blue", "logit": "tab:red", "train": "tab:blue", "test": "tab:orange"}
@@ -44,10 +44,12 @@ def _label(keys, values) -> str:
                      for k, v in zip(keys, values, strict=True))
 
 
-def _axes(n: int, ncols: int, w: float = 4.0, h: float = 3.0):
+def _axes(n: int, ncols: int, w: float = 4.0, h: float = 3.0, sharey=False, **kw):
+    """A grid for ``n`` panels; ``sharey`` (True, 'row', 'col') where panels are compared."""
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False,
+                             sharey=sharey, **kw)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat)
@@ -55,7 +57,8 @@ def _axes(n: int, ncols: int, w: float = 4.0, h: float = 3.0):
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -114,7 +117,8 @@ def fig3(df: pd.DataFrame, out: Path) -> list[Path]:
         m = d[d["merge"] == merge]
         datas = _sorted(m["data"], "data")
         fig, axes = _axes(2 * len(datas), len(datas), w=max(4.0, 1.2 * m["model"].nunique()
-                                                            * m["cardinality"].nunique()))
+                                                            * m["cardinality"].nunique()),
+                          sharey="row")
         for i, (metric, data) in enumerate((mt, da) for mt in (RACC, ENTROPY) for da in datas):
             ax = axes[i]
             _bars(ax, m[m["data"] == data], ["model", "cardinality"], "imp", metric)
@@ -129,7 +133,7 @@ def _merge_curves(d: pd.DataFrame, stem: str, out: Path, title: str, metric=RACC
     """Mean ``metric`` per merge step, colour = merge kind, solid = IMP, dashed = no IMP."""
     panels = _groups(d, _varying(d, ["data", "model", "loss", "sparsity", "temperature"]))
     keys = _varying(d, ["data", "model", "loss", "sparsity", "temperature"])
-    fig, axes = _axes(len(panels), 3)
+    fig, axes = _axes(len(panels), 3, sharey=True)
     for ax, (values, part) in zip(axes, panels, strict=False):
         for (merge, imp), p in _groups(part, ["merge", "imp"]):
             band(ax, p, "step", metric, color=STYLE.get(merge), ls="-" if imp else "--",
@@ -156,7 +160,7 @@ def fig5(df: pd.DataFrame, out: Path) -> list[Path]:
     for path, label, part in _files(d, ["data", "model", "loss", "imp"], "fig5", out):
         panel = "step" if part["step"].notna().any() else "cardinality"
         panels = _groups(part, [panel])
-        fig, axes = _axes(len(panels), 5, w=3.2, h=2.6)
+        fig, axes = _axes(len(panels), 5, w=3.2, h=2.6, sharey=True)
         for ax, (values, p) in zip(axes, panels, strict=False):
             for split in _sorted(p["split"], "split"):
                 band(ax, p[p["split"] == split], "t", "barrier_pct", color=STYLE.get(split),
@@ -171,15 +175,18 @@ def fig5(df: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def _sweep(df: pd.DataFrame, hue: str, stem: str, out: Path, what: str) -> list[Path]:
-    """Entropy and rewarded accuracy per merge step (or |R|), one line per value of ``hue``."""
+    """Entropy and rewarded accuracy per merge step (or |R|), one line per value of ``hue``;
+    only where ``hue`` takes two values or more (one value is no sweep)."""
     d = _test(df[df["merge"].isin(MERGES) & df[hue].notna()])
     comp = d[(d["task"] == "complete") & d["step"].notna()]
     d, x = (comp, "step") if len(comp) else (d[d["task"] == "pairwise"], "cardinality")
     _need(d, f"{stem} ({what}: complete or pairwise rows)")
     paths = []
     for path, label, part in _files(d, ["data", "model", "loss", "imp"], stem, out):
+        if part[hue].nunique() < 2:
+            continue
         merges = _sorted(part["merge"], "merge")
-        fig, axes = _axes(2 * len(merges), 2)
+        fig, axes = _axes(2 * len(merges), 2, sharey="col")
         for i, (merge, metric) in enumerate((m, mt) for m in merges for mt in (ENTROPY, RACC)):
             ax = axes[i]
             for (h,), p in _groups(part[part["merge"] == merge], [hue]):
@@ -190,6 +197,10 @@ def _sweep(df: pd.DataFrame, hue: str, stem: str, out: Path, what: str) -> list[
             ax.legend(title=what, fontsize=7)
         fig.suptitle(f"{what} sweep {label}".strip())
         paths.append(_save(fig, path))
+    if not paths:
+        values = ", ".join(name(v) for v in _sorted(d[hue], hue))
+        raise NoRows(f"no {what} sweep for {stem}: {hue} takes one value ({values}) in each "
+                     "data/model/loss/IMP group; sweep two or more")
     return paths
 
 
@@ -207,9 +218,12 @@ def fig8(df: pd.DataFrame, out: Path) -> list[Path]:
     """CNN pairwise merges: rewarded accuracy vs pruning ratio P, one line per |R| and merge."""
     d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES) & df["sparsity"].notna()])
     _need(d, "fig8 (pairwise with sparsity)")
+    if d["sparsity"].nunique() < 2:
+        raise NoRows(f"no pruning-ratio sweep for fig8: one P ({name(d['sparsity'].iloc[0])}); "
+                     "sweep two or more imp.sparsity values")
     panels = _groups(d, _varying(d, ["data", "model", "loss"]))
     keys = _varying(d, ["data", "model", "loss"])
-    fig, axes = _axes(len(panels), 3)
+    fig, axes = _axes(len(panels), 3, sharey=True)
     for ax, (values, part) in zip(axes, panels, strict=False):
         for (card, merge), p in _groups(part, ["cardinality", "merge"]):
             band(ax, p, "sparsity", RACC, ls="-" if merge == "weight" else "--",
@@ -225,20 +239,21 @@ def cifar10(df: pd.DataFrame, out: Path) -> list[Path]:
     d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)])
     _need(d, "cifar10 (pairwise)")
     datas = _sorted(d["data"], "data")
-    fig, axes = _axes(2 * len(datas), 2)
+    fig, axes = _axes(2 * len(datas), 2, sharey="col")
     for i, (data, metric) in enumerate((da, mt) for da in datas for mt in (RACC, ENTROPY)):
         groups = ["model", "cardinality"] + _varying(d, ["loss", "imp", "sparsity"])
         _bars(axes[i], d[d["data"] == data], groups, "merge", metric)
         axes[i].set(title=f"{name(data)}: {name(metric)}", ylabel=name(metric))
         axes[i].legend(fontsize=7)
-    return [_save(fig, out / "cifar10.png")]
+    return [_save(fig, out / f"{summary_name('cifar10', d)}.png")]
 
 
 def cifar100(df: pd.DataFrame, out: Path) -> list[Path]:
     """Rewarded accuracy vs number of merged modules (complete merge), logit vs weight."""
     d = _test(df[(df["task"] == "complete") & df["merge"].isin(MERGES) & df["step"].notna()])
     _need(d, "cifar100 (task=complete with steps)")
-    return _merge_curves(d, "cifar100", out, "Accuracy vs number of merged modules")
+    return _merge_curves(d, summary_name("cifar100", d), out,
+                         "Accuracy vs number of merged modules")
 
 
 def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
@@ -261,16 +276,17 @@ def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
     for path, label, part in _files(mats, keys, "confusion", out):
         panel = [k for k in ("step", "cardinality", "class_set") if part[k].notna().any()]
         cells = _groups(part, panel)[:limit]
-        fig, axes = _axes(len(cells), 6, w=2.4, h=2.5)
+        fig, axes = _axes(len(cells), 6, w=2.4, h=2.5, layout="constrained")
         for ax, (values, p) in zip(axes, cells, strict=False):
-            ax.imshow(np.mean(np.stack(p["rate"].to_list()), axis=0), cmap="Blues", vmin=0,
-                      vmax=1)
+            image = ax.imshow(np.mean(np.stack(p["rate"].to_list()), axis=0), cmap="Blues",
+                              vmin=0, vmax=1)
             title = ", ".join(f"{'R' if k == 'class_set' else k}={name(v)}"
                               for k, v in zip(panel, values, strict=True))
             ax.set_title(f"{title} (n={len(p)})", fontsize=6)
             ticks = range(len(p["rate"].iloc[0])) if len(p["rate"].iloc[0]) <= 10 else []
             ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true")
             ax.tick_params(labelsize=5, length=0)
+        fig.colorbar(image, ax=axes[:len(cells)], shrink=0.8, label="fraction of the true class")
         fig.suptitle(f"Confusion matrices (row-normalized, mean over seeds) {label}".strip(),
                      fontsize=9)
         paths.append(_save(fig, path))

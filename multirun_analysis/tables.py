@@ -36,6 +36,8 @@ HEADERS = {
     "sparsity": "P", "temperature": "T", "merge": "Merge", "step": "Modules", "metric": "Metric",
 }
 EXTRA = ["sparsity", "temperature"]
+# What the .tex tables need in the document preamble (\toprule..., \multirow).
+LATEX_NEEDS = "% needs \\usepackage{booktabs} and \\usepackage{multirow}\n"
 
 
 def name(value) -> str:
@@ -141,7 +143,7 @@ class Table:
         paths = [out / f"{self.name}.{ext}" for ext in ("md", "csv", "tex")]
         paths[0].write_text(self.markdown() + "\n")
         self.stats.to_csv(paths[1], index=False)
-        paths[2].write_text(self.latex())
+        paths[2].write_text(LATEX_NEEDS + self.latex())
         return paths
 
 
@@ -267,7 +269,18 @@ def cifar10(df: pd.DataFrame) -> list[Table]:
     rows += _extra(d, rows + ["merge"])
     title = ("Logit averaging vs weight sum on pairwise merges, mean (std); "
              "bold = best merge by Welch's test (95%)")
-    return [Table("cifar10", title, summarize(d, rows, "merge", by="merge"), rows, "merge")]
+    return [Table(summary_name("cifar10", d), title, summarize(d, rows, "merge", by="merge"),
+                  rows, "merge")]
+
+
+# The CIFAR summaries on other data are named for what they show, not for CIFAR.
+SUMMARY_NAMES = {"cifar10": "logit_vs_weight", "cifar100": "merged_modules"}
+
+
+def summary_name(kind: str, df: pd.DataFrame) -> str:
+    """File name of the ``cifar10`` / ``cifar100`` summary of ``df``: that name only when every
+    row is of that data set (no 'cifar10' table from MNIST rows)."""
+    return kind if set(df["data"]) == {kind} else SUMMARY_NAMES[kind]
 
 
 def _steps(steps) -> list:
@@ -287,5 +300,5 @@ def cifar100(df: pd.DataFrame) -> list[Table]:
     rows += [k for k in ("loss", "imp") if d[k].nunique() > 1]
     title = ("Complete merge: rewarded accuracy by number of merged modules, mean (std) over "
              "seeds and permutations; bold = best merge by Welch's test (95%)")
-    return [Table("cifar100", title, summarize(d, rows, "merge", metrics=(RACC,), by="merge"),
-                  rows, "merge")]
+    return [Table(summary_name("cifar100", d), title,
+                  summarize(d, rows, "merge", metrics=(RACC,), by="merge"), rows, "merge")]

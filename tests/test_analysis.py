@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from maxent_lightning.results import COLUMNS
-from multirun_analysis import analyze, load_runs
+from multirun_analysis import analyze, figures, load_runs
 from multirun_analysis.__main__ import main
 from multirun_analysis.load import confusion_matrices
 from multirun_analysis.tables import fmt, welch_bold
@@ -153,13 +153,78 @@ def test_figures_written(multirun, tmp_path):
     names = {p.name for p in report.written}
     # Files split by what varies: IMP for the sweeps, the loss for confusion grids.
     for fig in ("fig3.png", "fig3_logit.png", "fig4.png", "fig5.png", "fig6_imp.png",
-                "fig7_noimp.png", "fig8.png", "cifar10.png", "cifar100.png",
+                "fig7_noimp.png", "logit_vs_weight.png", "merged_modules.png",
                 "confusion_maxent_weight.png", "confusion_cross_entropy_logit.png", "index.md"):
         assert fig in names, fig
+    # One pruning ratio in the pairwise rows: no fig8; MNIST rows: nothing named cifar*.
+    assert not any(n.startswith(("fig8", "cifar")) for n in names), names
+    assert any(n.startswith("skipped fig8: no pruning-ratio sweep") for n in report.notes)
     for path in report.written:
         assert path.stat().st_size > 0
         if path.suffix == ".png":
             assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_only_supported_sweeps(tmp_path):
+    """Pairwise rows at one T and one P: `all` draws no T or P sweep and no fig8; asking for
+    one by name is a one-line error."""
+    root = tmp_path / "pairwise"
+    rows = [_row(task="pairwise", seed=seed, cardinality=1, pair=0, merge=m, rewarded_acc=0.9,
+                 nonrewarded_entropy=2.0) for seed in range(2) for m in ("weight", "logit")]
+    _write_job(root, 0, rows)
+    report = analyze([root], tmp_path / "r")
+    names = {p.name for p in report.written}
+    assert "fig3.png" in names and "table2.md" in names
+    assert not any(n.startswith(("fig6", "fig7", "fig8")) for n in names), names
+    assert [n.split(":")[0] for n in report.notes if "sweep" in n] == [
+        "skipped fig6", "skipped fig7", "skipped fig8"]
+    assert main([str(root), "--out", str(tmp_path / "r2"), "--table", "fig6"]) == 2
+
+
+@pytest.mark.parametrize("data", ["cifar10", "mnist5k"])
+def test_cifar_summaries_named_by_data(tmp_path, data):
+    root = tmp_path / data
+    rows = [_row(task="pairwise", data=data, seed=s, cardinality=1, pair=0, merge=m,
+                 rewarded_acc=0.9, nonrewarded_entropy=2.0) for s in range(2)
+            for m in ("weight", "logit")]
+    _write_job(root, 0, rows)
+    names = {p.name for p in analyze([root], tmp_path / "r", ["cifar10"]).written}
+    stem = "cifar10" if data == "cifar10" else "logit_vs_weight"
+    assert {f"{stem}.md", f"{stem}.tex", f"{stem}.png"} <= names, names
+
+
+def test_shared_axes_colorbar_and_latex(multirun, tmp_path, monkeypatch):
+    """Compared panels share their y range (fig4: one panel per P; fig6: one column per
+    metric), even where their values lie far apart; confusion grids carry a colorbar; the .tex
+    states the LaTeX packages it needs."""
+    root = tmp_path / "complete"
+    rows = [_row(task="complete", seed=seed, permutation=0, step=s, merge=m, sparsity=p,
+                 temperature=t, rewarded_acc=(0.9 if p == 0.9 else 0.2) - 0.01 * s - 0.01 * seed,
+                 nonrewarded_entropy=(2.0 if m == "weight" else 0.5) + 0.01 * s * t)
+            for seed in range(2) for s in range(1, 4) for m in ("weight", "logit")
+            for p in (0.9, 0.99) for t in (1.0, 5.0)]
+    _write_job(root, 0, rows)
+    figs = {}
+
+    def keep(fig, path):
+        figs[path.name] = fig
+        return save(fig, path)
+
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", keep)
+    analyze([root], tmp_path / "r", ["fig4", "fig6"])
+    panels = [ax for ax in figs["fig4.png"].axes if ax.get_visible()]
+    assert len(panels) == 4 and len({ax.get_ylim() for ax in panels}) == 1
+    fig6 = figs["fig6.png"].axes  # rows: weight, logit; columns: entropy, R-Acc
+    assert fig6[0].get_ylim() == fig6[2].get_ylim() and fig6[1].get_ylim() == fig6[3].get_ylim()
+    assert fig6[0].get_ylim() != fig6[1].get_ylim()
+
+    analyze([multirun[0]], tmp_path / "r", ["confusion", "table2"])
+    grid = figs["confusion_maxent_weight.png"]
+    assert [ax.get_label() for ax in grid.axes].count("<colorbar>") == 1
+    tex = (tmp_path / "r" / "table2.tex").read_text()
+    assert tex.startswith(r"% needs \usepackage{booktabs} and \usepackage{multirow}")
+    assert r"\toprule" in tex and r"\multirow" in tex
 
 
 def _cli(*args):
