@@ -276,7 +276,8 @@ def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
     for path, label, part in _files(mats, keys, "confusion", out):
         panel = [k for k in ("step", "cardinality", "class_set") if part[k].notna().any()]
         cells = _groups(part, panel)[:limit]
-        fig, axes = _axes(len(cells), 6, w=2.4, h=2.5, layout="constrained")
+        fig, axes = _axes(len(cells), 6, w=max(2.4, 3.6 / min(len(cells), 6)), h=2.5,
+                          layout="constrained")  # room for the title and the colorbar
         for ax, (values, p) in zip(axes, cells, strict=False):
             image = ax.imshow(np.mean(np.stack(p["rate"].to_list()), axis=0), cmap="Blues",
                               vmin=0, vmax=1)
@@ -288,7 +289,7 @@ def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
             ax.tick_params(labelsize=5, length=0)
         fig.colorbar(image, ax=axes[:len(cells)], shrink=0.8, label="fraction of the true class")
         fig.suptitle(f"Confusion matrices (row-normalized, mean over seeds) {label}".strip(),
-                     fontsize=9)
+                     fontsize=9, wrap=True)
         paths.append(_save(fig, path))
     return paths
 
