@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +40,15 @@ def trace_calls(net: nn.Module, input_shape, modules) -> list[tuple[nn.Module, t
         for h in hooks:
             h.remove()
     return calls
+
+
+def model_name(cfg: DictConfig) -> str:
+    """The model config name (mlp_shallow, lenet, ...) when Hydra knows it, else the class."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("model")
+        if choice:
+            return str(choice)
+    return str(cfg.model._target_).rsplit(".", 1)[-1].lower()
 
 
 def plain(cfg: Any) -> Any:

@@ -45,10 +45,17 @@ from .builders import (
 )
 from .data.datamodule import check_rewarded
 from .evaluate import Plan, lean_trainer, run_plan
-from .loggers import build_loggers, finish_loggers
+from .loggers import (
+    begin_round,
+    build_loggers,
+    finish_loggers,
+    log_trained,
+    module_config,
+    module_run_name,
+)
 from .loss import MaxEntLoss, kl_to_target
 from .metrics import evaluation_metrics
-from .phases import Phase, StopRule, phase_callbacks, plan, run_name, validate
+from .phases import Phase, StopRule, phase_callbacks, plan, validate
 from .sparse import Pattern, family_linears
 from .targets import make_targets
 
@@ -233,7 +240,7 @@ class Member:
     start: int
     stop_epochs: list[int] = field(default_factory=list)
     failed: str | None = None  # why it diverged (then it trains no further and is not stored)
-    history: list[tuple[int, dict]] = field(default_factory=list)
+    loggers: list = field(default_factory=list)  # its own runs, logged live every epoch
     steps: int = 0
     val_metrics: object = None  # its MetricCollection, built once and reset every epoch
     # per round
@@ -481,6 +488,7 @@ class FamilyTrainer:
                       self.device, sparse, self.buffers)
         for k in rows:
             m = self.members[k]
+            begin_round(m.loggers, r)
             m.stoppers = [StopRule(cb) for cb in phase_callbacks(self.cfg)]
             m.best_score, m.best_epoch, m.best, m.last = float("inf"), -1, None, None
         gens = {k: _generator(self.members[k].fingerprint, r, self.device) for k in rows}
@@ -497,9 +505,10 @@ class FamilyTrainer:
             for i, k in enumerate(rows):
                 m = self.members[k]
                 m.steps += steps
-                if self.track:
-                    m.history.append((m.steps, {"epoch": epoch, "train/loss": float(train_loss[i]),
-                                                "val/loss": float(val[i]), **extra[i]}))
+                row = {"epoch": epoch, "train/loss": float(train_loss[i]),
+                       "val/loss": float(val[i]), **(extra[i] if self.track else {})}
+                for logger in m.loggers:
+                    logger.log_metrics(row, step=m.steps)
                 if float(val[i]) < m.best_score:  # RestoreBestWeights
                     m.best_score, m.best_epoch, m.best = float(val[i]), epoch, stack.row(i)
                 if any([rule.should_stop(val[i]) for rule in m.stoppers]):
@@ -554,23 +563,15 @@ class FamilyTrainer:
             m.out_dir, cfg.seed, dm, m.rewarded, {f"test/{k}": v for k, v in res.items()},
             confusion, state, m.masks, m.spec, m.fingerprint, self.theta0_id,
             self.loss.temperature, m.stop_epochs, wall_s)
-        self._replay_logs(m, metrics)
-        moduledir.mark_done(m.out_dir, metrics)
-        return metrics
-
-    def _replay_logs(self, m: Member, metrics: dict) -> None:
-        """Per-epoch history and test metrics into the member's own loggers, one run at a time."""
-        loggers = build_loggers(self.cfg, m.out_dir, name=run_name(m.rewarded, self.cfg.seed))
-        for logger in loggers:
-            for step, row in m.history:
-                logger.log_metrics(row, step=step)
-            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")}
-                               | {"sparsity": metrics["sparsity"]}, step=m.steps)
-            if hasattr(logger, "log_image"):
-                logger.log_image("test/confusion", [str(m.out_dir / "confusion.png")])
+        for logger in m.loggers:
+            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
+                               step=m.steps)
             logger.save()
             logger.finalize("success")
-        finish_loggers(loggers)
+        log_trained(m.loggers, m.out_dir, metrics)
+        finish_loggers(m.loggers)
+        moduledir.mark_done(m.out_dir, metrics)
+        return metrics
 
 
 def _member(cfg: DictConfig, rewarded, out_dir: Path, num_classes: int, name: str) -> Member:
@@ -606,6 +607,8 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
         resumed = moduledir.resume_point(m.out_dir, m.fingerprint, phases.rounds)
         m.masks, m.start, m.stop_epochs = resumed or (phases.full_masks(trainer.net), 0, [])
         m.masks = {n: v.cpu() for n, v in m.masks.items()}
+        m.loggers = build_loggers(cfg, m.out_dir, module_run_name(cfg, m.rewarded, m.fingerprint),
+                                  config=module_config(cfg, m.rewarded, m.fingerprint))
     with _deterministic(cfg.trainer.get("deterministic")):
         for phase in phases.phases[min(m.start for m in members):]:
             trainer.run_phase(phase)
@@ -613,6 +616,9 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
     trainer.net.cpu()
     results = [trainer.finish(m, share) for m in members if m.failed is None]
     failed = [m.failed for m in members if m.failed is not None]
+    for m in members:
+        if m.failed is not None:
+            finish_loggers(m.loggers, failed=True)
     if failed:
         raise moduledir.Diverged(f"{failed[0]} ({len(failed)} of {len(members)} modules "
                                  f"diverged; the other {len(results)} were stored)")

@@ -9,7 +9,7 @@ written last, so it marks the job done) and PNG figures.
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 from math import comb
 from pathlib import Path
@@ -22,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import moduledir
-from .builders import data_source, plain
+from .builders import data_source, model_name, plain
 from .errors import UserError
 from .evaluate import Plan, lean_trainer, run_plan
+from .loggers import WandbLogger, build_loggers, coordinates, finish_loggers, log_module
 from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
 from .phases import imp_used, validate
 from .plots import confusion_png
@@ -33,21 +34,12 @@ from .storage import ModuleRecord, config_digest, load_module, write_json, write
 from .store import ModuleStore
 
 # Config keys that do not change a job's results (left out of its fingerprint).
-IGNORED_KEYS = ("paths", "logger", "store", "family")
+IGNORED_KEYS = ("paths", "logger", "store", "family", "tags")
 IGNORED_TRAINER_KEYS = ("devices", "accelerator", "enable_progress_bar")
 GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 
 
 # ---------------------------------------------------------------- identity of a job
-def model_name(cfg: DictConfig) -> str:
-    """The model config name (mlp_shallow, lenet, ...) when Hydra knows it, else the class."""
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get("model")
-        if choice:
-            return str(choice)
-    return str(cfg.model._target_).rsplit(".", 1)[-1].lower()
-
-
 def job_fingerprint(cfg: DictConfig) -> str:
     """Digest of the resolved config minus what does not change the results."""
     def value(node):
@@ -179,6 +171,7 @@ class Job:
         self.out = Path(HydraConfig.get().runtime.output_dir)
         self.fingerprint = job_fingerprint(cfg)
         self.images: dict[str, Path] = {}
+        self.curves: dict[str, tuple] = {}
         self.devices = 1
         self.splits, self.module_paths = None, []
 
@@ -292,12 +285,14 @@ class Job:
 
     def plot(self, name: str, curves: dict, xlabel: str, ylabel: str, title: str = "",
              hline: float | None = None) -> Path:
+        """A line figure (PNG), also logged to W&B as a line series."""
+        self.curves[name] = (curves, xlabel, title or ylabel)
         return line_png(self.image(name), curves, xlabel, ylabel, title, hline)
 
     def finish(self, rows: list[dict], summary: dict, run_name: str = "",
                columns: Sequence[str] = COLUMNS) -> dict:
         """Write results.csv (and confusions.json: the ``confusions`` of the summary), log to
-        W&B (one run, finished here), then metrics.json."""
+        the configured loggers (one W&B run, finished here), then metrics.json."""
         frame = pd.DataFrame(rows, columns=list(columns))
         write_text(self.out / "results.csv", frame.to_csv(index=False))
         confusions = summary.pop("confusions", None)
@@ -306,26 +301,54 @@ class Job:
         metrics = {"fingerprint": self.fingerprint, "task": self.task,
                    "experiment": self.cfg.experiment_name, "rows": len(rows),
                    "wall_s": round(time.perf_counter() - self.t0, 2), **summary}
-        self._wandb(frame, metrics, run_name)
+        self.log(frame, metrics, run_name)
         write_json(self.out / "metrics.json", metrics)
         return metrics
 
-    def _wandb(self, frame: pd.DataFrame, metrics: dict, run_name: str) -> None:
-        wcfg = self.cfg.logger.get("wandb")
-        if wcfg is None:
-            return
-        import wandb
+    def run_name(self, name: str = "") -> str:
+        """Unique within a sweep: task, the task's coordinates, model-loss-imp, fingerprint."""
+        name = name or self.task
+        name = name if name.startswith(self.task) else f"{self.task}-{name}"
+        return f"{name}-{coordinates(self.cfg)}-{self.fingerprint[:6]}"
 
-        run = wandb.init(
-            project=wcfg.get("project", "maxent_lightning"),
-            group=f"{self.cfg.experiment_name}-seed{self.cfg.seed}", job_type=self.task,
-            name=run_name or f"{self.task}-{self.out.name}", dir=str(self.out),
-            mode=wcfg.get("mode", "offline"), config=plain(self.cfg), reinit="finish_previous",
-        )
-        try:
-            run.log({k: wandb.Image(str(p)) for k, p in self.images.items()})
-            run.log({"results": wandb.Table(dataframe=frame.astype(str))})
-            run.summary.update({k: v for k, v in metrics.items()
-                                if isinstance(v, int | float | str | bool)})
-        finally:
-            run.finish()
+    def log(self, frame: pd.DataFrame, metrics: dict, run_name: str = "") -> None:
+        """The job's run of each configured logger (W&B: flat numeric summary, the results as
+        a Table, curves as line series, figures; the merged checkpoint as an artifact)."""
+        loggers = build_loggers(self.cfg, self.out, self.run_name(run_name), job_type=self.task)
+        flat = flat_numbers(metrics)
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):  # one row: one step, one write
+                logger.experiment.log({**flat, **wandb_results(frame, self.curves, self.images)})
+            else:
+                logger.log_metrics(flat)
+            logger.save()
+        if "merged_checkpoint" in metrics:
+            log_module(loggers, Path(metrics["merged_checkpoint"]), self.fingerprint,
+                       {k: v for k, v in flat.items() if "/" not in k})
+        finish_loggers(loggers)
+
+
+def flat_numbers(tree: Mapping, prefix: str = "") -> dict:
+    """The numeric leaves of a nested summary as flat keys: ``weight/rewarded_acc``."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_numbers(value, f"{name}/"))
+        elif isinstance(value, bool | int | float | np.bool_ | np.number):
+            out[name] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+def wandb_results(frame: pd.DataFrame, curves: dict, images: dict) -> dict:
+    """A job's results as a W&B Table (numeric columns kept numeric), its curves as line series
+    and its other figures (confusions) as images."""
+    import wandb  # only with logger=wandb
+
+    out = {"results": wandb.Table(dataframe=frame.dropna(axis=1, how="all"))}
+    for name, (lines, xlabel, title) in curves.items():
+        out[name] = wandb.plot.line_series(
+            xs=[[float(x) for x in xs] for xs, _ in lines.values()],
+            ys=[[float(y) for y in ys] for _, ys in lines.values()],
+            keys=[str(k) for k in lines], title=title, xname=xlabel)
+    return out | {name: wandb.Image(str(path)) for name, path in images.items() if name not in out}

@@ -1,25 +1,140 @@
-"""The configured Lightning loggers of a module's training run, and their end."""
+"""The configured Lightning loggers of one module or composition job, and their end.
 
+With ``logger=wandb`` each module and each job is one W&B run: grouped by experiment and seed
+(``conf/logger/wandb.yaml``), job type ``train`` or the task, a name unique within a sweep
+(coordinates + fingerprint), the resolved config and the ``tags`` of the config. Several runs
+may be open at once (``reinit='create_new'``: the family trainer logs its modules live). The
+step keeps rising across IMP rounds and every logged row carries ``imp/round``.
+"""
+
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig
+from lightning.pytorch import loggers as pl_loggers
+from omegaconf import DictConfig, OmegaConf
+
+from . import moduledir
+from .builders import model_name, plain
+from .errors import UserError
+from .phases import imp_used
 
 
-def build_loggers(cfg: DictConfig, out_dir: Path, name: str, job_type: str = "train") -> list:
-    """The configured loggers (W&B, CSV, none), writing under ``out_dir``."""
+class RoundSteps:
+    """Logger mixin: steps offset by the training steps of the IMP rounds before this one (each
+    round is a fresh Lightning fit whose step starts at 0); rows carry ``imp/round``."""
+
+    step_offset: int = 0
+    imp_round: int | None = None
+
+    def begin_round(self, imp_round: int, step_offset: int = 0) -> None:
+        self.imp_round, self.step_offset = int(imp_round), int(step_offset)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.imp_round is not None:
+            metrics = {**metrics, "imp/round": self.imp_round}
+        super().log_metrics(metrics, None if step is None else step + self.step_offset)
+
+
+class CSVLogger(RoundSteps, pl_loggers.CSVLogger):
+    """Lightning's CSV logger with steps rising across IMP rounds."""
+
+
+class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
+    """Lightning's W&B logger for one run among several open at once, with steps rising across
+    IMP rounds, module checkpoints as artifacts when ``log_model`` is set, and without W&B's
+    deprecated ``anonymous`` setting (whose warning every run printed)."""
+
+    def __init__(self, *args, log_model: bool | str = False, **kwargs):
+        kwargs.setdefault("reinit", "create_new")
+        super().__init__(*args, log_model=log_model, **kwargs)
+        self.log_modules = bool(log_model)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+    def log_module(self, path: Path, fingerprint: str, metadata: Mapping) -> None:
+        """The module checkpoint ``path`` as a ``model`` artifact (when ``log_model``)."""
+        if not self.log_modules:
+            return
+        import wandb  # only with logger=wandb
+
+        artifact = wandb.Artifact(f"module-{fingerprint}", type="model", metadata=dict(metadata))
+        artifact.add_file(str(path), name=Path(path).name)
+        self.experiment.log_artifact(artifact, aliases=["latest"])
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self._experiment is not None:
+            self._experiment.finish(exit_code=exit_code)
+            self._experiment = None
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """The ``tags`` of the config as W&B takes them (a list of strings of 1-64 characters)."""
+    tags = cfg.get("tags") or []
+    tags = [tags] if isinstance(tags, str) else tags
+    if not OmegaConf.is_list(tags) and not isinstance(tags, list):
+        raise UserError(f"tags={tags} must be a list of words, e.g. tags=[baseline,mnist]")
+    bad = [t for t in tags if not 1 <= len(str(t)) <= 64]
+    if bad:
+        raise UserError(f"tag '{bad[0]}' must have 1 to 64 characters")
+    return [str(t) for t in tags]
+
+
+def coordinates(cfg: DictConfig) -> str:
+    """model-loss-imp of a config, as results rows name them."""
+    imp = cfg.imp.scope if imp_used(cfg.imp) else "dense"
+    return f"{model_name(cfg)}-{cfg.loss.targets}-{imp}"
+
+
+def module_run_name(cfg: DictConfig, rewarded: Sequence[int], fingerprint: str) -> str:
+    """The run name of a module: rewarded set, seed, coordinates, fingerprint (unique)."""
+    return f"R{'-'.join(map(str, rewarded))}-s{cfg.seed}-{coordinates(cfg)}-{fingerprint[:6]}"
+
+
+def build_loggers(cfg: DictConfig, out_dir: Path, name: str, job_type: str = "train",
+                  config: Mapping | None = None) -> list:
+    """The configured loggers (W&B, CSV, none), writing under ``out_dir``; W&B gets the run
+    name, job type, tags and ``config`` (default: the resolved config)."""
     loggers = []
     for key, lcfg in cfg.logger.items():
-        extra = {"name": name, "job_type": job_type} if key == "wandb" else {}
-        loggers.append(instantiate(lcfg, save_dir=str(out_dir), **extra))
+        extra = {}
+        if key == "wandb":  # (config passed to the partial: instantiate has its own 'config')
+            extra = {"name": name, "job_type": job_type, "tags": run_tags(cfg),
+                     "config": dict(config) if config is not None else plain(cfg)}
+        loggers.append(instantiate(lcfg, _partial_=True, save_dir=str(out_dir))(**extra))
     return loggers
 
 
-def finish_loggers(loggers) -> None:
-    """End the W&B run of these loggers, so that the next module starts its own."""
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
-        import wandb
+def module_config(cfg: DictConfig, rewarded, fingerprint: str) -> dict:
+    """The resolved config of a module's run: its rewarded set and fingerprint."""
+    return {**plain(cfg), "task": "train", "rewarded": list(rewarded), "fingerprint": fingerprint}
 
-        if wandb.run is not None:
-            wandb.run.finish()
+
+def log_trained(loggers, out_dir: Path, metrics: dict) -> None:
+    """What a trained module adds to its loggers: sparsity, wall time, the confusion matrix,
+    and module.pt as an artifact (``logger.wandb.log_model=true``)."""
+    for logger in loggers:
+        logger.log_metrics({"sparsity": metrics["sparsity"], "wall_s": metrics["wall_s"]})
+        if hasattr(logger, "log_image"):
+            logger.log_image("test/confusion", [str(out_dir / "confusion.png")])
+    log_module(loggers, out_dir / moduledir.MODULE, metrics["fingerprint"],
+               {k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
+
+
+def begin_round(loggers, imp_round: int, step_offset: int = 0) -> None:
+    for logger in loggers:
+        if isinstance(logger, RoundSteps):
+            logger.begin_round(imp_round, step_offset)
+
+
+def log_module(loggers, path: Path, fingerprint: str, metadata: Mapping) -> None:
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_module(path, fingerprint, metadata)
+
+
+def finish_loggers(loggers, failed: bool = False) -> None:
+    """End the W&B run of these loggers (each module and job has its own)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.finish(exit_code=1 if failed else 0)

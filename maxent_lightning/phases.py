@@ -3,13 +3,13 @@
 A module trains in ``rounds + 1`` phases: IMP rounds 0..N-1 (each ends by pruning and rewinding
 to θ0), then the final phase. The plan fixes, from the config alone, each phase's epochs and
 seeds, the pruning strategy and rate, the prunable tensors and output layer, the early-stopping
-rule, what is logged and under which run name. ``training`` (Lightning, one module) and
+rule and what is logged. ``training`` (Lightning, one module) and
 ``family`` (vectorized, K modules) both execute it.
 """
 
 import ctypes
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lightning as L
@@ -90,11 +90,6 @@ def validate(cfg: DictConfig) -> None:
     if not OmegaConf.is_list(cfg.rewarded):
         raise UserError(f"rewarded={cfg.rewarded} must be a list of classes, e.g. "
                         f"rewarded=[{cfg.rewarded}]")
-
-
-def run_name(rewarded: Sequence[int], seed: int) -> str:
-    """The logger run name of a module."""
-    return f"R{'-'.join(map(str, rewarded))}_s{seed}"
 
 
 def tracks_val_metrics(cfg: DictConfig) -> bool:

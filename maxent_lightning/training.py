@@ -11,9 +11,16 @@ from . import masks as M
 from . import moduledir
 from .builders import build_datamodule, init_theta0, module_spec, spec_fingerprint
 from .callbacks import IterativeMagnitudePruning, RestoreBestWeights, progress_bar
-from .loggers import build_loggers, finish_loggers
+from .loggers import (
+    begin_round,
+    build_loggers,
+    finish_loggers,
+    log_trained,
+    module_config,
+    module_run_name,
+)
 from .module import MaxEntModule
-from .phases import phase_callbacks, plan, run_name
+from .phases import phase_callbacks, plan
 
 
 def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
@@ -36,11 +43,14 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     masks, start, stop_epochs = resumed or (phases.full_masks(net), 0, [])
     pruner = IterativeMagnitudePruning(phases, theta0, masks, start_round=start)
     M.rewind(net, theta0, masks)
-    loggers = build_loggers(cfg, out_dir, name=run_name(dm.rewarded, cfg.seed))
+    loggers = build_loggers(cfg, out_dir, module_run_name(cfg, dm.rewarded, fingerprint),
+                            config=module_config(cfg, dm.rewarded, fingerprint))
     what = f"module R={dm.rewarded} seed={cfg.seed}"
     shown = not quiet and cfg.trainer.enable_progress_bar
+    steps = 0  # of the rounds before this phase: the loggers' step keeps rising
     for phase in phases.phases[start:]:
         phase.begin(dm)
+        begin_round(loggers, phase.round, steps)
         best = RestoreBestWeights()
         trainer = instantiate(
             cfg.trainer,
@@ -53,6 +63,8 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
         )
         trainer.fit(module, datamodule=dm)
         stop_epochs.append(trainer.current_epoch)
+        if not phase.final:
+            steps += trainer.global_step
         moduledir.check_phase(best.best_score, best.best_state or {},
                               f"{what} in IMP phase {phase.round}")
         if not phase.final:
@@ -64,10 +76,7 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
         out_dir, cfg.seed, dm, dm.rewarded, {k: float(v) for k, v in results.items()},
         module.test_confusion.compute(), net.cpu().state_dict(), pruner.masks, spec,
         fingerprint, theta0_id, loss.temperature, stop_epochs, time.perf_counter() - start_time)
-    for logger in loggers:
-        logger.log_metrics({"sparsity": metrics["sparsity"]})
-        if hasattr(logger, "log_image"):
-            logger.log_image("test/confusion", [str(out_dir / "confusion.png")])
+    log_trained(loggers, out_dir, metrics)
     finish_loggers(loggers)
     moduledir.mark_done(out_dir, metrics)
     return metrics

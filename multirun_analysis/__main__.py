@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from . import ARTIFACTS, AnalysisError, analyze
+from .publish import publish
 
 
 def main(argv=None) -> int:
@@ -14,6 +15,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output directory, e.g. reports/table2")
     parser.add_argument("--table", nargs="+", default=["all"], metavar="NAME",
                         help=f"what to write: all (default) or any of {', '.join(ARTIFACTS)}")
+    parser.add_argument("--wandb", nargs="?", const="maxent_lightning", metavar="PROJECT",
+                        help="also publish the tables (as W&B Tables) and figures to W&B project "
+                             "PROJECT (default maxent_lightning; offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
     try:
         report = analyze(args.dirs, args.out, args.table)
@@ -25,6 +29,9 @@ def main(argv=None) -> int:
         print(note)
     for path in report.written:
         print(f"wrote {path}")
+    if args.wandb:
+        run_dir = publish(report, args.out, args.wandb)
+        print(f"W&B run {run_dir} (upload: wandb sync {run_dir})")
     return 0
 
 

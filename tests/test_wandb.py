@@ -1,0 +1,168 @@
+"""W&B: one group per experiment and seed, job types, unique names, config, tags, numeric
+summaries and Tables, a step rising across IMP rounds; read back from the offline run files."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from test_analysis import make_multirun
+
+from maxent_lightning.errors import UserError
+from maxent_lightning.jobs import flat_numbers
+from maxent_lightning.loggers import run_tags
+from multirun_analysis.__main__ import main as analysis_main
+
+BLOCK, HEADER = 32768, 7  # the LevelDB log framing of W&B's .wandb transaction log
+
+
+def records(path: Path):
+    """The protobuf records of an offline run's ``run-*.wandb`` file."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    raw, pos, buf = path.read_bytes(), HEADER, b""
+    assert raw[:4] == b":W&B"
+    while pos + HEADER <= len(raw):
+        if BLOCK - pos % BLOCK < HEADER:  # block trailer
+            pos += BLOCK - pos % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + HEADER])
+        if kind == 0:
+            break
+        buf += raw[pos + HEADER:pos + HEADER + length]
+        pos += HEADER + length
+        if kind in (1, 4):  # full or last fragment
+            record = pb.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            yield record
+
+
+def read_run(run_dir: Path) -> dict:
+    """group, job_type, name, tags, config, history rows and final summary of an offline run."""
+    out = {"config": {}, "history": [], "summary": {}}
+    for r in records(next(run_dir.glob("run-*.wandb"))):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            out.update(group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name,
+                       tags=list(r.run.tags))
+            out["config"].update({i.key: json.loads(i.value_json) for i in r.run.config.update})
+        elif kind == "config":  # nested keys: W&B's own (_wandb/visualize/<chart>)
+            out["config"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                  for i in r.config.update})
+        elif kind == "history":
+            out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                   for i in r.history.item})
+    for row in out["history"]:
+        out["summary"].update(row)
+    return out
+
+
+def runs_under(root: Path) -> list[dict]:
+    return [read_run(d) for d in sorted(root.rglob("offline-run-*"))]
+
+
+@pytest.mark.parametrize("family", [True, False], ids=["family", "sequential"])
+def test_pairwise_job_and_its_modules_tell_the_story(tmp_path, monkeypatch, run_job, family):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "job"
+    run_job(out, "task=pairwise", "logger=wandb", "tags=[smoke,c13]", "imp.rounds=1",
+            "trainer.max_epochs=2", "model.hidden=[16]", f"family.enabled={family}",
+            "experiment_name=story")
+    (job,) = runs_under(out)
+    modules = runs_under(tmp_path / "store")
+    assert len(modules) == 2
+    for run in [job, *modules]:
+        assert run["group"] == "story-seed0" and run["tags"] == ["smoke", "c13"]
+        assert run["config"]["seed"] == 0 and run["config"]["tags"] == ["smoke", "c13"]
+        assert run["config"]["data"]["name"] == "digits"
+    assert job["job_type"] == "pairwise" and {m["job_type"] for m in modules} == {"train"}
+    names = [r["name"] for r in [job, *modules]]
+    assert len(set(names)) == 3 and all("mlp_shallow-maxent-global" in n for n in names)
+    assert sorted(m["config"]["rewarded"] for m in modules) == [[0], [8]]
+
+    for m in modules:  # live per epoch, the step rising across the IMP rounds
+        rows = [h for h in m["history"] if "val/loss" in h]
+        steps = [h["trainer/global_step"] for h in rows]
+        assert [h["imp/round"] for h in rows] == [0, 0, 1, 1]
+        assert steps == sorted(steps) and len(set(steps)) == 4
+        assert isinstance(m["summary"]["test/rewarded_acc"], int | float)
+        assert m["summary"]["trainer/global_step"] >= steps[-1]  # test: after the last round
+
+    summary = job["summary"]
+    for key in ("weight/rewarded_acc", "weight/nonrewarded_entropy", "logit/rewarded_acc",
+                "logit/nonrewarded_entropy", "wall_s", "rows"):
+        assert isinstance(summary[key], int | float), key
+    table = next(out.rglob("media/table/results_*.table.json"))
+    frame = pd.DataFrame(**{k: json.loads(table.read_text())[k] for k in ("columns", "data")})
+    assert frame["rewarded_acc"].dtype.kind == "f" and frame["pair"].dtype.kind == "i"
+    assert list(frame["merge"]) == ["none", "none", "weight", "logit"]
+
+
+def test_curves_are_line_series_and_modules_artifacts(tmp_path, monkeypatch, run_job):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "mc"
+    run_job(out, "task=mode_connectivity", "path.between=pair", "path.points=3", "logger=wandb",
+            "logger.wandb.log_model=true", "imp=none", "trainer.max_epochs=1",
+            "model.hidden=[16]")
+    (job,) = runs_under(out)
+    assert job["job_type"] == "mode_connectivity"
+    for split in ("test", "train"):  # a line-series chart over a table of 3 points
+        chart = job["config"][f"_wandb/visualize/barrier_{split}"]["panel_config"]
+        assert chart["panelDefId"] == "wandb/lineseries/v0"
+        assert chart["stringSettings"]["xname"] == "t"
+        assert job["summary"][f"barrier_{split}_table/nrows"] == 3
+    assert isinstance(job["summary"]["max_barrier_pct/test/pair"], int | float)
+    for run_file in (tmp_path / "store").rglob("offline-run-*/run-*.wandb"):
+        assert "artifact" in {r.WhichOneof("record_type") for r in records(run_file)}
+
+
+def test_tags_are_checked():
+    assert run_tags(OmegaConf.create({"tags": "solo"})) == ["solo"]
+    assert run_tags(OmegaConf.create({"tags": [1, "b"]})) == ["1", "b"]
+    with pytest.raises(UserError, match="1 to 64"):
+        run_tags(OmegaConf.create({"tags": ["x" * 65]}))
+
+
+def test_flat_numeric_summary():
+    tree = {"weight": {"rewarded_acc": 0.5, "class_sets": [[0]]}, "task": "pairwise",
+            "max_barrier_pct": {"test": {"2": 1.5}}, "connected": True, "rows": 4}
+    assert flat_numbers(tree) == {"weight/rewarded_acc": 0.5, "max_barrier_pct/test/2": 1.5,
+                                  "connected": True, "rows": 4}
+
+
+def test_csv_logger_never_imports_wandb_and_its_step_rises(tmp_path, fast_overrides):
+    script = (
+        "import sys\n"
+        "from maxent_lightning.config import compose_config\n"
+        "from maxent_lightning.cli import run_task\n"
+        f"run_task(compose_config({[*fast_overrides, 'logger=csv', 'imp.rounds=1']!r}"
+        f" + ['paths.store_dir={tmp_path}/store'], output_dir='{tmp_path}/run'))\n"
+        "print('wandb' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "False"
+    frame = pd.read_csv(next((tmp_path / "run").rglob("metrics.csv")))
+    rows = frame.dropna(subset=["val/loss"])
+    assert list(rows["imp/round"]) == [0, 0, 1, 1]
+    assert rows["step"].is_monotonic_increasing and rows["step"].nunique() == 4
+
+
+def test_analysis_publishes_tables_as_wandb_tables(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    root, _ = make_multirun(tmp_path / "multirun" / "synthetic")
+    args = [str(root), "--out", str(tmp_path / "r"), "--table", "table2", "--wandb"]
+    assert analysis_main(args) == 0
+    assert "wandb sync" in capsys.readouterr().out
+    (run,) = runs_under(tmp_path / "r")
+    assert run["job_type"] == "analysis" and run["summary"]["tables/table2/nrows"] > 0
+    table = json.loads(next((tmp_path / "r").rglob("media/table/tables/table2*.json")).read_text())
+    frame = pd.DataFrame(table["data"], columns=table["columns"])
+    assert frame["mean"].dtype.kind == "f" and frame["n"].dtype.kind == "i"
