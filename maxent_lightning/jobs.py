@@ -25,7 +25,14 @@ from . import moduledir
 from .builders import data_source, model_name, plain
 from .errors import UserError
 from .evaluate import Plan, lean_trainer, run_plan
-from .loggers import WandbLogger, build_loggers, coordinates, finish_loggers, log_module
+from .loggers import (
+    WandbLogger,
+    build_loggers,
+    coordinates,
+    finish_loggers,
+    log_module,
+    run_tags,
+)
 from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
 from .phases import imp_used, validate
 from .plots import confusion_png
@@ -179,6 +186,7 @@ class Job:
     def start(cls, cfg: DictConfig, task: str) -> "Job | None":
         """The job, or None (after printing 'skip') when it already finished."""
         validate(cfg)
+        run_tags(cfg)  # bad tags fail before any work
         job = cls(cfg, task)
         fix = "choose another hydra.sweep.dir / hydra.run.dir or delete it"
         if moduledir.finished_run(job.out, job.fingerprint, "job", fix) is not None:
@@ -306,10 +314,12 @@ class Job:
         return metrics
 
     def run_name(self, name: str = "") -> str:
-        """Unique within a sweep: task, the task's coordinates, model-loss-imp, fingerprint."""
+        """Unique within a sweep: task, the task's coordinates, model-loss-imp (from the config;
+        not for given checkpoints), fingerprint."""
         name = name or self.task
         name = name if name.startswith(self.task) else f"{self.task}-{name}"
-        return f"{name}-{coordinates(self.cfg)}-{self.fingerprint[:6]}"
+        coords = "" if self.cfg.checkpoints else f"{coordinates(self.cfg)}-"
+        return f"{name}-{coords}{self.fingerprint[:6]}"
 
     def log(self, frame: pd.DataFrame, metrics: dict, run_name: str = "") -> None:
         """The job's run of each configured logger (W&B: flat numeric summary, the results as

@@ -13,6 +13,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from . import moduledir
 from .builders import model_name, plain
@@ -68,6 +69,15 @@ class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
             self._experiment = None
 
 
+def resolved(cfg: DictConfig) -> dict:
+    """The resolved config of a run; outside a Hydra run (tests, notebooks), where
+    ``${hydra:...}`` cannot resolve, the config as written."""
+    try:
+        return plain(cfg)
+    except InterpolationResolutionError:
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 def run_tags(cfg: DictConfig) -> list[str]:
     """The ``tags`` of the config as W&B takes them (a list of strings of 1-64 characters)."""
     tags = cfg.get("tags") or []
@@ -100,14 +110,15 @@ def build_loggers(cfg: DictConfig, out_dir: Path, name: str, job_type: str = "tr
         extra = {}
         if key == "wandb":  # (config passed to the partial: instantiate has its own 'config')
             extra = {"name": name, "job_type": job_type, "tags": run_tags(cfg),
-                     "config": dict(config) if config is not None else plain(cfg)}
+                     "config": dict(config) if config is not None else resolved(cfg)}
         loggers.append(instantiate(lcfg, _partial_=True, save_dir=str(out_dir))(**extra))
     return loggers
 
 
 def module_config(cfg: DictConfig, rewarded, fingerprint: str) -> dict:
     """The resolved config of a module's run: its rewarded set and fingerprint."""
-    return {**plain(cfg), "task": "train", "rewarded": list(rewarded), "fingerprint": fingerprint}
+    return {**resolved(cfg), "task": "train", "rewarded": list(rewarded),
+            "fingerprint": fingerprint}
 
 
 def log_trained(loggers, out_dir: Path, metrics: dict) -> None:
