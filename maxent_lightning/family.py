@@ -607,6 +607,7 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
         resumed = moduledir.resume_point(m.out_dir, m.fingerprint, phases.rounds)
         m.masks, m.start, m.stop_epochs = resumed or (phases.full_masks(trainer.net), 0, [])
         m.masks = {n: v.cpu() for n, v in m.masks.items()}
+        m.steps = sum(m.stop_epochs) * len(trainer.dm.train_dataloader())  # resumed rounds
         m.loggers = build_loggers(cfg, m.out_dir, module_run_name(cfg, m.rewarded, m.fingerprint),
                                   config=module_config(cfg, m.rewarded, m.fingerprint))
     with _deterministic(cfg.trainer.get("deterministic")):

@@ -47,7 +47,9 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
                             config=module_config(cfg, dm.rewarded, fingerprint))
     what = f"module R={dm.rewarded} seed={cfg.seed}"
     shown = not quiet and cfg.trainer.enable_progress_bar
-    steps = 0  # of the rounds before this phase: the loggers' step keeps rising
+    # training steps of the rounds before this phase: the loggers' step keeps rising (a resumed
+    # run counts the finished rounds' epochs)
+    steps = sum(stop_epochs) * len(dm.train_dataloader())
     for phase in phases.phases[start:]:
         phase.begin(dm)
         begin_round(loggers, phase.round, steps)

@@ -14,8 +14,10 @@ from omegaconf import OmegaConf
 from test_analysis import make_multirun
 
 from maxent_lightning.errors import UserError
+from maxent_lightning.family import train_family
 from maxent_lightning.jobs import flat_numbers
 from maxent_lightning.loggers import run_tags
+from maxent_lightning.training import train_module
 from multirun_analysis.__main__ import main as analysis_main
 
 BLOCK, HEADER = 32768, 7  # the LevelDB log framing of W&B's .wandb transaction log
@@ -166,3 +168,21 @@ def test_analysis_publishes_tables_as_wandb_tables(tmp_path, monkeypatch, capsys
     table = json.loads(next((tmp_path / "r").rglob("media/table/tables/table2*.json")).read_text())
     frame = pd.DataFrame(table["data"], columns=table["columns"])
     assert frame["mean"].dtype.kind == "f" and frame["n"].dtype.kind == "i"
+
+
+@pytest.mark.parametrize("family", [True, False], ids=["family", "sequential"])
+def test_a_resumed_module_continues_the_step(make_cfg, tmp_path, family):
+    cfg = make_cfg("logger=csv", "imp.rounds=1")
+    out = tmp_path / "m"
+
+    def train():
+        return train_family(cfg, [([2], out)]) if family else train_module(cfg, out, [2])
+
+    train()
+    for name in ("module.pt", "metrics.json"):  # stopped in the final phase: resumes there
+        (out / name).unlink()
+    train()
+    first, resumed = (pd.read_csv(p).dropna(subset=["val/loss"])
+                      for p in sorted(out.glob("csv/*/metrics.csv")))
+    assert set(resumed["imp/round"]) == {1}
+    assert list(resumed["step"]) == list(first[first["imp/round"] == 1]["step"])
