@@ -1,1 +1,0 @@
-"""Tasks dispatched by ``cfg.task``."""
