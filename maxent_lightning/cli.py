@@ -40,6 +40,9 @@ def run_task(cfg: DictConfig):
     """Run the task of ``cfg`` in its Hydra output directory, claimed for this run alone."""
     if cfg.task not in TASKS:
         raise UserError(f"unknown task '{cfg.task}'; choose one of: {', '.join(TASKS)}")
+    if cfg.get("plan_only"):  # a multirun's planner printed the plan and stopped before
+        print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
+        return None
     task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
     with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)):
         return task.run(cfg)

@@ -37,11 +37,12 @@ from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
 from .phases import imp_used, validate
 from .plots import confusion_png
 from .results import COLUMNS
-from .storage import ModuleRecord, config_digest, load_module, write_json, write_text
+from .storage import ModuleRecord, config_digest, read_module, write_json, write_text
 from .store import ModuleStore
 
 # Config keys that do not change a job's results (left out of its fingerprint).
-IGNORED_KEYS = ("paths", "logger", "store", "family", "tags")
+IGNORED_KEYS = ("paths", "logger", "store", "family", "tags", "plan_only", "sweep_training",
+                "figures")
 IGNORED_TRAINER_KEYS = ("devices", "accelerator", "enable_progress_bar")
 GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 
@@ -208,7 +209,7 @@ class Job:
         unless ``compose=False`` (modules evaluated only alone)."""
         store = ModuleStore(self.cfg.store.root, self.cfg.store.train_missing)
         self.module_paths = store.get_many(self.cfg, rewarded_sets)
-        records = [load_module(p) for p in self.module_paths]
+        records = [read_module(p) for p in self.module_paths]
         if compose:
             check_composable(records)
         return records
@@ -220,7 +221,7 @@ class Job:
         if not paths:
             raise UserError("no modules given; set checkpoints=[a/module.pt,b/module.pt]")
         self.module_paths = paths
-        records = [load_module(p) for p in paths]
+        records = [read_module(p) for p in paths]
         check_composable(records)
         self.load_data(records[0].spec["data"]["name"])
         return records

@@ -25,9 +25,9 @@ from .plots import confusion_png
 from .storage import (
     CorruptFile,
     ModuleRecord,
-    load_module,
     load_torch,
     read_json,
+    read_module,
     save_module,
     save_torch,
     state_digest,
@@ -96,7 +96,7 @@ def module_status(directory: Path, fingerprint: str) -> tuple[str | None, dict |
         missing = [k for k in REQUIRED if k not in metrics]
         if missing:
             raise CorruptFile(f"{directory / DONE} lacks {', '.join(missing)}")
-        load_module(directory / MODULE, fingerprint)
+        read_module(directory / MODULE, fingerprint)
     except CorruptFile as err:
         return err.problem, None
     return None, metrics

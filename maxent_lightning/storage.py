@@ -5,6 +5,7 @@ import json
 import math
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from importlib.metadata import version
 from pathlib import Path
@@ -200,4 +201,26 @@ def load_module(path: Path, fingerprint: str | None = None) -> ModuleRecord:
             f"{path} holds module {record.fingerprint} (R={record.rewarded}, seed={record.seed}),"
             f" not the requested {fingerprint}; delete that directory to retrain it"
         )
+    return record
+
+
+# Modules read in this process: (path, inode, size, mtime) -> record, the most recent READ_CACHE.
+_READ: OrderedDict = OrderedDict()
+READ_CACHE = 256
+
+
+def read_module(path: Path, fingerprint: str | None = None) -> ModuleRecord:
+    """``load_module``, read and digest-checked once per file version per process (a sweep's
+    jobs share their modules); the record is shared, so callers must not modify it."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return load_module(path, fingerprint)  # its own error for a missing file
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    record = _READ.get(key)
+    if record is None or (fingerprint is not None and record.fingerprint != fingerprint):
+        record = _READ[key] = load_module(path, fingerprint)
+        while len(_READ) > READ_CACHE:
+            _READ.popitem(last=False)
+    _READ.move_to_end(key)
     return record

@@ -52,6 +52,11 @@ def circuit_classes(cfg: DictConfig, num_classes: int, name: str) -> tuple[list[
     return classes, edit
 
 
+def needs(cfg: DictConfig, num_classes: int) -> list[list[int]]:
+    """The rewarded sets of the store modules the job takes (the sweep planner asks)."""
+    return [[c] for c in circuit_classes(cfg, num_classes, cfg.data.name)[0]]
+
+
 def summary(rows: list[dict], matrices: dict, ln_c: float, target: C.NecessityTarget) -> dict:
     """Headline numbers: the necessity target and the mean of every analysis."""
     df = pd.DataFrame(rows)

@@ -25,6 +25,11 @@ def segments(cfg: DictConfig, num_classes: int):
     return [[c] for c in order], [(k, k - 1) for k in range(2, num_classes + 1)]
 
 
+def needs(cfg: DictConfig, num_classes: int) -> list[list[int]]:
+    """The rewarded sets of the store modules the job takes (the sweep planner asks)."""
+    return segments(cfg, num_classes)[0] or []
+
+
 def run(cfg: DictConfig):
     job = Job.start(cfg, "mode_connectivity")
     if job is None:

@@ -9,6 +9,12 @@ from ..evaluate import Plan
 from ..jobs import Job, class_set, merge_kinds, pick_pair
 
 
+def needs(cfg: DictConfig, num_classes: int) -> list[list[int]]:
+    """The rewarded sets of the store modules the job takes (the sweep planner asks)."""
+    pair = pick_pair(cfg, num_classes)
+    return [] if pair is None else list(pair)
+
+
 def run(cfg: DictConfig):
     job = Job.start(cfg, "pairwise")
     if job is None:

@@ -1,0 +1,294 @@
+"""Sweep planner: before a multirun launches, expand its overrides into jobs (Hydra's basic
+sweeper logic), compose each job's config, ask its task which store modules it needs
+(``needs(cfg, num_classes)`` in the task module), de-duplicate them by store fingerprint, count
+the stored ones, group the missing ones by everything but the rewarded set and train each group
+in families of ``family.chunk_size`` before any job runs. Jobs then only load and evaluate.
+
+``sweep_training`` chooses where modules are trained: ``sweep`` (here, before launching),
+``jobs`` (each job trains what it lacks, as a single run does) or ``passes`` (the sweep becomes
+one ``train_pass`` job per training pass, for cluster launchers such as submitit; rerun the
+command without it afterwards). ``plan_only=true`` prints the plan and launches nothing.
+"""
+
+import copy
+import importlib
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from . import moduledir
+from .builders import build_net, data_source, module_spec, spec_fingerprint
+from .errors import UserError
+from .family import pick_device, plan_sizes, unsupported_reason
+from .jobs import job_fingerprint
+from .storage import config_digest, write_json
+from .store import ModuleStore
+
+log = logging.getLogger(__name__)
+STAGES = ("sweep", "jobs", "passes")
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+PLAN_FILE = "plan.json"
+MAX_GROUP_LINES = 6  # groups listed one per line in the printed plan
+
+
+@dataclass
+class Group:
+    """Modules that differ only in their rewarded set (one family), with a job config."""
+
+    cfg: DictConfig
+    store: Path
+    model: str
+    modules: dict = field(default_factory=dict)  # store dir -> rewarded set
+    missing: list = field(default_factory=list)  # (rewarded, dir) not stored yet
+    chunk: int = 1
+
+    @property
+    def passes(self) -> int:
+        return math.ceil(len(self.missing) / self.chunk) if self.missing else 0
+
+
+@dataclass
+class Plan:
+    jobs: int = 0
+    finished: int = 0
+    unplanned: dict = field(default_factory=dict)  # why -> number of jobs
+    groups: dict = field(default_factory=dict)  # group key -> Group
+
+    @property
+    def modules(self) -> int:
+        return sum(len(g.modules) for g in self.groups.values())
+
+    @property
+    def missing(self) -> int:
+        return sum(len(g.missing) for g in self.groups.values())
+
+    @property
+    def passes(self) -> int:
+        return sum(g.passes for g in self.groups.values())
+
+
+# ---------------------------------------------------------------- jobs of a sweep
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """The override list of every job, in launch order, as Hydra's basic sweeper makes it."""
+    params = config.hydra.sweeper.get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    return BasicSweeper.split_arguments(parser.parse_overrides(lines), None)[0]
+
+
+class Composer:
+    """Job configs of a sweep as the launcher composes them, fast: one Hydra composition per
+    distinct set of config-group overrides, then each job's value overrides applied by
+    Hydra's own override logic (what composition does after the defaults list)."""
+
+    def __init__(self, config: DictConfig):
+        self.config, self.loader = config, GlobalHydra.instance().config_loader()
+        self.parser = OverridesParser.create(config_loader=self.loader)
+        self.parsed, self.bases, self.current = {}, {}, None
+
+    def _parse(self, line: str):
+        if line not in self.parsed:
+            self.parsed[line] = self.parser.parse_overrides([line])[0]
+        return self.parsed[line]
+
+    def __call__(self, overrides: list[str], num: int) -> tuple[DictConfig, Path, str]:
+        """A job's config (resolved, hydra node dropped), output directory and model name."""
+        parsed = [self._parse(line) for line in overrides]
+        groups = tuple(o.input_line for o in parsed
+                       if self.loader.repository.group_exists(o.key_or_group))
+        if groups not in self.bases:
+            base = self.loader.load_sweep_config(self.config, list(groups))
+            job = OmegaConf.to_container(base, resolve=False)
+            del job["hydra"]
+            self.bases[groups] = (base, job)
+        base, job = self.bases[groups]
+        with read_write(base.hydra), open_dict(base.hydra):
+            base.hydra.job.num = num
+            out = Path(base.hydra.sweep.dir) / str(base.hydra.sweep.subdir)
+            base.hydra.runtime.output_dir = str(out)
+        if self.current is not base:  # ${hydra:...} resolve (runtime.choices of this base)
+            HydraConfig.instance().set_config(base)
+            self.current = base
+        cfg = OmegaConf.create(copy.deepcopy(job), flags={"struct": True})
+        ConfigLoaderImpl._apply_overrides_to_config(  # Hydra's value-override step
+            [o for o in parsed if o.input_line not in groups], cfg)
+        OmegaConf.resolve(cfg)
+        return cfg, out, str(base.hydra.runtime.choices.get("model"))
+
+
+def needs(cfg: DictConfig) -> list[list[int]] | None:
+    """The rewarded sets of the store modules the job of ``cfg`` needs (its task's
+    ``needs(cfg, num_classes)``); None for tasks that take none from the store."""
+    try:
+        task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
+    except ImportError:
+        return None
+    need = getattr(task, "needs", None)
+    return None if need is None else need(cfg, data_source(cfg).num_classes)
+
+
+def group_key(cfg: DictConfig, spec: dict) -> str:
+    """Everything but the rewarded set that decides how a module trains (and where it lives)."""
+    rest = {k: v for k, v in spec.items() if k != "rewarded"}
+    return config_digest({"spec": rest, "store": str(cfg.store.root),
+                          "family": OmegaConf.to_container(cfg.family),
+                          "device": [str(cfg.trainer.get("accelerator")),
+                                     str(cfg.trainer.get("devices"))]})
+
+
+def family_chunk(cfg: DictConfig) -> int:
+    """Members per training pass of this config: 1 where the family trainer does not apply."""
+    if not cfg.family.enabled or unsupported_reason(cfg) is not None:
+        return 1
+    src = data_source(cfg)
+    net = build_net(cfg.model, src.input_shape, src.num_classes)
+    device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
+    return plan_sizes(net, src.input_shape, int(cfg.data.batch_size), device,
+                      cfg.family.chunk_size)[0]
+
+
+def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
+    """The plan of the sweep of ``config`` (the multirun's master config)."""
+    plan, master, compose = Plan(), HydraConfig.instance().cfg, Composer(config)
+    try:
+        for num, overrides in enumerate(sweep_jobs(config)):
+            plan.jobs += 1
+            try:
+                cfg, out, model = compose(overrides, num)
+                fix = "choose another hydra.sweep.dir"
+                if check_jobs and moduledir.finished_run(out, job_fingerprint(cfg), "job", fix):
+                    plan.finished += 1
+                    continue
+                sets = needs(cfg)
+            except UserError as err:  # the job itself reports it when it runs
+                why = str(err).split(";")[0]
+                plan.unplanned[why] = plan.unplanned.get(why, 0) + 1
+                continue
+            if sets is None:
+                plan.unplanned[f"task {cfg.task} takes no store modules"] = \
+                    plan.unplanned.get(f"task {cfg.task} takes no store modules", 0) + 1
+                continue
+            add_modules(plan, cfg, sets, model)
+    finally:
+        HydraConfig.instance().cfg = master  # the master config, as before planning
+    return plan
+
+
+def add_modules(plan: Plan, cfg: DictConfig, sets: list[list[int]], model: str) -> None:
+    spec = module_spec(cfg, [])
+    key = group_key(cfg, spec)
+    group = plan.groups.get(key)
+    if group is None:
+        group = plan.groups[key] = Group(cfg, Path(cfg.store.root), model)
+    for rewarded in sets:
+        spec["rewarded"] = sorted(int(c) for c in rewarded)
+        directory = group.store / spec["data"]["name"] / spec_fingerprint(spec)
+        group.modules.setdefault(directory, spec["rewarded"])
+
+
+def check_store(plan: Plan) -> None:
+    """Fill in each group's missing modules and its members per pass."""
+    for group in plan.groups.values():
+        store = ModuleStore(group.store)
+        group.missing = [(r, d) for d, r in group.modules.items() if store.check(d) is not None]
+        if group.missing:
+            group.chunk = family_chunk(group.cfg)
+
+
+def describe(plan: Plan) -> str:
+    """The plan in a few lines."""
+    lines = [f"plan: {plan.jobs} job(s), {plan.finished} already finished"]
+    lines += [f"plan: {n} job(s) not planned: {why}" for why, n in plan.unplanned.items()]
+    lines.append(f"plan: {plan.modules} distinct module(s) in {len(plan.groups)} group(s), "
+                 f"{plan.modules - plan.missing} stored, {plan.missing} to train in "
+                 f"{plan.passes} pass(es)")
+    todo = [g for g in plan.groups.values() if g.missing]
+    for g in todo[:MAX_GROUP_LINES]:
+        lines.append(f"plan:   {g.cfg.data.name} {g.model} {g.cfg.loss.targets} "
+                     f"imp={'on' if g.cfg.imp.enabled else 'off'} seed={g.cfg.seed}: "
+                     f"{len(g.missing)} of {len(g.modules)} to train, {g.chunk} per pass")
+    if len(todo) > MAX_GROUP_LINES:
+        lines.append(f"plan:   ... and {len(todo) - MAX_GROUP_LINES} more group(s)")
+    return "\n".join(lines)
+
+
+def train(plan: Plan) -> None:
+    """Train every group's missing modules (families of ``chunk`` where the config allows)."""
+    for g in plan.groups.values():
+        if g.missing:
+            ModuleStore(g.store).get_many(g.cfg, [r for r, _ in g.missing])
+
+
+# ---------------------------------------------------------------- training passes as jobs
+def pass_records(plan: Plan) -> list[dict]:
+    """One record per training pass: the resolved job config and its rewarded sets."""
+    records = []
+    for g in plan.groups.values():
+        cfg = OmegaConf.to_container(g.cfg)
+        cfg["store"]["root"] = str(g.store.resolve())
+        sets = [r for r, _ in g.missing]
+        records += [{"config": cfg, "rewarded": sets[i:i + g.chunk]}
+                    for i in range(0, len(sets), g.chunk)]
+    return records
+
+
+def as_passes(config: DictConfig, plan: Plan) -> None:
+    """Turn the sweep into one ``train_pass`` job per pass (in ``passes/<n>`` of the sweep
+    directory), so that a cluster launcher runs them as its jobs."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    write_json(sweep_dir / PLAN_FILE, {"passes": pass_records(plan)})
+    n = max(plan.passes, 1)
+    with read_write(config), open_dict(config):
+        config.hydra.sweeper.params = {}
+        config.hydra.overrides.task = [
+            "task=train_pass", f"+train_pass.plan={(sweep_dir / PLAN_FILE).resolve()}",
+            f"+train_pass.index={','.join(map(str, range(n)))}",
+            "hydra.sweep.subdir=passes/${hydra.job.num}"]
+
+
+class SweepPlanner(Callback):
+    """Hydra callback (maxent_lightning/conf/hydra/default.yaml): plans a multirun and trains
+    the modules its jobs need before the launcher starts them."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        stage, only = str(config.get("sweep_training", "sweep")), bool(config.get("plan_only"))
+        if stage not in STAGES:
+            print(f"error: sweep_training={stage} must be one of: {', '.join(STAGES)}",
+                  file=sys.stderr)
+            sys.exit(2)
+        if (stage == "jobs" and not only) or config.hydra.sweeper._target_ != BASIC_SWEEPER \
+                or config.get("task") == "train_pass":
+            return
+        try:
+            plan = make_plan(config)
+            check_store(plan)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as err:  # Hydra would only warn; the jobs still train what they lack
+            if only:
+                raise
+            log.warning("sweep planning failed (%s: %s); each job trains the modules it lacks",
+                        type(err).__name__, err)
+            return
+        print(describe(plan), flush=True)
+        if only:
+            print("plan_only=true: nothing launched")
+            sys.exit(0)
+        if stage == "passes":
+            as_passes(config, plan)
+            print(f"plan: launching the {plan.passes} training pass(es) as jobs in "
+                  f"{config.hydra.sweep.dir}/passes; rerun without sweep_training=passes to "
+                  "run the sweep's jobs")
+        elif plan.missing:
+            train(plan)

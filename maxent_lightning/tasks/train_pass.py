@@ -1,0 +1,27 @@
+"""The ``train_pass`` task: one training pass of a planned sweep (``sweep_training=passes``):
+pass ``train_pass.index`` of the plan file ``train_pass.plan`` that the sweep planner wrote, i.e.
+one family of store modules trained together. A cluster launcher (submitit) runs the passes
+as its jobs; rerunning the sweep's command afterwards finds every module stored."""
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import UserError
+from ..storage import read_json
+from ..store import ModuleStore
+
+
+def run(cfg: DictConfig) -> dict:
+    opts = cfg.get("train_pass")
+    if opts is None or opts.get("plan") is None or opts.get("index") is None:
+        raise UserError("task=train_pass needs +train_pass.plan=PLAN.json +train_pass.index=N "
+                        "(the sweep planner sets them with sweep_training=passes)")
+    passes = read_json(opts.plan).get("passes", [])
+    if not 0 <= int(opts.index) < len(passes):
+        print(f"train_pass: the plan {opts.plan} has {len(passes)} pass(es); nothing to train")
+        return {"trained": 0}
+    record = passes[int(opts.index)]
+    job_cfg = OmegaConf.create(record["config"])
+    paths = ModuleStore(job_cfg.store.root).get_many(job_cfg, record["rewarded"])
+    print(f"train_pass {opts.index}: {len(paths)} module(s) of seed {job_cfg.seed} stored in "
+          f"{job_cfg.store.root}")
+    return {"trained": len(paths)}
