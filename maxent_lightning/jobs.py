@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -144,6 +145,16 @@ def row_values(scores: dict) -> tuple[dict, torch.Tensor]:
     return values, scores["confusion"]
 
 
+def wants_figures(cfg: DictConfig) -> bool:
+    """``figures``: true, false, or auto (drawn in single runs, not in a multirun's jobs)."""
+    mode = str(cfg.get("figures", "auto")).lower()
+    if mode not in ("auto", "true", "false"):
+        raise UserError(f"figures={mode} must be auto, true or false")
+    if mode == "auto":
+        return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    return mode == "true"
+
+
 def merge_kinds(cfg: DictConfig) -> list[str]:
     kind = str(cfg.merge.kind)
     if kind not in ("both", "weight", "logit"):
@@ -182,6 +193,7 @@ class Job:
         self.curves: dict[str, tuple] = {}
         self.devices = 1
         self.splits, self.module_paths = None, []
+        self.figures = wants_figures(cfg)
 
     @classmethod
     def start(cls, cfg: DictConfig, task: str) -> "Job | None":
@@ -289,13 +301,20 @@ class Job:
         self.images[name] = self.out / f"{name}.png"
         return self.images[name]
 
-    def confusion(self, name: str, matrix: torch.Tensor, classes, title: str) -> Path:
+    def confusion(self, name: str, matrix: torch.Tensor, classes, title: str) -> Path | None:
+        """A confusion-matrix PNG where ``figures`` asks for it (the matrices are in
+        confusions.json either way)."""
+        if not self.figures:
+            return None
         return confusion_png(self.image(name), matrix, classes, title)
 
     def plot(self, name: str, curves: dict, xlabel: str, ylabel: str, title: str = "",
-             hline: float | None = None) -> Path:
-        """A line figure (PNG), also logged to W&B as a line series."""
+             hline: float | None = None) -> Path | None:
+        """A line figure where ``figures`` asks for it (its values are in results.csv); logged
+        to W&B as a line series either way."""
         self.curves[name] = (curves, xlabel, title or ylabel)
+        if not self.figures:
+            return None
         return line_png(self.image(name), curves, xlabel, ylabel, title, hline)
 
     def finish(self, rows: list[dict], summary: dict, run_name: str = "",
