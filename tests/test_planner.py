@@ -58,7 +58,7 @@ def test_plan_expands_dedups_and_groups(tmp_path, fast_overrides):
     assert all(g.chunk >= len(g.missing) for g in plan.groups.values())
     assert plan.passes == 2
     text = planner.describe(plan)
-    assert f"plan: 12 job(s), 0 already finished" in text
+    assert "plan: 12 job(s), 0 already finished" in text
     assert f"{plan.modules} distinct module(s) in 2 group(s), 0 stored" in text
 
 
