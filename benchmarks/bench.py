@@ -8,7 +8,10 @@
    products only (``family.sparse_below=0``, the row "dense family") to show what the sparse
    products of the pruned phases add.
 Early stopping is off (``callbacks=none``) so every path runs every epoch. Then the pairwise smoke
-job (real CLI: 2 modules at the authors' E, weight sum and logit merge, evaluation) is timed.
+job (real CLI: 2 modules at the authors' E, weight sum and logit merge, evaluation) is timed,
+and the sweep section: the cold 20-job pairwise multirun (|R| = 1, 2 x 10 pairs, one seed),
+planned (families) vs ``family.enabled=false``, printing ``sweep speedup: X.XX``, then the same
+sweep with a warm store (per-job cost).
 With ``--average-modules N`` it also times a logit average of N modules over
 ``--average-images`` test images. Prints a table (wall and CPU seconds, samples/s, peak GPU memory)
 and ``speedup: X.XX`` (family vs sequential); writes ``reports/bench.json``.
@@ -214,6 +217,39 @@ def pairwise_smoke(tmp: Path, device: str) -> dict:
             "command": " ".join(cmd[1:]), "output": tail}
 
 
+def sweep_run(tmp: Path, name: str, store: str, args: list[str]) -> dict:
+    """One multirun through the CLI (a new process): wall time and its jobs' own wall times."""
+    sweep_dir = tmp / "sweeps" / name
+    cmd = [sys.executable, "-m", "maxent_lightning", "-m", *args, f"paths.store_dir={store}",
+           f"hydra.sweep.dir={sweep_dir}"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+    jobs = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
+    plan = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("plan:")]
+    return {"wall_s": round(wall, 2), "rc": proc.returncode, "jobs": len(jobs),
+            "job_wall_s": round(sum(j["wall_s"] for j in jobs) / max(len(jobs), 1), 3),
+            "plan": plan, "command": " ".join(cmd[3:])}
+
+
+def sweep_section(tmp: Path, pairs: int, extra: list[str]) -> dict:
+    """The cold pairwise sweep (|R| = 1, 2 x ``pairs`` pairs, one seed) planned (families)
+    vs ``family.enabled=false`` (one by one), each with an empty store; then the planned sweep
+    again into a new sweep directory with its store warm (per-job cost)."""
+    args = ["+experiment=pairwise_mnist5k", "seed=0", "model=mlp_shallow", "loss=maxent",
+            "imp=global", "cardinality=1,2", f"pair=range({pairs})", "logger=none",
+            "trainer.enable_progress_bar=false", *extra]
+    planned = sweep_run(tmp, "planned", f"{tmp}/sweep_store", args)
+    reference = sweep_run(tmp, "reference", f"{tmp}/sweep_store_ref",
+                          [*args, "family.enabled=false"])
+    warm = sweep_run(tmp, "warm", f"{tmp}/sweep_store", args)
+    return {"planned": planned, "family_disabled": reference, "warm": warm,
+            "speedup": round(reference["wall_s"] / planned["wall_s"], 2),
+            "warm_per_job_s": round(warm["wall_s"] / max(warm["jobs"], 1), 3)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--modules", type=int, default=10)
@@ -223,13 +259,17 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="mlp_shallow")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=("plain", "sequential", "dense", "smoke"))
+                   choices=("plain", "sequential", "dense", "smoke", "sweep"))
     p.add_argument("--repeat", type=int, default=1, help="runs per path (min is reported)")
     p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
     p.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     p.add_argument("--average-modules", type=int, default=0,
                    help="also time a logit average of this many modules (e.g. 100)")
     p.add_argument("--average-images", type=int, default=10000)
+    p.add_argument("--sweep-pairs", type=int, default=10,
+                   help="pairs per |R| of the sweep section (10: the issue's 20-job sweep)")
+    p.add_argument("--sweep-override", nargs="*", default=[],
+                   help="extra Hydra overrides of the sweep section's multiruns")
     p.add_argument("--cifar-images", type=int, default=0,
                    help="train on this many random 32x32x3 images in CIFAR-10 format instead "
                         "of --data (e.g. 10000; for machines without CIFAR)")
@@ -264,6 +304,8 @@ def main(argv=None) -> int:
                 runs[name].append(timed(paths[name], rep))
         times = {n: min(r) for n, r in runs.items()}
         smoke = None if "smoke" in args.skip else pairwise_smoke(tmp, args.device)
+        sweep = (None if "sweep" in args.skip
+                 else sweep_section(tmp, args.sweep_pairs, args.sweep_override))
         average = (logit_average_time(cfg, args.average_modules, args.average_images, device)
                    if args.average_modules else None)
     rows = {k: {"wall_s": round(t, 2), "cpu_s": round(c, 2), "samples_per_s": round(samples / t, 1),
@@ -284,7 +326,7 @@ def main(argv=None) -> int:
         "paths": rows, "speedup_family_vs_sequential": round(speedup, 2),
         "speedup_dense_family_vs_sequential": round(dense_speedup, 2),
         "sequential_over_plain": round(seq_vs_plain, 2), "pairwise_smoke": smoke,
-        "logit_average": average,
+        "logit_average": average, "sweep": sweep,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -305,6 +347,15 @@ def main(argv=None) -> int:
     if average:
         print(f"logit average of {average['modules']} modules on {average['images']} images: "
               f"{average['wall_s']:.2f} s wall, peak GPU {average['peak_gpu_mib']:.1f} MiB")
+    if sweep:
+        p_, r_, w_ = sweep["planned"], sweep["family_disabled"], sweep["warm"]
+        print(f"sweep ({p_['jobs']} pairwise jobs, cold store): planned {p_['wall_s']:.1f} s, "
+              f"family.enabled=false {r_['wall_s']:.1f} s (rc {p_['rc']}, {r_['rc']})")
+        print(f"sweep, warm store: {w_['wall_s']:.1f} s wall for {w_['jobs']} jobs = "
+              f"{sweep['warm_per_job_s']:.3f} s per job (start-up included); "
+              f"{w_['job_wall_s']:.3f} s per job inside the jobs")
+        print(f"sweep speedup: {sweep['speedup']:.2f} (target >= 3 on the 2-core CPU; "
+              "warm per job <= 0.3 s)")
     print(f"wrote {args.out}")
     print(f"speedup: {speedup:.2f}")
     return 0

@@ -12,7 +12,7 @@ def test_bench_reports_all_paths(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench.py", "--modules", "2", "--epochs", "1", "--rounds",
-         "1", "--data", "digits", "--skip", "smoke", "--out", str(out),
+         "1", "--data", "digits", "--skip", "smoke", "sweep", "--out", str(out),
          "--override", "model.hidden=[32]"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -23,3 +23,22 @@ def test_bench_reports_all_paths(tmp_path):
     assert all(row["wall_s"] > 0 and row["samples_per_s"] > 0 for row in report["paths"].values())
     assert report["work"]["samples_total"] == 2 * 2 * 1 * report["work"]["train_samples"]
     assert report["pairwise_smoke"] is None
+
+
+def test_bench_sweep_section(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--modules", "1", "--epochs", "1", "--rounds",
+         "1", "--data", "digits", "--skip", "plain", "sequential", "dense", "smoke",
+         "--out", str(out), "--override", "model.hidden=[32]", "--sweep-pairs", "2",
+         "--sweep-override", "data=digits", "model.hidden=[32]", "trainer.max_epochs=1",
+         "imp.rounds=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("sweep speedup: "))
+    assert float(line.split()[2]) > 0
+    sweep = json.loads(out.read_text())["sweep"]
+    for run in ("planned", "family_disabled", "warm"):
+        assert sweep[run]["rc"] == 0 and sweep[run]["jobs"] == 4
+    assert sweep["planned"]["plan"][0] == "plan: 4 job(s), 0 already finished"
+    assert "0 to train" in sweep["warm"]["plan"][1] and sweep["warm_per_job_s"] > 0
