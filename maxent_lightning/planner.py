@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from . import moduledir
 from .builders import build_net, data_source, module_spec, spec_fingerprint
+from .cli import RUNNING
 from .errors import UserError
 from .family import pick_device, plan_sizes, unsupported_reason
 from .jobs import job_fingerprint
@@ -281,7 +282,8 @@ class SweepPlanner(Callback):
             log.warning("sweep planning failed (%s: %s); each job trains the modules it lacks",
                         type(err).__name__, err)
             return
-        print(describe(plan), flush=True)
+        if plan.groups or only:
+            print(describe(plan), flush=True)
         if only:
             print("plan_only=true: nothing launched")
             sys.exit(0)
@@ -291,4 +293,9 @@ class SweepPlanner(Callback):
                   f"{config.hydra.sweep.dir}/passes; rerun without sweep_training=passes to "
                   "run the sweep's jobs")
         elif plan.missing:
-            train(plan)
+            # an interrupt now says that no job ran (cli.interrupted_line)
+            RUNNING.update(job=0, out=f"{config.hydra.sweep.dir}, training its modules first")
+            try:
+                train(plan)
+            except UserError as err:  # e.g. a diverged module: the jobs needing it fail alone
+                print(f"warning: {err}; the jobs that need it will fail", file=sys.stderr)
