@@ -282,7 +282,7 @@ class SweepPlanner(Callback):
             log.warning("sweep planning failed (%s: %s); each job trains the modules it lacks",
                         type(err).__name__, err)
             return
-        if plan.groups or only:
+        if plan.groups or plan.finished or only:
             print(describe(plan), flush=True)
         if only:
             print("plan_only=true: nothing launched")
