@@ -127,7 +127,7 @@ class Composer:
         return cfg, out, str(base.hydra.runtime.choices.get("model"))
 
 
-def needs(cfg: DictConfig) -> list[list[int]] | None:
+def needs(cfg: DictConfig, num_classes: int) -> list[list[int]] | None:
     """The rewarded sets of the store modules the job of ``cfg`` needs (its task's
     ``needs(cfg, num_classes)``); None for tasks that take none from the store."""
     try:
@@ -135,7 +135,26 @@ def needs(cfg: DictConfig) -> list[list[int]] | None:
     except ImportError:
         return None
     need = getattr(task, "needs", None)
-    return None if need is None else need(cfg, data_source(cfg).num_classes)
+    return None if need is None else need(cfg, num_classes)
+
+
+def class_counter():
+    """``count(cfg)``: the class count of the job's data set, each data set loaded once (a
+    data set that cannot be loaded fails every job that uses it with the same error)."""
+    known = {}
+
+    def count(cfg: DictConfig) -> int:
+        key = (cfg.data.name, cfg.data.root)
+        if key not in known:
+            try:
+                known[key] = data_source(cfg).num_classes
+            except UserError as err:
+                known[key] = err
+        if isinstance(known[key], UserError):
+            raise known[key]
+        return known[key]
+
+    return count
 
 
 def group_key(cfg: DictConfig, spec: dict) -> str:
@@ -161,6 +180,7 @@ def family_chunk(cfg: DictConfig) -> int:
 def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
     """The plan of the sweep of ``config`` (the multirun's master config)."""
     plan, master, compose = Plan(), HydraConfig.instance().cfg, Composer(config)
+    num_classes = class_counter()
     try:
         for num, overrides in enumerate(sweep_jobs(config)):
             plan.jobs += 1
@@ -170,14 +190,13 @@ def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
                 if check_jobs and moduledir.finished_run(out, job_fingerprint(cfg), "job", fix):
                     plan.finished += 1
                     continue
-                sets = needs(cfg)
+                sets = needs(cfg, num_classes(cfg))
             except UserError as err:  # the job itself reports it when it runs
-                why = str(err).split(";")[0]
-                plan.unplanned[why] = plan.unplanned.get(why, 0) + 1
-                continue
+                sets, why = None, str(err).split(";")[0]
+            else:
+                why = f"task {cfg.task} takes no store modules"
             if sets is None:
-                plan.unplanned[f"task {cfg.task} takes no store modules"] = \
-                    plan.unplanned.get(f"task {cfg.task} takes no store modules", 0) + 1
+                plan.unplanned[why] = plan.unplanned.get(why, 0) + 1
                 continue
             add_modules(plan, cfg, sets, model)
     finally:
