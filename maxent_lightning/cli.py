@@ -32,6 +32,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__`.*")
     warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
+    # small rewarded-only (cross-entropy) epochs have fewer batches than the logging interval
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
