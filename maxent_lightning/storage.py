@@ -1,6 +1,7 @@
 """Atomic writes and the module checkpoint format."""
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -74,7 +75,11 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def save_torch(path: Path, obj: Any) -> Path:
-    return _atomic(path, lambda fh: torch.save(obj, fh))
+    """torch.save through memory: a full disk then fails in the file write as an OSError (No
+    space left), not inside torch's zip writer as a RuntimeError."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return _atomic(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 class CorruptFile(UserError):

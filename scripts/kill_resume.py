@@ -3,8 +3,8 @@
     python scripts/kill_resume.py [--launcher basic|joblib] [--work DIR]
 
 On the embedded digits with tiny epochs: an uninterrupted sweep (reference) and the same sweep
-killed (SIGKILL to the whole process group, joblib workers included) once a job has finished
-and a module of a later job has finished its first IMP round, then rerun with the very same
+killed (SIGKILL to the whole process group, joblib workers included) once a module has finished
+its first IMP round (the sweep trains its modules before its jobs), then rerun with the very same
 command. Checks: jobs and modules finished before the kill and finished IMP rounds are not
 redone, the rest is, and results.csv of every job, the analysis tables and every module
 checkpoint equal the reference's. Prints 'identical' and exits 0 when all holds.
@@ -52,11 +52,12 @@ def files(work: Path) -> dict[Path, tuple[int, int]]:
 
 
 def partway(work: Path) -> bool:
-    """A job has finished and some module has a finished IMP round but no checkpoint yet."""
+    """Some module has a finished IMP round but no checkpoint yet (the planner trains the
+    sweep's modules before its jobs), or else a job has finished."""
     jobs_done = list(work.glob("sweep/*/metrics.json"))
     in_progress = [d for d in work.glob("store/*/*") if (d / "imp" / "round_0.pt").exists()
                    and not (d / "module.pt").exists()]
-    return bool(jobs_done and in_progress)
+    return bool(jobs_done or in_progress)
 
 
 def kill_partway(work: Path, launcher: str, timeout: float = 1800) -> dict:
