@@ -94,13 +94,14 @@ def data_source(cfg: DictConfig, name: str | None = None):
     return cached_source(name or d.name, d.root, bool(d.download))
 
 
-def build_datamodule(cfg: DictConfig, rewarded=None):
-    """The data module of ``cfg`` for one rewarded set (each phase sets its shuffle seed)."""
+def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None):
+    """The data module of ``cfg`` for one rewarded set (each phase sets its shuffle seed);
+    ``targets`` overrides the loss's target kind."""
     d = cfg.data
     return MaxEntDataModule(
         name=d.name,
         rewarded=list(rewarded if rewarded is not None else cfg.rewarded),
-        targets=cfg.loss.targets,
+        targets=targets or cfg.loss.targets,
         root=d.root,
         download=d.download,
         batch_size=d.batch_size,

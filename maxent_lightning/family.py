@@ -1,7 +1,8 @@
 """Train a family of modules of one seed in one vectorized pass.
 
 Every module of a seed shares θ0 and the training data; only its targets (rewarded set), masks,
-optimizer state and early stopping differ. The K parameter sets are stacked into leaf tensors of
+optimizer state and early stopping differ (a cross-entropy module reads only its own classes'
+samples: a stream per member, ``streams.py``). The K parameter sets are stacked into leaf tensors of
 shape (K, ...) and every batch goes through all of them at once (``torch.func.vmap`` over
 ``functional_call``). The optimizer is elementwise, so one instance over the stacked tensors is
 K independent ones. A member that stops early is dropped from the stack (its optimizer state
@@ -57,6 +58,7 @@ from .loss import MaxEntLoss, kl_to_target
 from .metrics import evaluation_metrics
 from .phases import Phase, StopRule, phase_callbacks, plan, validate
 from .sparse import Pattern, family_linears
+from .streams import Streams, steps_per_epoch
 from .targets import make_targets
 
 log = logging.getLogger(__name__)
@@ -163,8 +165,6 @@ def _generator(fingerprint: str, round_: int, device) -> torch.Generator:
 
 def unsupported_reason(cfg: DictConfig) -> str | None:
     """Why ``cfg`` cannot be trained as a family (then it is trained sequentially), or None."""
-    if cfg.loss.targets == "cross_entropy":
-        return "cross-entropy modules train on different samples (y in R only)"
     extra = sorted(k for k in cfg.trainer if k not in TRAINER_KEYS)
     if extra:
         return f"trainer option(s) {extra} are not supported by the family trainer"
@@ -347,7 +347,10 @@ class FamilyTrainer:
 
     def __init__(self, cfg: DictConfig, members: list[Member], device, eval_group: int):
         self.cfg, self.members, self.device, self.group = cfg, members, device, eval_group
-        self.dm = build_datamodule(cfg, members[0].rewarded)
+        # every sample of the split; a cross-entropy member's own ones are its stream
+        self.dm = build_datamodule(cfg, members[0].rewarded, targets="maxent")
+        self.per_member = cfg.loss.targets == "cross_entropy"
+        self.streams = Streams(self.dm, [m.rewarded for m in members], self.per_member, device)
         self.net, self.theta0, self.theta0_id = init_theta0(
             cfg.model, self.dm.input_shape, self.dm.num_classes, cfg.seed)
         self.net.to(device)
@@ -369,6 +372,7 @@ class FamilyTrainer:
                         if self.sparse_below > 0 and device.type == "cpu" else {})
         self.buffers = [n for n, _ in self.net.named_buffers()]
         self.fwd = vmap(self._forward, in_dims=(0, None, 0, 0), randomness="same")
+        self.fwd_each = vmap(self._forward, in_dims=(0, 0, 0, 0), randomness="same")
         self.orders = self._grad_layouts()
         self.optimizer = instantiate(cfg.optimizer)
         if cfg.family.fused_optimizer:
@@ -405,18 +409,24 @@ class FamilyTrainer:
             for module in self.linears.values():
                 module.token = None
 
-    def _losses(self, params, tables, x, y, keep=(), sparse=None) -> torch.Tensor:
-        """Per-member batch-mean KL(ỹ ‖ softmax(z/T)), shape (K,). ``sparse``: the Stack whose
+    def _losses(self, params, tables, x, y, keep=(), sparse=None, weight=None):
+        """Per-member batch-mean KL(ỹ ‖ softmax(z/T)), shape (K,), and the logits. ``x``, ``y``:
+        one batch for all members, or (K, B, ...) one per member; ``weight`` (K, B): each
+        sample's share of its member's mean (None: the plain mean). ``sparse``: the Stack whose
         sparse weights complete ``params``."""
         for n, state in (sparse.sparse() if sparse else {}).items():
             self.linears[n].sparse = state
+        each = y.dim() == 2
         try:
-            logits = self.fwd(params, x, list(keep),
-                              torch.zeros(len(tables), device=self.device)).float()
+            logits = (self.fwd_each if each else self.fwd)(
+                params, x, list(keep), torch.zeros(len(tables), device=self.device)).float()
         finally:
             for module in self.linears.values():
                 module.sparse = None
-        return kl_to_target(self.loss.scale(logits), tables[:, y]).mean(-1), logits
+        targets = tables[torch.arange(len(tables), device=y.device)[:, None], y] if each \
+            else tables[:, y]
+        kl = kl_to_target(self.loss.scale(logits), targets)
+        return (kl.mean(-1) if weight is None else (kl * weight).sum(-1)), logits
 
     def _keep_masks(self, gens: list[torch.Generator], batch: int) -> list[torch.Tensor]:
         """Dropout keep-masks scaled by 1/(1-p), (K, batch, ...) per dropout layer, each
@@ -425,28 +435,36 @@ class FamilyTrainer:
                 .mul_(1.0 / (1.0 - module.p)).to(self.low or torch.get_default_dtype())
                 for module, shape in self.drops]
 
-    def train_epoch(self, stack: Stack, sampler, gens) -> torch.Tensor:
+    def train_epoch(self, stack: Stack, rows: list[int], gens):
+        """One epoch of the members ``rows``; their mean training losses (when tracked)."""
         x_all, y_all = self.train_xy
         total = torch.zeros(len(stack), device=self.device)
         self.train_net.train()
-        for idx in sampler:
-            index = torch.as_tensor(idx, device=self.device)
-            keep = self._keep_masks(gens, len(idx)) if self.drops else ()
-            losses, _ = self._losses(stack.state(), stack.tables, x_all[index], y_all[index],
-                                     keep, sparse=stack)
+        for batch in self.streams.epoch(rows):
+            keep = ()
+            if self.drops:  # per-member streams: whole-batch draws, a member's own count
+                keep = self._keep_masks(gens, batch.size if batch.shared else
+                                        self.dm.batch_size)
+                keep = [k[:, :batch.size] for k in keep]
+            losses, _ = self._losses(stack.state(), stack.tables, x_all[batch.index],
+                                     y_all[batch.index], keep, sparse=stack, weight=batch.weight)
             stack.opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             stack.opt.step()
             stack.mask_weights()
             if self.track:
-                total += losses.detach() * len(idx)
-        return total / len(y_all)
+                count = batch.size if batch.weight is None else (batch.weight > 0).sum(1)
+                total += losses.detach() * count
+        return total / torch.tensor([self.streams.samples(k) for k in rows], device=self.device)
 
     @torch.no_grad()
     def val_losses(self, stack: Stack, rows: list[int]):
-        """val/loss per row, accumulated over val batches exactly as Lightning's epoch mean."""
+        """val/loss per row, accumulated over val batches exactly as Lightning's epoch mean
+        (per-member streams: over the member's own validation samples)."""
         x_all, y_all = self.val_xy
         value, count = torch.zeros(len(stack), device=self.device), 0
+        weights = self.streams.val_weight
+        own = None if weights is None else self.streams.val_keep[rows]
         metrics = [self._val_metrics(self.members[k]) for k in rows] if self.track else []
         whole = self.group >= len(stack)  # one group: the training step's (sparse) products
         size, params = self.dm.eval_batch_size, stack.state() if whole else stack.dense_state()
@@ -456,14 +474,17 @@ class FamilyTrainer:
             parts = []
             for g in range(0, len(stack), self.group):
                 sub = {n: p[g:g + self.group] for n, p in params.items()}
+                w = None if weights is None else weights[rows[g:g + self.group], s:s + size]
                 losses, logits = self._losses(sub, stack.tables[g:g + self.group], x, y,
-                                              sparse=stack if whole else None)
-                parts.append(losses)
+                                              sparse=stack if whole else None, weight=w)
+                parts.append(losses if w is not None else losses * len(y))
                 for i, z in enumerate(self.loss.scale(logits) if metrics else []):
-                    metrics[g + i].update(z.cpu(), y.cpu())
-            value = value + torch.cat(parts) * len(y)
+                    keep = slice(None) if own is None else own[g + i, s:s + size]
+                    metrics[g + i].update(z[keep].cpu(), y[keep].cpu())
+            value = value + torch.cat(parts)
             count += len(y)
-        val = (value / torch.tensor(count, device=self.device)).cpu()
+        val = (value if weights is not None else
+               value / torch.tensor(count, device=self.device)).cpu()
         extra = [{f"val/{k}": float(v) for k, v in m.compute().items()} for m in metrics]
         for m in metrics:
             m.reset()
@@ -493,18 +514,18 @@ class FamilyTrainer:
             m.best_score, m.best_epoch, m.best, m.last = float("inf"), -1, None, None
         gens = {k: _generator(self.members[k].fingerprint, r, self.device) for k in rows}
         phase.begin(self.dm)
-        sampler = self.dm.train_dataloader().sampler  # the very batch order of the loader
-        epochs, steps = phase.epochs, len(sampler)
+        self.streams.begin(phase.shuffle_seed)
+        epochs = phase.epochs
         log.info("family %s: %d module(s), up to %d epochs%s", self.plan.label(phase) or "dense",
                  len(rows), epochs, "".join(f", {n} sparse ({alive[n]:.1%} alive)"
                                             for n in sorted(sparse)))
         for epoch in range(epochs):
-            train_loss = self.train_epoch(stack, sampler, [gens[k] for k in rows])
+            train_loss = self.train_epoch(stack, rows, [gens[k] for k in rows])
             val, extra = self.val_losses(stack, rows)
             stopped = []
             for i, k in enumerate(rows):
                 m = self.members[k]
-                m.steps += steps
+                m.steps += self.streams.steps(k)
                 row = {"epoch": epoch, "train/loss": float(train_loss[i]),
                        "val/loss": float(val[i]), **(extra[i] if self.track else {})}
                 for logger in m.loggers:
@@ -603,11 +624,11 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
     start_time = time.perf_counter()
     trainer = FamilyTrainer(cfg, members, device, group)
     phases = trainer.plan
-    for m in members:
+    for k, m in enumerate(members):
         resumed = moduledir.resume_point(m.out_dir, m.fingerprint, phases.rounds)
         m.masks, m.start, m.stop_epochs = resumed or (phases.full_masks(trainer.net), 0, [])
         m.masks = {n: v.cpu() for n, v in m.masks.items()}
-        m.steps = sum(m.stop_epochs) * len(trainer.dm.train_dataloader())  # resumed rounds
+        m.steps = sum(m.stop_epochs) * trainer.streams.steps(k)  # resumed rounds
         m.loggers = build_loggers(cfg, m.out_dir, module_run_name(cfg, m.rewarded, m.fingerprint),
                                   config=module_config(cfg, m.rewarded, m.fingerprint))
     with _deterministic(cfg.trainer.get("deterministic")):
@@ -624,6 +645,20 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
         raise moduledir.Diverged(f"{failed[0]} ({len(failed)} of {len(members)} modules "
                                  f"diverged; the other {len(results)} were stored)")
     return results
+
+
+def passes(cfg: DictConfig, sets: list, chunk: int) -> list[list[int]]:
+    """The rewarded ``sets`` (their indices) in training passes of up to ``chunk``; with
+    per-member streams (cross-entropy) a pass holds sets of equally many steps per epoch (the
+    members of a stack share the optimizer's step count)."""
+    groups = {}
+    if cfg.loss.targets == "cross_entropy" and sets:
+        labels = build_datamodule(cfg, sets[0], targets="maxent").train[2]
+        for i, r in enumerate(sets):
+            groups.setdefault(steps_per_epoch(labels, r, int(cfg.data.batch_size)), []).append(i)
+    else:
+        groups[0] = list(range(len(sets)))
+    return [ix[s:s + chunk] for _, ix in sorted(groups.items()) for s in range(0, len(ix), chunk)]
 
 
 def train_family(cfg: DictConfig, jobs) -> list[dict]:
@@ -645,10 +680,11 @@ def train_family(cfg: DictConfig, jobs) -> list[dict]:
         if (done := moduledir.finished_module(m.out_dir, m.fingerprint)) is not None:
             results[key] = done
     todo = [m for key, m in members.items() if key not in results]
-    log.info("family training: %d module(s) of seed %s, %d per pass, on %s", len(todo), cfg.seed,
-             min(chunk, max(len(todo), 1)), device)
-    for s in range(0, len(todo), chunk):
-        part = sorted(todo[s:s + chunk], key=lambda m: str(m.out_dir.resolve()))
+    parts = [sorted((todo[i] for i in ix), key=lambda m: str(m.out_dir.resolve()))
+             for ix in passes(cfg, [m.rewarded for m in todo], chunk)]
+    log.info("family training: %d module(s) of seed %s in %d pass(es) of up to %d, on %s",
+             len(todo), cfg.seed, len(parts), chunk, device)
+    for part in parts:
         with ExitStack() as locks:
             for m in part:
                 locks.enter_context(moduledir.locked(m.out_dir))

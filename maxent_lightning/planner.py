@@ -13,7 +13,6 @@ command without it afterwards). ``plan_only=true`` prints the plan and launches 
 import copy
 import importlib
 import logging
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from . import moduledir
 from .builders import build_net, data_source, module_spec, spec_fingerprint
 from .cli import RUNNING
 from .errors import UserError
-from .family import pick_device, plan_sizes, unsupported_reason
+from .family import passes, pick_device, plan_sizes, unsupported_reason
 from .jobs import job_fingerprint
 from .storage import config_digest, write_json
 from .store import ModuleStore
@@ -52,10 +51,11 @@ class Group:
     modules: dict = field(default_factory=dict)  # store dir -> rewarded set
     missing: list = field(default_factory=list)  # (rewarded, dir) not stored yet
     chunk: int = 1
+    split: list = field(default_factory=list)  # the training passes (indices into missing)
 
     @property
     def passes(self) -> int:
-        return math.ceil(len(self.missing) / self.chunk) if self.missing else 0
+        return len(self.split)
 
 
 @dataclass
@@ -223,6 +223,7 @@ def check_store(plan: Plan) -> None:
         group.missing = [(r, d) for d, r in group.modules.items() if store.check(d) is not None]
         if group.missing:
             group.chunk = family_chunk(group.cfg)
+            group.split = passes(group.cfg, [r for r, _ in group.missing], group.chunk)
 
 
 def describe(plan: Plan) -> str:
@@ -256,9 +257,7 @@ def pass_records(plan: Plan) -> list[dict]:
     for g in plan.groups.values():
         cfg = OmegaConf.to_container(g.cfg)
         cfg["store"]["root"] = str(g.store.resolve())
-        sets = [r for r, _ in g.missing]
-        records += [{"config": cfg, "rewarded": sets[i:i + g.chunk]}
-                    for i in range(0, len(sets), g.chunk)]
+        records += [{"config": cfg, "rewarded": [g.missing[i][0] for i in ix]} for ix in g.split]
     return records
 
 

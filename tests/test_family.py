@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from maxent_lightning import family
+from maxent_lightning.builders import build_datamodule
 from maxent_lightning.family import train_family, unsupported_reason
 from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.storage import load_module, load_torch, read_json
 from maxent_lightning.store import train_modules
+from maxent_lightning.targets import rewarded_mask
 from maxent_lightning.training import train_module
 
 FILES = ["confusion.png", "imp/round_0.json", "imp/round_0.pt", "imp/round_1.json",
@@ -70,6 +72,22 @@ def test_mlp_family_matches_sequential(make_cfg, tmp_path):
 
 def test_sparse_products_match_sequential(make_cfg, tmp_path, all_sparse):
     run_both(make_cfg("model.dropout=0", all_sparse), tmp_path, [[0], [7, 1]])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_cross_entropy_family_matches_sequential(make_cfg, tmp_path, sparse, request):
+    """Cross-entropy members train on their own classes' samples (per-member streams): passes of
+    equally many steps per epoch, a smaller last batch padded, validation on their own classes."""
+    extra = [request.getfixturevalue("all_sparse")] if sparse else []
+    cfg = make_cfg("loss=cross_entropy", "model.dropout=0", *extra)
+    assert unsupported_reason(cfg) is None
+    sets = [[0], [7, 1], [3], [2, 5]]
+    labels = build_datamodule(cfg, [0], targets="maxent").train[2]
+    sizes = [int(rewarded_mask(labels, r).sum()) for r in sets]
+    assert sizes[0] != sizes[2] and sizes[0] <= 2 * 64 and sizes[1] > 2 * 64  # digits, batch 64
+    split = family.passes(cfg, sets, chunk=8)
+    assert sorted(map(sorted, split)) == [[0, 2], [1, 3]]
+    run_both(cfg, tmp_path, sets)
 
 
 def test_lenet_family_matches_sequential(make_cfg, tmp_path):
@@ -144,15 +162,14 @@ def test_batchnorm_family_matches_sequential(make_cfg, tmp_path, model):
 def test_fallbacks_are_logged(make_cfg, tmp_path, caplog):
     assert "convolutions" in unsupported_reason(make_cfg("model=vgg11", "trainer.accelerator=cpu",
                                                          fast=False))
-    assert "cross-entropy" in unsupported_reason(make_cfg("loss=cross_entropy"))
     assert "gradient_clip_val" in unsupported_reason(make_cfg("+trainer.gradient_clip_val=1"))
     assert "convolutions" in unsupported_reason(make_cfg("model=lenet", "trainer.accelerator=cpu"))
     assert unsupported_reason(make_cfg("model=lenet", "trainer.accelerator=cpu",
                                        "family.cpu_convolutions=true")) is None
-    cfg = make_cfg("loss=cross_entropy", "trainer.max_epochs=1")
+    cfg = make_cfg("model=lenet", "trainer.accelerator=cpu", "trainer.max_epochs=1")
     with caplog.at_level(logging.INFO, logger="maxent_lightning.store"):
-        (m,) = train_modules(cfg, [([1], tmp_path / "xe")])
-    assert "family training off (cross-entropy" in caplog.text
+        (m,) = train_modules(cfg, [([1], tmp_path / "cnn")])
+    assert "family training off (vectorized convolutions" in caplog.text
     assert m["rewarded"] == [1]
 
 
