@@ -58,7 +58,7 @@ from .loggers import (
 )
 from .loss import MaxEntLoss, kl_to_target
 from .metrics import evaluation_metrics
-from .phases import Phase, StopRule, phase_callbacks, plan, validate
+from .phases import Phase, StopRule, first_phase_key, phase_callbacks, plan, validate
 from .sparse import Pattern, family_linears
 from .streams import Streams, steps_per_epoch
 from .targets import make_targets
@@ -258,6 +258,9 @@ class Member:
     best: dict | None = None
     last: dict | None = None
     weights: dict | None = None
+    first_key: str = ""  # phases.first_phase_key: keys the dropout stream of round 0
+    twin: "Member | None" = None  # the dense module that its IMP round 0 yields
+    cfg: DictConfig | None = None  # a twin's own config (a dense one)
 
 
 def _inverse(order: list[int]) -> list[int]:
@@ -520,7 +523,8 @@ class FamilyTrainer:
             begin_round(m.loggers, r)
             m.stoppers = [StopRule(cb) for cb in phase_callbacks(self.cfg)]
             m.best_score, m.best_epoch, m.best, m.last = float("inf"), -1, None, None
-        gens = {k: _generator(self.members[k].fingerprint, r, self.device) for k in rows}
+        gens = {k: _generator(self.members[k].first_key if r == 0 else
+                              self.members[k].fingerprint, r, self.device) for k in rows}
         phase.begin(self.dm)
         self.streams.begin(phase.shuffle_seed)
         epochs = phase.epochs
@@ -536,7 +540,7 @@ class FamilyTrainer:
                 m.steps += self.streams.steps(k)
                 row = {"epoch": epoch, "train/loss": float(train_loss[i]),
                        "val/loss": float(val[i]), **(extra[i] if self.track else {})}
-                for logger in m.loggers:
+                for logger in m.loggers + (m.twin.loggers if m.twin and r == 0 else []):
                     logger.log_metrics(row, step=m.steps)
                 if float(val[i]) < m.best_score:  # RestoreBestWeights
                     m.best_score, m.best_epoch, m.best = float(val[i]), epoch, stack.row(i)
@@ -569,6 +573,9 @@ class FamilyTrainer:
                 continue
             if phase.final:
                 continue
+            if phase.round == 0 and m.twin is not None:  # its round 0 is this dense module
+                m.twin.weights, m.twin.stop_epochs = m.weights, m.stop_epochs[:1]
+                m.twin.steps = m.steps
             m.masks = self.plan.next_masks(m.weights, m.masks)
             moduledir.save_round(m.out_dir, phase.round, m.masks, m.fingerprint, m.best_epoch,
                                  m.best_score, m.stop_epochs)
@@ -607,7 +614,7 @@ def _member(cfg: DictConfig, rewarded, out_dir: Path, num_classes: int, name: st
     spec = module_spec(cfg, rewarded)
     fingerprint = spec_fingerprint(spec)
     return Member(check_rewarded(rewarded, num_classes, name), Path(out_dir), fingerprint, spec,
-                  masks={}, start=0)
+                  masks={}, start=0, first_key=first_phase_key(cfg, rewarded))
 
 
 @contextmanager
@@ -660,15 +667,27 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
         m.steps = sum(m.stop_epochs) * trainer.streams.steps(k)  # resumed rounds
         m.loggers = build_loggers(cfg, m.out_dir, module_run_name(cfg, m.rewarded, m.fingerprint),
                                   config=module_config(cfg, m.rewarded, m.fingerprint))
+        if m.twin is not None and m.start > 0:  # round 0 is done: the twin trains on its own
+            m.twin = None
+        if (t := m.twin) is not None:
+            t.masks = {n: v.cpu() for n, v in plan(t.cfg, trainer.net).full_masks(
+                trainer.net).items()}
+            t.loggers = build_loggers(t.cfg, t.out_dir, module_run_name(
+                t.cfg, t.rewarded, t.fingerprint), config=module_config(
+                t.cfg, t.rewarded, t.fingerprint))
+    twins = [m.twin for m in members if m.twin is not None]
     with _deterministic(cfg.trainer.get("deterministic")), _reused_host_memory():
         for phase in phases.phases[min(m.start for m in members):]:
             trainer.run_phase(phase)
     share = (time.perf_counter() - start_time) / len(members)
     trainer.net.cpu()
     results = [trainer.finish(m, share) for m in members if m.failed is None]
+    for t in twins:
+        if t.weights is not None:
+            trainer.finish(t, share)
     failed = [m.failed for m in members if m.failed is not None]
-    for m in members:
-        if m.failed is not None:
+    for m in members + twins:
+        if m.failed is not None or m.weights is None:
             finish_loggers(m.loggers, failed=True)
     if failed:
         raise moduledir.Diverged(f"{failed[0]} ({len(failed)} of {len(members)} modules "
@@ -690,9 +709,11 @@ def passes(cfg: DictConfig, sets: list, chunk: int) -> list[list[int]]:
     return [ix[s:s + chunk] for _, ix in sorted(groups.items()) for s in range(0, len(ix), chunk)]
 
 
-def train_family(cfg: DictConfig, jobs) -> list[dict]:
+def train_family(cfg: DictConfig, jobs, twins=None) -> list[dict]:
     """Train the ``(rewarded, out_dir)`` modules of one seed together (chunked to fit memory),
-    skipping finished ones; every member directory is locked while its chunk trains."""
+    skipping finished ones; every member directory is locked while its chunk trains.
+    ``twins``: {rewarded tuple: (dense config, out_dir)}, the dense modules whose training is
+    the IMP round 0 of these (``first_phase_key``): stored from it, not trained again."""
     validate(cfg)
     src = data_source(cfg)
     device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
@@ -709,16 +730,25 @@ def train_family(cfg: DictConfig, jobs) -> list[dict]:
         if (done := moduledir.finished_module(m.out_dir, m.fingerprint)) is not None:
             results[key] = done
     todo = [m for key, m in members.items() if key not in results]
+    for m in todo:
+        if (twin := (twins or {}).get(tuple(m.rewarded))) is not None:
+            m.twin = _member(twin[0], m.rewarded, twin[1], src.num_classes, cfg.data.name)
+            m.twin.cfg = twin[0]
+            if m.twin.first_key != m.first_key:
+                raise ValueError(f"{twin[1]} is not the round 0 of R={m.rewarded}")
     parts = [sorted((todo[i] for i in ix), key=lambda m: str(m.out_dir.resolve()))
              for ix in passes(cfg, [m.rewarded for m in todo], chunk)]
     log.info("family training: %d module(s) of seed %s in %d pass(es) of up to %d, on %s",
              len(todo), cfg.seed, len(parts), chunk, device)
     for part in parts:
         with ExitStack() as locks:
-            for m in part:
-                locks.enter_context(moduledir.locked(m.out_dir))
+            dirs = [m.out_dir for m in part] + [m.twin.out_dir for m in part if m.twin]
+            for d in sorted(dirs, key=lambda d: str(d.resolve())):
+                locks.enter_context(moduledir.locked(d))
             ready = []
             for m in part:  # another process may have finished it meanwhile
+                if m.twin and moduledir.finished_module(m.twin.out_dir, m.twin.fingerprint):
+                    m.twin = None
                 if (done := moduledir.finished_module(m.out_dir, m.fingerprint)) is not None:
                     results[str(m.out_dir.resolve())] = done
                 else:

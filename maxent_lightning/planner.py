@@ -31,6 +31,7 @@ from .cli import RUNNING
 from .errors import UserError
 from .family import passes, pick_device, plan_sizes, unsupported_reason
 from .jobs import job_fingerprint
+from .phases import first_phase_key, imp_used
 from .storage import config_digest, write_json
 from .store import ModuleStore
 
@@ -52,6 +53,8 @@ class Group:
     missing: list = field(default_factory=list)  # (rewarded, dir) not stored yet
     chunk: int = 1
     split: list = field(default_factory=list)  # the training passes (indices into missing)
+    twins: dict = field(default_factory=dict)  # rewarded tuple -> (dense cfg, dir) it yields
+    deferred: list = field(default_factory=list)  # (rewarded, dir) a twin of another group
 
     @property
     def passes(self) -> int:
@@ -76,6 +79,10 @@ class Plan:
     @property
     def passes(self) -> int:
         return sum(g.passes for g in self.groups.values())
+
+    @property
+    def twins(self) -> int:
+        return sum(len(g.twins) for g in self.groups.values())
 
 
 # ---------------------------------------------------------------- jobs of a sweep
@@ -157,6 +164,14 @@ def class_counter():
     return count
 
 
+def first_group_key(cfg: DictConfig) -> str:
+    """``group_key`` of the first phase (``phases.first_phase_key`` without the rewarded set)."""
+    return config_digest({"first": first_phase_key(cfg, []), "store": str(cfg.store.root),
+                          "family": OmegaConf.to_container(cfg.family),
+                          "device": [str(cfg.trainer.get("accelerator")),
+                                     str(cfg.trainer.get("devices"))]})
+
+
 def group_key(cfg: DictConfig, spec: dict) -> str:
     """Everything but the rewarded set that decides how a module trains (and where it lives)."""
     rest = {k: v for k, v in spec.items() if k != "rewarded"}
@@ -216,23 +231,54 @@ def add_modules(plan: Plan, cfg: DictConfig, sets: list[list[int]], model: str) 
         group.modules.setdefault(directory, spec["rewarded"])
 
 
-def check_store(plan: Plan) -> None:
-    """Fill in each group's missing modules and its members per pass."""
+def check_store(plan: Plan, twins: bool = True) -> None:
+    """Fill in each group's missing modules (without those an IMP group's round 0 yields) and
+    its members per pass."""
     for group in plan.groups.values():
         store = ModuleStore(group.store)
         group.missing = [(r, d) for d, r in group.modules.items() if store.check(d) is not None]
+    if twins:
+        pair_twins(plan)
+    for group in plan.groups.values():
         if group.missing:
             group.chunk = family_chunk(group.cfg)
             group.split = passes(group.cfg, [r for r, _ in group.missing], group.chunk)
+
+
+def pair_twins(plan: Plan) -> None:
+    """A dense module whose training is the IMP round 0 of a module that the sweep trains
+    (``phases.first_phase_key``: same settings, round epochs = epochs) is stored from that
+    round by the family trainer instead of being trained again."""
+    by_first = {}
+    for g in plan.groups.values():
+        if g.missing and g.cfg.family.enabled and unsupported_reason(g.cfg) is None:
+            by_first.setdefault(first_group_key(g.cfg), []).append(g)
+    for groups in by_first.values():
+        source = next((g for g in groups if imp_used(g.cfg.imp)), None)
+        if source is None:
+            continue
+        wanted = {tuple(r) for r, _ in source.missing}
+        for g in (g for g in groups if not imp_used(g.cfg.imp)):
+            rest = []
+            for r, d in g.missing:
+                if tuple(r) in wanted and tuple(r) not in source.twins:
+                    source.twins[tuple(r)] = (g.cfg, d)
+                    g.deferred.append((r, d))
+                else:
+                    rest.append((r, d))
+            g.missing = rest
 
 
 def describe(plan: Plan) -> str:
     """The plan in a few lines."""
     lines = [f"plan: {plan.jobs} job(s), {plan.finished} already finished"]
     lines += [f"plan: {n} job(s) not planned: {why}" for why, n in plan.unplanned.items()]
+    stored = plan.modules - plan.missing - plan.twins
     lines.append(f"plan: {plan.modules} distinct module(s) in {len(plan.groups)} group(s), "
-                 f"{plan.modules - plan.missing} stored, {plan.missing} to train in "
-                 f"{plan.passes} pass(es)")
+                 f"{stored} stored, {plan.missing} to train in {plan.passes} pass(es)")
+    if plan.twins:
+        lines.append(f"plan: {plan.twins} dense module(s) stored from the IMP round 0 of "
+                     "modules trained above (same training)")
     todo = [g for g in plan.groups.values() if g.missing]
     for g in todo[:MAX_GROUP_LINES]:
         lines.append(f"plan:   {g.cfg.data.name} {g.model} {g.cfg.loss.targets} "
@@ -244,10 +290,17 @@ def describe(plan: Plan) -> str:
 
 
 def train(plan: Plan) -> None:
-    """Train every group's missing modules (families of ``chunk`` where the config allows)."""
+    """Train every group's missing modules (families of ``chunk`` where the config allows),
+    then any dense twin that its IMP module did not yield (e.g. resumed after round 0)."""
     for g in plan.groups.values():
         if g.missing:
-            ModuleStore(g.store).get_many(g.cfg, [r for r, _ in g.missing])
+            ModuleStore(g.store).get_many(g.cfg, [r for r, _ in g.missing], g.twins)
+    for g in plan.groups.values():
+        if g.deferred:
+            store = ModuleStore(g.store)
+            left = [r for r, d in g.deferred if store.check(d) is not None]
+            if left:
+                store.get_many(g.cfg, left)
 
 
 # ---------------------------------------------------------------- training passes as jobs
@@ -290,7 +343,7 @@ class SweepPlanner(Callback):
             return
         try:
             plan = make_plan(config)
-            check_store(plan)
+            check_store(plan, twins=stage != "passes")  # pass jobs train no twins
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

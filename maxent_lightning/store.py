@@ -18,14 +18,15 @@ from .training import train_module
 log = logging.getLogger(__name__)
 
 
-def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]]) -> list[dict]:
+def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]], twins=None) -> list[dict]:
     """Train several modules of one seed (``(rewarded, out_dir)`` each), skipping finished
     ones; each directory is locked while its module trains. With ``family.enabled`` they are
-    trained together in one vectorized pass (``family.py``) where the config allows it."""
+    trained together in one vectorized pass (``family.py``) where the config allows it, which
+    also stores the ``twins`` (dense modules equal to their IMP round 0; see train_family)."""
     if cfg.family.enabled:
         reason = unsupported_reason(cfg)
         if reason is None:
-            return train_family(cfg, jobs)
+            return train_family(cfg, jobs, twins)
         log.info("family training off (%s): training %d module(s) one by one", reason, len(jobs))
     results = []
     for rewarded, out_dir in jobs:
@@ -58,9 +59,11 @@ class ModuleStore:
                 log.warning("module R=%s seed=%s: %s; retraining it", rewarded, seed, why)
                 moduledir.discard(directory)
 
-    def get_many(self, cfg: DictConfig, rewarded_sets: Sequence[Sequence[int]]) -> list[Path]:
+    def get_many(self, cfg: DictConfig, rewarded_sets: Sequence[Sequence[int]],
+                 twins=None) -> list[Path]:
         """Checkpoint paths of the modules, training those missing or corrupt (all at once if
-        possible); with ``train_missing=False`` those are refused instead."""
+        possible); with ``train_missing=False`` those are refused instead. ``twins``: see
+        ``train_modules``."""
         dirs = [self.dir_for(cfg, r) for r in rewarded_sets]
         missing = [(list(r), d, why) for r, d in zip(rewarded_sets, dirs, strict=True)
                    if (why := self.check(d)) is not None]
@@ -77,7 +80,7 @@ class ModuleStore:
         if missing:
             log.info("store %s: training %d missing module(s) of seed %s: %s", self.root,
                      len(missing), cfg.seed, " ".join(f"R={r}" for r, _, _ in missing))
-            train_modules(cfg, [(r, d) for r, d, _ in missing])
+            train_modules(cfg, [(r, d) for r, d, _ in missing], twins)
         return [d / moduledir.MODULE for d in dirs]
 
     def get(self, cfg: DictConfig, rewarded: Sequence[int]) -> Path:

@@ -7,6 +7,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,7 +15,9 @@ from omegaconf import open_dict
 
 from maxent_lightning import planner
 from maxent_lightning.config import CONFIG_DIR, CONFIG_NAME
+from maxent_lightning.family import train_family
 from maxent_lightning.jobs import sample_pairs
+from maxent_lightning.storage import load_module, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +71,7 @@ def test_resume_counts_stored_modules(tmp_path, fast_overrides):
         plan = planner.make_plan(cfg)
         planner.check_store(plan)
         groups = list(plan.groups.values())
-        assert len(groups) == 2 and plan.passes == 1 + len(groups[1].missing)  # CE: one by one
+        assert len(groups) == 2 and groups[0].passes == 1 and groups[1].passes >= 1
         del plan.groups[next(k for k, g in plan.groups.items() if g is groups[1])]
         planner.train(plan)  # the maxent group only: a sweep killed after its first pass
         again = planner.make_plan(cfg)
@@ -77,6 +80,34 @@ def test_resume_counts_stored_modules(tmp_path, fast_overrides):
     assert again.modules == stored + len(groups[1].modules)
     assert again.missing == len(groups[1].modules)
     assert f"{stored} stored, {again.missing} to train" in planner.describe(again)
+
+
+def test_dense_modules_are_stored_from_the_imp_round_0(tmp_path, fast_overrides):
+    """imp=none modules train exactly as round 0 of their imp=global twins: the sweep stores them
+    from that round, equal (bitwise, dropout included) to a dense module trained on its own."""
+    sweep = ["imp=global,none", "loss=maxent,cross_entropy", "pair=0,1"]
+    with master(tmp_path, fixed(tmp_path, fast_overrides, "trainer.max_epochs=2"), sweep) as cfg:
+        plan = planner.make_plan(cfg)
+        planner.check_store(plan)
+        dense = [g for g in plan.groups.values() if not g.cfg.imp.enabled]
+        assert len(dense) == 2 and all(not g.missing and g.deferred for g in dense)
+        assert plan.twins == sum(len(g.deferred) for g in dense) == plan.missing
+        assert "dense module(s) stored from the IMP round 0" in planner.describe(plan)
+        planner.train(plan)
+        again = planner.make_plan(cfg)
+        planner.check_store(again)
+        assert again.missing == 0 and again.twins == 0
+        for g in dense:
+            (r, d), *_ = g.deferred
+            alone = train_family(g.cfg, [(r, tmp_path / f"alone-{g.cfg.loss.targets}")])[0]
+            twin, own = load_module(d / "module.pt"), load_module(
+                tmp_path / f"alone-{g.cfg.loss.targets}" / "module.pt")
+            assert twin.fingerprint == own.fingerprint
+            assert all(torch.equal(twin.state_dict[k], own.state_dict[k]) for k in own.state_dict)
+            assert all(torch.equal(twin.masks[k], own.masks[k]) for k in own.masks)
+            stored = read_json(d / "metrics.json")
+            assert stored["stop_epochs"] == alone["stop_epochs"]
+            assert stored["test/acc"] == alone["test/acc"]
 
 
 def test_unknown_task_and_bad_jobs_are_not_planned(tmp_path, fast_overrides):
