@@ -283,7 +283,8 @@ def describe(plan: Plan) -> str:
     for g in todo[:MAX_GROUP_LINES]:
         lines.append(f"plan:   {g.cfg.data.name} {g.model} {g.cfg.loss.targets} "
                      f"imp={'on' if g.cfg.imp.enabled else 'off'} seed={g.cfg.seed}: "
-                     f"{len(g.missing)} of {len(g.modules)} to train, {g.chunk} per pass")
+                     f"{len(g.missing)} of {len(g.modules)} to train in {g.passes} pass(es) of "
+                     f"up to {g.chunk}{f', {len(g.twins)} dense twins' if g.twins else ''}")
     if len(todo) > MAX_GROUP_LINES:
         lines.append(f"plan:   ... and {len(todo) - MAX_GROUP_LINES} more group(s)")
     return "\n".join(lines)
