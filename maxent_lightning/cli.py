@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from . import helptext, moduledir, tasks  # noqa: F401  (helptext: the --help resolver)
 from .config import CONFIG_DIR, CONFIG_NAME, debug_last
 from .errors import UserError
+from .launcher import register_plugins
 
 TASKS = tuple(sorted(m.name for m in pkgutil.iter_modules(tasks.__path__)))
 
@@ -147,7 +148,8 @@ def unknown_option(argv: list[str], config_dir: str = CONFIG_DIR) -> str | None:
     conf = Path(config_dir)
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or key == "hydra" or not (conf / key).is_dir():
+        # hydra/...: Hydra's own options (basic, joblib) are in its config store, not conf/
+        if not sep or key.split("/")[0] == "hydra" or not (conf / key).is_dir():
             continue
         for option in value.split(","):
             if re.fullmatch(r"[\w/-]+", option) and option != "null" \
@@ -192,6 +194,7 @@ def _entry() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+    register_plugins()  # the default multirun sweeper and launcher (launcher.py)
     try:
         main()
     except BaseException as err:

@@ -1,8 +1,9 @@
 """Sweep planner: before a multirun launches, expand its overrides into jobs (Hydra's basic
-sweeper logic), compose each job's config, ask its task which store modules it needs
-(``needs(cfg, num_classes)`` in the task module), de-duplicate them by store fingerprint, count
-the stored ones, group the missing ones by everything but the rewarded set and train each group
-in families of ``family.chunk_size`` before any job runs. Jobs then only load and evaluate.
+sweeper logic), compose each job's config (``launcher.SweepComposer``), ask its task which
+store modules it needs (``needs(cfg, num_classes)`` in the task module), de-duplicate them by
+store fingerprint, count the stored ones, group the missing ones by everything but the
+rewarded set and train each group in families of ``family.chunk_size`` before any job runs.
+Jobs then only load and evaluate.
 
 ``sweep_training`` chooses where modules are trained: ``sweep`` (here, before launching),
 ``jobs`` (each job trains what it lacks, as a single run does) or ``passes`` (the sweep becomes
@@ -10,14 +11,13 @@ one ``train_pass`` job per training pass, for cluster launchers such as submitit
 command without it afterwards). ``plan_only=true`` prints the plan and launches nothing.
 """
 
-import copy
 import importlib
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,13 +31,13 @@ from .cli import RUNNING
 from .errors import UserError
 from .family import passes, pick_device, plan_sizes, unsupported_reason
 from .jobs import job_fingerprint
+from .launcher import SWEEPERS, SweepComposer
 from .phases import first_phase_key, imp_used
 from .storage import config_digest, write_json
 from .store import ModuleStore
 
 log = logging.getLogger(__name__)
 STAGES = ("sweep", "jobs", "passes")
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 PLAN_FILE = "plan.json"
 MAX_GROUP_LINES = 6  # groups listed one per line in the printed plan
 
@@ -94,44 +94,24 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     return BasicSweeper.split_arguments(parser.parse_overrides(lines), None)[0]
 
 
-class Composer:
-    """Job configs of a sweep as the launcher composes them, fast: one Hydra composition per
-    distinct set of config-group overrides, then each job's value overrides applied by
-    Hydra's own override logic (what composition does after the defaults list)."""
-
-    def __init__(self, config: DictConfig):
-        self.config, self.loader = config, GlobalHydra.instance().config_loader()
-        self.parser = OverridesParser.create(config_loader=self.loader)
-        self.parsed, self.bases, self.current = {}, {}, None
-
-    def _parse(self, line: str):
-        if line not in self.parsed:
-            self.parsed[line] = self.parser.parse_overrides([line])[0]
-        return self.parsed[line]
-
-    def __call__(self, overrides: list[str], num: int) -> tuple[DictConfig, Path, str]:
-        """A job's config (resolved, hydra node dropped), output directory and model name."""
-        parsed = [self._parse(line) for line in overrides]
-        groups = tuple(o.input_line for o in parsed
-                       if self.loader.repository.group_exists(o.key_or_group))
-        if groups not in self.bases:
-            base = self.loader.load_sweep_config(self.config, list(groups))
-            job = OmegaConf.to_container(base, resolve=False)
-            del job["hydra"]
-            self.bases[groups] = (base, job)
-        base, job = self.bases[groups]
-        with read_write(base.hydra), open_dict(base.hydra):
-            base.hydra.job.num = num
-            out = Path(base.hydra.sweep.dir) / str(base.hydra.sweep.subdir)
-            base.hydra.runtime.output_dir = str(out)
-        if self.current is not base:  # ${hydra:...} resolve (runtime.choices of this base)
-            HydraConfig.instance().set_config(base)
-            self.current = base
-        cfg = OmegaConf.create(copy.deepcopy(job), flags={"struct": True})
-        ConfigLoaderImpl._apply_overrides_to_config(  # Hydra's value-override step
-            [o for o in parsed if o.input_line not in groups], cfg)
-        OmegaConf.resolve(cfg)
-        return cfg, out, str(base.hydra.runtime.choices.get("model"))
+def job_config(compose: SweepComposer, overrides: list[str],
+               num: int) -> tuple[DictConfig, Path, str]:
+    """Job ``num``'s config as its task gets it (resolved, hydra node dropped; Hydra's runtime
+    config set as ``run_job`` sets it), its output directory and its model name."""
+    job = compose.compose(overrides)
+    with open_dict(job):
+        job.hydra.job.id = job.hydra.job.num = num
+    hc = job.hydra
+    HydraConfig.instance().set_config(job)  # ${hydra:...} in the sweep directory
+    out = Path(str(hc.sweep.dir)) / str(hc.sweep.subdir)
+    with read_write(hc.runtime), open_dict(hc.runtime):
+        hc.runtime.output_dir = os.path.abspath(out)
+    HydraConfig.instance().set_config(job)  # a copy: the job's config keeps no hydra node
+    model = str(hc.runtime.choices.get("model"))
+    with open_dict(job):
+        del job["hydra"]
+    OmegaConf.resolve(job)
+    return job, out, model
 
 
 def needs(cfg: DictConfig, num_classes: int) -> list[list[int]] | None:
@@ -194,13 +174,14 @@ def family_chunk(cfg: DictConfig) -> int:
 
 def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
     """The plan of the sweep of ``config`` (the multirun's master config)."""
-    plan, master, compose = Plan(), HydraConfig.instance().cfg, Composer(config)
+    plan, master = Plan(), HydraConfig.instance().cfg
+    compose = SweepComposer(config, GlobalHydra.instance().config_loader())
     num_classes = class_counter()
     try:
         for num, overrides in enumerate(sweep_jobs(config)):
             plan.jobs += 1
             try:
-                cfg, out, model = compose(overrides, num)
+                cfg, out, model = job_config(compose, overrides, num)
                 fix = "choose another hydra.sweep.dir"
                 if check_jobs and moduledir.finished_run(out, job_fingerprint(cfg), "job", fix):
                     plan.finished += 1
@@ -339,7 +320,7 @@ class SweepPlanner(Callback):
             print(f"error: sweep_training={stage} must be one of: {', '.join(STAGES)}",
                   file=sys.stderr)
             sys.exit(2)
-        if (stage == "jobs" and not only) or config.hydra.sweeper._target_ != BASIC_SWEEPER \
+        if (stage == "jobs" and not only) or config.hydra.sweeper._target_ not in SWEEPERS \
                 or config.get("task") == "train_pass":
             return
         try:

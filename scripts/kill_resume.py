@@ -1,6 +1,6 @@
 """kill -9 a pairwise multirun partway, rerun the same command, and check that nothing was lost.
 
-    python scripts/kill_resume.py [--launcher basic|joblib] [--work DIR]
+    python scripts/kill_resume.py [--launcher fast|basic|joblib] [--work DIR]
 
 On the embedded digits with tiny epochs: an uninterrupted sweep (reference) and the same sweep
 killed (SIGKILL to the whole process group, joblib workers included) once a module has finished
@@ -24,7 +24,8 @@ SWEEP = ["+experiment=pairwise_digits", "seed=0", "model=mlp_shallow", "loss=max
          "imp=global", "cardinality=1", "pair=0,1,2,3", "trainer.max_epochs=2",
          "imp.round_epochs=1", "model.hidden=[32]", "trainer.accelerator=cpu",
          "trainer.enable_progress_bar=false", "logger=none"]
-LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
+LAUNCHERS = {"fast": [], "basic": ["hydra/sweeper=basic", "hydra/launcher=basic"],
+             "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
 
 
 def command(work: Path, launcher: str) -> list[str]:
@@ -116,7 +117,7 @@ def compare(ref: Path, work: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="basic")
+    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="fast")
     parser.add_argument("--work", type=Path, default=None)
     opts = parser.parse_args()
     work = (opts.work or Path(tempfile.mkdtemp(prefix="kill_resume_"))).resolve()

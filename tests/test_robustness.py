@@ -346,7 +346,7 @@ def test_bad_input_matrix_script_all_cases(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["fast", "basic", "joblib"])
 def test_kill_resume_script(tmp_path, launcher):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "kill_resume.py"),
                           "--launcher", launcher, "--work", str(tmp_path)],

@@ -1,0 +1,62 @@
+"""Hydra plugins of maxent_lightning: ``FastSweeper`` and ``FastLauncher``, Hydra's basic sweeper
+and launcher with each job's config composed by ``maxent_lightning.launcher.SweepComposer``
+(one real composition per distinct set of config-group overrides). Configs:
+``maxent_lightning/conf/hydra/{sweeper,launcher}/fast.yaml``, the default of a multirun."""
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, open_dict
+
+from maxent_lightning.launcher import SweepComposer
+
+log = logging.getLogger(__name__)
+
+
+class FastSweeper(BasicSweeper):
+    """Hydra's basic sweeper, validating each batch through a ``SweepComposer`` (shared with
+    a ``FastLauncher``)."""
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.composer = SweepComposer(config, hydra_context.config_loader)
+        if hasattr(self.launcher, "composer"):
+            self.launcher.composer = self.composer
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        self.composer.validate(batch)
+
+
+class FastLauncher(BasicLauncher):
+    """Hydra's basic launcher (jobs one after another in this process), each job's config
+    from a ``SweepComposer``."""
+
+    composer: SweepComposer | None = None
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None
+        assert self.task_function is not None
+        if self.composer is None:
+            self.composer = SweepComposer(self.config, self.hydra_context.config_loader)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs locally")
+        runs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            sweep_config = self.composer.compose(list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            runs.append(run_job(hydra_context=self.hydra_context,
+                                task_function=self.task_function, config=sweep_config,
+                                job_dir_key="hydra.sweep.dir",
+                                job_subdir_key="hydra.sweep.subdir"))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return runs

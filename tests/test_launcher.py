@@ -1,0 +1,121 @@
+"""The fast sweeper and launcher (launcher.py): each job's config equals Hydra's
+``load_sweep_config`` (hydra node included), illegal overrides fail as Hydra fails them, and a
+real multirun through the CLI runs its jobs with it."""
+
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import setup_globals
+from hydra.errors import ConfigCompositionException
+from hydra.types import RunMode
+from omegaconf import OmegaConf, open_dict
+
+from maxent_lightning import planner
+from maxent_lightning.config import CONFIG_DIR, CONFIG_NAME
+from maxent_lightning.launcher import FAST_SWEEPER, SweepComposer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def multirun_master(*overrides):
+    """(master config, config loader) of ``-m *overrides``, as Hydra's multirun composes them."""
+    setup_globals()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            hydra = GlobalHydra.instance().hydra
+            master = hydra.compose_config(CONFIG_NAME, list(overrides),
+                                          run_mode=RunMode.MULTIRUN, with_log_configuration=False)
+            HydraConfig.instance().set_config(master)
+            yield master, GlobalHydra.instance().config_loader()
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def as_job(cfg, num: int) -> tuple[dict, dict]:
+    """(the whole config unresolved, the task's part resolved) of job ``num``, its hydra job
+    numbers and output directory set as the launcher and ``run_job`` set them."""
+    with open_dict(cfg):
+        cfg.hydra.job.id = cfg.hydra.job.num = num
+        cfg.hydra.runtime.output_dir = f"/tmp/sweep/{num}"
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    HydraConfig.instance().set_config(cfg)
+    task = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
+            else cfg[k] for k in cfg if k != "hydra"}
+    return raw, task
+
+
+def test_job_configs_equal_hydras(tmp_path):
+    args = ["+experiment=pairwise_digits", f"hydra.sweep.dir={tmp_path}/sweep", "++note=x",
+            "model=mlp_shallow,lenet", "loss=maxent,cross_entropy", "seed=0,1",
+            "trainer.max_epochs=2,3", "pair=1", "imp=none", "cardinality=1"]
+    with multirun_master(*args) as (master, loader):
+        assert master.hydra.sweeper._target_ == FAST_SWEEPER
+        jobs = planner.sweep_jobs(master)
+        assert len(jobs) == 16 and "+experiment=pairwise_digits" in jobs[0]
+        composer = SweepComposer(master, loader)
+        groups = {composer.split(j)[0] for j in jobs}
+        assert len(groups) == 4  # model x loss: one real composition each
+        for num, overrides in enumerate(jobs):
+            fast = as_job(composer.compose(overrides), num)
+            ref = as_job(loader.load_sweep_config(master, overrides), num)
+            assert fast == ref, overrides
+        hydra = composer.compose(jobs[-1]).hydra
+        assert list(hydra.overrides.task) == jobs[-1]
+        assert f"hydra.sweep.dir={tmp_path}/sweep" in hydra.overrides.hydra
+        assert hydra.runtime.choices.model == "lenet" and hydra.runtime.choices.loss == \
+            "cross_entropy"
+        assert "trainer.max_epochs=3" in hydra.job.override_dirname
+        assert len([k for k in composer.bases if k[2] in groups]) == 4
+
+
+@pytest.mark.parametrize("bad", ["trainer.no_such_key=1,2", "+trainer.max_epochs=3,4",
+                                 "model=nope,lenet"])
+def test_illegal_overrides_fail_as_in_hydra(bad):
+    args = ["+experiment=pairwise_digits", "pair=0,1", "seed=0", "imp=none", "cardinality=1",
+            "model=mlp_shallow", "loss=maxent", bad]
+    with multirun_master(*args) as (master, loader):
+        jobs = planner.sweep_jobs(master)
+        with pytest.raises(Exception) as ref:
+            for overrides in jobs:
+                loader.load_sweep_config(master, overrides)
+        with pytest.raises(type(ref.value)) as fast:
+            SweepComposer(master, loader).validate(jobs)
+    assert str(fast.value) == str(ref.value)
+    assert isinstance(fast.value, ConfigCompositionException) or "nope" in str(fast.value)
+
+
+def cli(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "maxent_lightning", "-m", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                               "WANDB_MODE": "offline"})
+
+
+def test_multirun_runs_jobs_as_hydras_launcher(tmp_path, fast_overrides):
+    """The default (fast) launcher and Hydra's basic sweeper and launcher write the same job
+    configs and results."""
+    sweep = [*fast_overrides, "task=pairwise", "imp.rounds=1", "trainer.max_epochs=1",
+             f"paths.store_dir={tmp_path}/store", "loss=maxent,cross_entropy", "pair=0,1"]
+    fast = cli(tmp_path, *sweep, f"hydra.sweep.dir={tmp_path}/fast")
+    assert fast.returncode == 0, fast.stderr[-2000:]
+    assert "Launching 4 jobs locally" in fast.stdout + fast.stderr
+    ref = cli(tmp_path, *sweep, "hydra/sweeper=basic", "hydra/launcher=basic",
+              f"hydra.sweep.dir={tmp_path}/basic")
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    for n in range(4):
+        configs = [OmegaConf.load(tmp_path / which / str(n) / "config.yaml")
+                   for which in ("fast", "basic")]
+        for cfg in configs:
+            del cfg.paths["output_dir"]
+        assert configs[0] == configs[1]
+        results = [(tmp_path / which / str(n) / "results.csv").read_text()
+                   for which in ("fast", "basic")]
+        assert results[0] == results[1]
