@@ -59,6 +59,7 @@ from .loggers import (
 from .loss import MaxEntLoss, kl_to_target
 from .metrics import evaluation_metrics
 from .phases import Phase, StopRule, first_phase_key, phase_callbacks, plan, validate
+from .plots import wants_figures
 from .sparse import Pattern, family_linears
 from .streams import Streams, steps_per_epoch
 from .targets import make_targets
@@ -580,31 +581,46 @@ class FamilyTrainer:
             moduledir.save_round(m.out_dir, phase.round, m.masks, m.fingerprint, m.best_epoch,
                                  m.best_score, m.stop_epochs)
 
-    def finish(self, m: Member, wall_s: float) -> dict:
-        """Test, then write module.pt, confusion.png, loggers and metrics.json (last)."""
-        cfg, dm, net = self.cfg, self.dm, self.net
-        net.load_state_dict({n: w.cpu() for n, w in m.weights.items()})
+    def finish(self, members: list[Member], wall_s: float) -> list[dict]:
+        """Test the members together (one ``Trainer.test`` of a plan with one net each, a
+        module's scores its own), then write each one's module.pt, confusion.png (where
+        ``figures`` asks for it), loggers and metrics.json (last)."""
+        cfg, dm = self.cfg, self.dm
+        if not members:
+            return []
+        figure = wants_figures(cfg)
+        plan, nets = Plan(), []
+        for i, m in enumerate(members):
+            net = copy.deepcopy(self.net)
+            net.load_state_dict({n: w.cpu() for n, w in m.weights.items()})
+            nets.append(net)
+            plan.add(str(i), plan.net(net), m.rewarded)
         x, _, y = dm.test
-        plan = Plan()
-        plan.add("module", plan.net(net), m.rewarded)
         cuda = self.device.type == "cuda"
         trainer = lean_trainer("gpu" if cuda else "cpu", [self.device.index or 0] if cuda else 1,
                                cfg.trainer.get("precision", "32-true"))
-        res = run_plan(plan, {"test": (x, y)}, dm.num_classes, self.loss.temperature, trainer,
-                       targets=cfg.loss.targets, batch_size=dm.eval_batch_size)["module"]
+        scores = run_plan(plan, {"test": (x, y)}, dm.num_classes, self.loss.temperature, trainer,
+                          targets=cfg.loss.targets, batch_size=dm.eval_batch_size)
+        return [self._store(m, net, scores[str(i)], wall_s, figure)
+                for i, (m, net) in enumerate(zip(members, nets, strict=True))]
+
+    def _store(self, m: Member, net: nn.Module, res: dict, wall_s: float, figure: bool) -> dict:
+        """One tested member's artifacts, loggers and done marker."""
+        cfg, dm = self.cfg, self.dm
+        res = dict(res)
         res.pop("class_entropy")
         confusion = res.pop("confusion")
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        state = {k: v.detach() for k, v in net.state_dict().items()}
         metrics = moduledir.save_trained(
             m.out_dir, cfg.seed, dm, m.rewarded, {f"test/{k}": v for k, v in res.items()},
             confusion, state, m.masks, m.spec, m.fingerprint, self.theta0_id,
-            self.loss.temperature, m.stop_epochs, wall_s)
+            self.loss.temperature, m.stop_epochs, wall_s, figure=figure)
         for logger in m.loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
                                step=m.steps)
             logger.save()
             logger.finalize("success")
-        log_trained(m.loggers, m.out_dir, metrics)
+        log_trained(m.loggers, m.out_dir, metrics, figure, dm.splits.classes)
         finish_loggers(m.loggers)
         moduledir.mark_done(m.out_dir, metrics)
         return metrics
@@ -681,10 +697,9 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
             trainer.run_phase(phase)
     share = (time.perf_counter() - start_time) / len(members)
     trainer.net.cpu()
-    results = [trainer.finish(m, share) for m in members if m.failed is None]
-    for t in twins:
-        if t.weights is not None:
-            trainer.finish(t, share)
+    done = [m for m in members if m.failed is None]
+    stored = trainer.finish(done + [t for t in twins if t.weights is not None], share)
+    results = stored[:len(done)]
     failed = [m.failed for m in members if m.failed is not None]
     for m in members + twins:
         if m.failed is not None or m.weights is None:

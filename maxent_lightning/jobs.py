@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -36,7 +35,7 @@ from .loggers import (
 )
 from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
 from .phases import imp_used, validate
-from .plots import confusion_png
+from .plots import confusion_png, wants_figures
 from .results import COLUMNS
 from .storage import ModuleRecord, config_digest, read_module, write_json, write_text
 from .store import ModuleStore
@@ -143,16 +142,6 @@ def row_values(scores: dict) -> tuple[dict, torch.Tensor]:
     values = {k: scores[k] for k in ("rewarded_acc", "nonrewarded_entropy", "acc")}
     values["loss_value"] = scores["loss"]
     return values, scores["confusion"]
-
-
-def wants_figures(cfg: DictConfig) -> bool:
-    """``figures``: true, false, or auto (drawn in single runs, not in a multirun's jobs)."""
-    mode = str(cfg.get("figures", "auto")).lower()
-    if mode not in ("auto", "true", "false"):
-        raise UserError(f"figures={mode} must be auto, true or false")
-    if mode == "auto":
-        return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
-    return mode == "true"
 
 
 def merge_kinds(cfg: DictConfig) -> list[str]:

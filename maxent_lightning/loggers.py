@@ -121,15 +121,39 @@ def module_config(cfg: DictConfig, rewarded, fingerprint: str) -> dict:
             "fingerprint": fingerprint}
 
 
-def log_trained(loggers, out_dir: Path, metrics: dict) -> None:
-    """What a trained module adds to its loggers: sparsity, wall time, the confusion matrix,
-    and module.pt as an artifact (``logger.wandb.log_model=true``)."""
+def log_trained(loggers, out_dir: Path, metrics: dict, figure: bool = True,
+                classes: Sequence[str] | None = None) -> None:
+    """What a trained module adds to its loggers: sparsity, wall time, the confusion matrix
+    (W&B: ``confusion.png`` as an image with ``figure``, else W&B's confusion-matrix chart of
+    the counts, rows named by ``classes``), and module.pt as an artifact
+    (``logger.wandb.log_model=true``)."""
     for logger in loggers:
         logger.log_metrics({"sparsity": metrics["sparsity"], "wall_s": metrics["wall_s"]})
-        if hasattr(logger, "log_image"):
+        if not isinstance(logger, WandbLogger):
+            continue
+        if figure:
             logger.log_image("test/confusion", [str(out_dir / "confusion.png")])
+        else:
+            title = f"R={metrics['rewarded']} seed={metrics['seed']}"
+            logger.log_metrics({"test/confusion": confusion_chart(metrics["confusion"], classes,
+                                                                  title)})
     log_module(loggers, out_dir / moduledir.MODULE, metrics["fingerprint"],
                {k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
+
+
+def confusion_chart(matrix: Sequence[Sequence[int]], classes: Sequence[str] | None = None,
+                    title: str = ""):
+    """W&B's confusion-matrix chart (``wandb.plot.confusion_matrix``) of a count matrix (rows:
+    true labels), without the per-sample predictions that function asks for."""
+    import wandb  # only with logger=wandb
+
+    names = [str(c) for c in classes] if classes is not None else [str(i)
+                                                                     for i in range(len(matrix))]
+    table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"],
+                        data=[[names[i], names[j], int(n)] for i, row in enumerate(matrix)
+                              for j, n in enumerate(row)])
+    fields = {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"}
+    return wandb.plot_table("wandb/confusion_matrix/v1", table, fields, {"title": title})
 
 
 def begin_round(loggers, imp_round: int, step_offset: int = 0) -> None:

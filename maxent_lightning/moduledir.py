@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -165,9 +166,17 @@ def check_phase(best_val_loss: float, state: dict, what: str) -> None:
     check_finite(state, what)
 
 
+def _finite(t: torch.Tensor) -> bool:
+    """Every entry finite; through numpy on CPU (one pass, no thread pool: torch's isfinite
+    makes several and stalls on a busy CPU)."""
+    if t.device.type == "cpu" and t.dtype in (torch.float16, torch.float32, torch.float64):
+        return bool(np.isfinite(t.detach().numpy()).all())
+    return bool(torch.isfinite(t).all())
+
+
 def check_finite(state: dict, what: str) -> None:
     """Refuse a state with a NaN or infinite entry (a diverged module is never stored)."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [k for k, v in state.items() if v.is_floating_point() and not _finite(v)]
     if bad:
         raise Diverged(f"{what} diverged: {bad[0]} is not finite; nothing was stored for it; "
                        "lower optimizer.lr or check the data")
@@ -201,9 +210,11 @@ def write_config(directory: Path, cfg: DictConfig) -> None:
 
 def save_trained(directory: Path, seed: int, dm, rewarded, test: dict, confusion: torch.Tensor,
                  state_dict, masks: M.Masks, spec: dict, fingerprint: str, theta0_id: str,
-                 temperature: float, stop_epochs: list[int], wall_s: float) -> dict:
-    """``module.pt`` and ``confusion.png`` of a trained module (either trainer); returns its
-    metrics, which the caller writes with ``mark_done`` last, after its loggers."""
+                 temperature: float, stop_epochs: list[int], wall_s: float,
+                 figure: bool = True) -> dict:
+    """``module.pt`` and, with ``figure`` (``plots.wants_figures``), ``confusion.png`` of a
+    trained module (either trainer); returns its metrics (the confusion matrix among them),
+    which the caller writes with ``mark_done`` last, after its loggers."""
     metrics = dict(test)
     metrics.update(
         sparsity=M.sparsity(masks), rewarded=rewarded, seed=int(seed), fingerprint=fingerprint,
@@ -217,8 +228,9 @@ def save_trained(directory: Path, seed: int, dm, rewarded, test: dict, confusion
         seed=int(seed), spec=spec, fingerprint=fingerprint, metrics=dict(metrics),
     )
     save_module(Path(directory) / MODULE, record)
-    confusion_png(Path(directory) / "confusion.png", confusion, dm.splits.classes,
-                  title=f"R={rewarded} seed={seed}")
+    if figure:
+        confusion_png(Path(directory) / "confusion.png", confusion, dm.splits.classes,
+                      title=f"R={rewarded} seed={seed}")
     return metrics
 
 

@@ -8,7 +8,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402, F401  (the headless pyplot of every figure)
 import torch  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from .errors import UserError  # noqa: E402
+
+
+def wants_figures(cfg: DictConfig) -> bool:
+    """``figures``: true, false, or auto (drawn in single runs, not in a multirun's jobs)."""
+    mode = str(cfg.get("figures", "auto")).lower()
+    if mode not in ("auto", "true", "false"):
+        raise UserError(f"figures={mode} must be auto, true or false")
+    if mode == "auto":
+        return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    return mode == "true"
 
 
 def confusion_png(

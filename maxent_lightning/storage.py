@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,11 @@ def module_hparams(record: ModuleRecord) -> dict:
             "rewarded": list(record.rewarded), "num_classes": int(record.num_classes)}
 
 
+@cache
+def _lightning_version() -> str:
+    return version("lightning")  # reads the package metadata: once per process
+
+
 def save_module(path: Path, record: ModuleRecord) -> Path:
     """``record`` as a Lightning checkpoint that also keeps every field of the record, the
     format tag and the content digest; written atomically."""
@@ -164,7 +170,7 @@ def save_module(path: Path, record: ModuleRecord) -> Path:
     state = {NET_PREFIX + k: v for k, v in state.items()}
     payload = {"format": MODULE_FORMAT, **record.__dict__, "masks": masks, "state_dict": state,
                "digest": _payload_digest(state, masks),  # of the tensors as stored
-               "pytorch-lightning_version": version("lightning"), "epoch": 0, "global_step": 0,
+               "pytorch-lightning_version": _lightning_version(), "epoch": 0, "global_step": 0,
                "hyper_parameters": module_hparams(record)}
     return save_torch(path, payload)
 

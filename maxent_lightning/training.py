@@ -21,6 +21,7 @@ from .loggers import (
 )
 from .module import MaxEntModule
 from .phases import phase_callbacks, plan
+from .plots import wants_figures
 
 
 def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
@@ -77,8 +78,9 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     metrics = moduledir.save_trained(
         out_dir, cfg.seed, dm, dm.rewarded, {k: float(v) for k, v in results.items()},
         module.test_confusion.compute(), net.cpu().state_dict(), pruner.masks, spec,
-        fingerprint, theta0_id, loss.temperature, stop_epochs, time.perf_counter() - start_time)
-    log_trained(loggers, out_dir, metrics)
+        fingerprint, theta0_id, loss.temperature, stop_epochs, time.perf_counter() - start_time,
+        figure=wants_figures(cfg))
+    log_trained(loggers, out_dir, metrics, wants_figures(cfg), dm.splits.classes)
     finish_loggers(loggers)
     moduledir.mark_done(out_dir, metrics)
     return metrics

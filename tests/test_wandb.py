@@ -186,3 +186,20 @@ def test_a_resumed_module_continues_the_step(make_cfg, tmp_path, family):
                       for p in sorted(out.glob("csv/*/metrics.csv")))
     assert set(resumed["imp/round"]) == {1}
     assert list(resumed["step"]) == list(first[first["imp/round"] == 1]["step"])
+
+
+def test_without_figures_the_confusion_is_a_wandb_chart(make_cfg, tmp_path, monkeypatch):
+    """figures=false: no confusion.png; the run gets W&B's confusion-matrix chart of the counts
+    (metrics.json keeps the matrix)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg("logger=wandb", "figures=false", "imp=none", "trainer.max_epochs=1",
+                   "model.hidden=[16]")
+    (metrics,) = train_family(cfg, [([3], tmp_path / "m")])
+    assert not (tmp_path / "m" / "confusion.png").exists()
+    (run,) = runs_under(tmp_path / "m")
+    chart = run["config"]["_wandb/visualize/test/confusion"]["panel_config"]
+    assert chart["panelDefId"] == "wandb/confusion_matrix/v1"
+    assert run["summary"]["test/confusion_table/nrows"] == metrics["num_classes"] ** 2
+    table = json.loads(next((tmp_path / "m").rglob("media/table/test/confusion_table*.json"))
+                       .read_text())
+    assert sum(n for _, _, n in table["data"]) == sum(map(sum, metrics["confusion"]))
