@@ -43,11 +43,15 @@ class CSVLogger(RoundSteps, pl_loggers.CSVLogger):
 
 class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
     """Lightning's W&B logger for one run among several open at once, with steps rising across
-    IMP rounds, module checkpoints as artifacts when ``log_model`` is set, and without W&B's
-    deprecated ``anonymous`` setting (whose warning every run printed)."""
+    IMP rounds, module checkpoints as artifacts when ``log_model`` is set, ``settings`` (the
+    ``wandb.Settings`` fields of ``conf/logger/wandb.yaml``) and without W&B's deprecated
+    ``anonymous`` setting (whose warning every run printed)."""
 
-    def __init__(self, *args, log_model: bool | str = False, **kwargs):
+    def __init__(self, *args, log_model: bool | str = False, settings=None, **kwargs):
         kwargs.setdefault("reinit", "create_new")
+        if settings is not None:  # wandb.Settings fields (a mapping from the config)
+            kwargs["settings"] = (OmegaConf.to_container(settings, resolve=True)
+                                  if OmegaConf.is_config(settings) else settings)
         super().__init__(*args, log_model=log_model, **kwargs)
         self.log_modules = bool(log_model)
         if self._wandb_init.get("anonymous") is None:
