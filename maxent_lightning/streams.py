@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
+from .data.datamodule import check_own_samples
 from .targets import rewarded_mask
 
 
@@ -48,6 +49,8 @@ class Streams:
         """``dm``: a data module serving every sample of the split (MaxEnt targets)."""
         self.dm, self.per_member, self.device = dm, per_member, device
         self.batch_size = dm.batch_size
+        for r in sets if per_member else ():
+            check_own_samples(dm.train[2], dm.val[2], r, dm.name)
         self.train = [rewarded_mask(dm.train[2], r).nonzero().flatten() for r in sets]
         val = torch.stack([rewarded_mask(dm.val[2], r) for r in sets])
         # cross-entropy: validation on the member's own classes (mean over its samples)

@@ -8,6 +8,7 @@ import torch
 
 from maxent_lightning import family
 from maxent_lightning.builders import build_datamodule
+from maxent_lightning.errors import UserError
 from maxent_lightning.family import train_family, unsupported_reason
 from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.storage import load_module, load_torch, read_json
@@ -243,3 +244,13 @@ def test_bf16_mixed_precision_is_honoured_by_both_trainers(make_cfg, tmp_path):
         assert not torch.equal(b.state_dict[k], c.state_dict[k]), k
         torch.testing.assert_close(b.state_dict[k], a.state_dict[k], atol=2e-2, rtol=0)
     assert fam["test/rewarded_acc"] == pytest.approx(seq["test/rewarded_acc"], abs=0.05)
+
+
+def test_cross_entropy_without_own_validation_samples_is_one_user_error(make_cfg, tmp_path):
+    cfg = make_cfg("loss=cross_entropy", "data.val_fraction=0.001")  # 2 validation samples
+    labels = build_datamodule(make_cfg("loss=maxent", "data.val_fraction=0.001"), [0]).val[2]
+    absent = next(c for c in range(10) if c not in labels.tolist())
+    for train in (lambda: train_module(cfg, tmp_path / "seq", [absent], quiet=True),
+                  lambda: train_family(cfg, [([absent], tmp_path / "fam")])):
+        with pytest.raises(UserError, match=f"rewarded=\\[{absent}\\] has no validation samples"):
+            train()

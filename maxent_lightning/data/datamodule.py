@@ -57,6 +57,16 @@ def check_rewarded(rewarded: Sequence[int], num_classes: int, name: str) -> list
     return sorted(values)
 
 
+def check_own_samples(train_labels, val_labels, rewarded, name: str) -> None:
+    """A cross-entropy module trains and validates on the samples of its rewarded classes only:
+    both splits must hold some (else one-line UserError)."""
+    for split, labels in (("training", train_labels), ("validation", val_labels)):
+        if not bool(rewarded_mask(labels, rewarded).any()):
+            raise UserError(f"rewarded={list(rewarded)} has no {split} samples in data set "
+                            f"'{name}' (cross-entropy uses only those); use a larger data set "
+                            "or another rewarded set")
+
+
 class MaxEntDataModule(L.LightningDataModule):
     """Train/val/test batches ``(x, target distribution, label)`` for one rewarded set.
 
@@ -106,6 +116,8 @@ class MaxEntDataModule(L.LightningDataModule):
         order = torch.randperm(len(s.y_train), generator=split)
         n_val = int(round(self.val_fraction * len(order)))
         val_idx, train_idx = order[:n_val], order[n_val:]
+        if self.targets == "cross_entropy":
+            check_own_samples(s.y_train[train_idx], s.y_train[val_idx], self.rewarded, self.name)
         self.train = self._relabel(s.x_train[train_idx], s.y_train[train_idx], train=True)
         self.val = self._relabel(s.x_train[val_idx], s.y_train[val_idx], train=True)
         self.test = self._relabel(s.x_test, s.y_test, train=False)
