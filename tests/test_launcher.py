@@ -2,10 +2,7 @@
 ``load_sweep_config`` (hydra node included), illegal overrides fail as Hydra fails them, and a
 real multirun through the CLI runs its jobs with it."""
 
-import subprocess
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from hydra import initialize_config_dir
@@ -15,12 +12,11 @@ from hydra.core.utils import setup_globals
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
+from test_planner import cli  # the CLI multirun in a subprocess
 
 from maxent_lightning import planner
 from maxent_lightning.config import CONFIG_DIR, CONFIG_NAME
 from maxent_lightning.launcher import FAST_SWEEPER, SweepComposer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
@@ -90,13 +86,6 @@ def test_illegal_overrides_fail_as_in_hydra(bad):
             SweepComposer(master, loader).validate(jobs)
     assert str(fast.value) == str(ref.value)
     assert isinstance(fast.value, ConfigCompositionException) or "nope" in str(fast.value)
-
-
-def cli(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "maxent_lightning", "-m", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                               "WANDB_MODE": "offline"})
 
 
 def test_multirun_runs_jobs_as_hydras_launcher(tmp_path, fast_overrides):
