@@ -18,7 +18,6 @@ sparse.py).
 """
 
 import copy
-import ctypes
 import logging
 import math
 import os
@@ -46,6 +45,7 @@ from .builders import (
     spec_fingerprint,
     trace_calls,
 )
+from .cpu import denormals_flushed, reused_host_memory
 from .data.datamodule import check_rewarded
 from .evaluate import Plan, lean_trainer, run_plan
 from .loggers import (
@@ -84,7 +84,6 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupN
 # Smaller Linear weights keep dense products: theirs cost less than a sparse product's overhead.
 SPARSE_MIN_WEIGHTS = 1 << 16
 EVAL_BATCH = 1000  # MaxEntDataModule's default eval_batch_size (for memory planning)
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 
 
 def _fused(factory):
@@ -651,27 +650,6 @@ def _deterministic(setting):
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
-@contextmanager
-def _reused_host_memory():
-    """glibc serves allocations of 32 MiB and more (a family's stacked gradients) with fresh
-    mmap pages, so each step pays a page fault per 4 KiB of every gradient (on the 2-core CPU
-    about a fifth of a dense family step). While a family trains, every allocation comes from
-    the heap and freed memory stays there for the next step; glibc's defaults afterwards."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        yield
-        return
-    mallopt(M_MMAP_MAX, 0)
-    mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    try:
-        yield
-    finally:
-        mallopt(M_MMAP_MAX, 65536)
-        mallopt(M_TRIM_THRESHOLD, 128 * 1024)
-
-
 def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
     start_time = time.perf_counter()
     trainer = FamilyTrainer(cfg, members, device, group)
@@ -692,7 +670,8 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
                 t.cfg, t.rewarded, t.fingerprint), config=module_config(
                 t.cfg, t.rewarded, t.fingerprint))
     twins = [m.twin for m in members if m.twin is not None]
-    with _deterministic(cfg.trainer.get("deterministic")), _reused_host_memory():
+    with (_deterministic(cfg.trainer.get("deterministic")), reused_host_memory(),
+          denormals_flushed(cfg.flush_denormals)):
         for phase in phases.phases[min(m.start for m in members):]:
             trainer.run_phase(phase)
     share = (time.perf_counter() - start_time) / len(members)

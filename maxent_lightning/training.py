@@ -11,6 +11,7 @@ from . import masks as M
 from . import moduledir
 from .builders import build_datamodule, init_theta0, module_spec, spec_fingerprint
 from .callbacks import IterativeMagnitudePruning, RestoreBestWeights, progress_bar
+from .cpu import denormals_flushed
 from .loggers import (
     begin_round,
     build_loggers,
@@ -51,28 +52,29 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     # training steps of the rounds before this phase: the loggers' step keeps rising (a resumed
     # run counts the finished rounds' epochs)
     steps = sum(stop_epochs) * len(dm.train_dataloader())
-    for phase in phases.phases[start:]:
-        phase.begin(dm)
-        begin_round(loggers, phase.round, steps)
-        best = RestoreBestWeights()
-        trainer = instantiate(
-            cfg.trainer,
-            max_epochs=phase.epochs,
-            callbacks=[*phase_callbacks(cfg), best, pruner,
-                       *([progress_bar(phases.label(phase))] if shown else [])],
-            logger=loggers or False,
-            default_root_dir=str(out_dir),
-            enable_progress_bar=shown,
-        )
-        trainer.fit(module, datamodule=dm)
-        stop_epochs.append(trainer.current_epoch)
-        if not phase.final:
-            steps += trainer.global_step
-        moduledir.check_phase(best.best_score, best.best_state or {},
-                              f"{what} in IMP phase {phase.round}")
-        if not phase.final:
-            moduledir.save_round(out_dir, phase.round, pruner.masks, fingerprint,
-                                 best.best_epoch, best.best_score, stop_epochs)
+    with denormals_flushed(cfg.flush_denormals):
+        for phase in phases.phases[start:]:
+            phase.begin(dm)
+            begin_round(loggers, phase.round, steps)
+            best = RestoreBestWeights()
+            trainer = instantiate(
+                cfg.trainer,
+                max_epochs=phase.epochs,
+                callbacks=[*phase_callbacks(cfg), best, pruner,
+                           *([progress_bar(phases.label(phase))] if shown else [])],
+                logger=loggers or False,
+                default_root_dir=str(out_dir),
+                enable_progress_bar=shown,
+            )
+            trainer.fit(module, datamodule=dm)
+            stop_epochs.append(trainer.current_epoch)
+            if not phase.final:
+                steps += trainer.global_step
+            moduledir.check_phase(best.best_score, best.best_state or {},
+                                  f"{what} in IMP phase {phase.round}")
+            if not phase.final:
+                moduledir.save_round(out_dir, phase.round, pruner.masks, fingerprint,
+                                     best.best_epoch, best.best_score, stop_epochs)
 
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
     metrics = moduledir.save_trained(

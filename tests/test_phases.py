@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from maxent_lightning import masks as M
+from maxent_lightning.cpu import denormals_flushed
 from maxent_lightning.errors import UserError
 from maxent_lightning.imp import STRATEGIES, strategy
 from maxent_lightning.models import MLP
@@ -68,3 +69,32 @@ def test_stop_rule_follows_early_stopping_patience_and_min_delta():
     assert _decisions(rule, [1.0, math.nan]) == [False, True]  # not finite: stop
     rule = StopRule(EarlyStopping(monitor="val/acc", mode="max", patience=1))
     assert _decisions(rule, [0.5, 0.6, 0.6]) == [False, False, True]
+
+
+def _adam_after_the_gradient_vanishes(flush: bool):
+    """Weights and first moments of Adam after one real gradient and 900 zero ones (the first
+    moment decays by 0.9 per step into the denormal range)."""
+    torch.manual_seed(0)
+    w = torch.randn(1000, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=1e-3)
+    with denormals_flushed(flush):
+        for step in range(900):
+            w.grad = torch.randn(1000) * 1e-3 if step == 0 else torch.zeros(1000)
+            opt.step()
+    return w.detach().clone(), opt.state[w]["exp_avg"].clone()
+
+
+def test_flushing_denormals_leaves_the_weights_and_is_undone_afterwards():
+    tiny = torch.finfo(torch.float32).tiny  # smallest normal float32
+    w_ieee, m_ieee = _adam_after_the_gradient_vanishes(False)
+    assert ((m_ieee != 0) & (m_ieee.abs() < tiny)).any()  # denormal moments without flushing
+    w_flush, m_flush = _adam_after_the_gradient_vanishes(True)
+    assert not ((m_flush != 0) & (m_flush.abs() < tiny)).any()
+    assert torch.equal(w_flush, w_ieee)
+    _ = torch.ones(1 << 20) * 2.0  # torch's worker threads exist before the flush starts
+    denormal = torch.full((1 << 20,), tiny / 8)  # large enough to be split over the threads
+    with denormals_flushed(True):
+        assert torch.count_nonzero(denormal * 1.0) == 0  # on every thread
+    assert torch.count_nonzero(denormal * 1.0) == denormal.numel()  # off again afterwards
+    with denormals_flushed(False):
+        assert torch.count_nonzero(denormal * 1.0) == denormal.numel()
