@@ -7,6 +7,8 @@ may be open at once (``reinit='create_new'``: the family trainer logs its module
 step keeps rising across IMP rounds and every logged row carries ``imp/round``.
 """
 
+import functools
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,17 +43,35 @@ class CSVLogger(RoundSteps, pl_loggers.CSVLogger):
     """Lightning's CSV logger with steps rising across IMP rounds."""
 
 
+@functools.cache
+def _git_settings(directory: str) -> dict:
+    """The git fields W&B records of a run started in ``directory`` (repository root, remote
+    URL, commit), read once per process: W&B otherwise runs four git commands per run, each a
+    fork of the whole (often multi-GB) training process. Empty where W&B cannot read them."""
+    try:
+        from wandb.sdk.lib.gitlib import GitRepo
+
+        repo = GitRepo(root=directory, lazy=False)
+        return {"git_root": repo.root_dir or "", "git_remote_url": repo.remote_url or "",
+                "git_commit": repo.last_commit or ""}
+    except Exception:  # another W&B version: it reads them itself
+        return {}
+
+
 class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
     """Lightning's W&B logger for one run among several open at once, with steps rising across
     IMP rounds, module checkpoints as artifacts when ``log_model`` is set, ``settings`` (the
-    ``wandb.Settings`` fields of ``conf/logger/wandb.yaml``) and without W&B's deprecated
-    ``anonymous`` setting (whose warning every run printed)."""
+    ``wandb.Settings`` fields of ``conf/logger/wandb.yaml``; the git fields read once per
+    process unless given) and without W&B's deprecated ``anonymous`` setting (whose warning
+    every run printed)."""
 
     def __init__(self, *args, log_model: bool | str = False, settings=None, **kwargs):
         kwargs.setdefault("reinit", "create_new")
-        if settings is not None:  # wandb.Settings fields (a mapping from the config)
-            kwargs["settings"] = (OmegaConf.to_container(settings, resolve=True)
-                                  if OmegaConf.is_config(settings) else settings)
+        settings = dict(OmegaConf.to_container(settings, resolve=True)
+                        if OmegaConf.is_config(settings) else settings or {})
+        if not settings.get("disable_git"):
+            settings = {**_git_settings(os.getcwd()), **settings}
+        kwargs["settings"] = settings
         super().__init__(*args, log_model=log_model, **kwargs)
         self.log_modules = bool(log_model)
         if self._wandb_init.get("anonymous") is None:

@@ -203,3 +203,34 @@ def test_without_figures_the_confusion_is_a_wandb_chart(make_cfg, tmp_path, monk
     table = json.loads(next((tmp_path / "m").rglob("media/table/test/confusion_table*.json"))
                        .read_text())
     assert sum(n for _, _, n in table["data"]) == sum(map(sum, metrics["confusion"]))
+
+
+def test_runs_record_the_git_commit_read_once_per_process(tmp_path, monkeypatch):
+    from maxent_lightning.loggers import WandbLogger, _git_settings
+
+    try:
+        head = subprocess.check_output(["git", "rev-parse", "HEAD"], text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not run from a git checkout")
+    _git_settings.cache_clear()
+    commands, popen = [], subprocess.Popen.__init__
+
+    def spy(self, args, *a, **k):
+        commands.append(args if isinstance(args, str) else " ".join(map(str, args)))
+        return popen(self, args, *a, **k)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    git_calls = []
+    for i in range(3):
+        before = len(commands)
+        logger = WandbLogger(project="p", mode="offline", save_dir=str(tmp_path / f"r{i}"),
+                             name=f"r{i}", settings={"x_disable_stats": True, "console": "off"})
+        logger.experiment.log({"x": 1.0})
+        logger.finish()
+        git_calls.append(sum(c.startswith("git") for c in commands[before:]))
+        run = [r.run for r in records(next((tmp_path / f"r{i}").glob("wandb/offline-run-*/"
+                                                                    "run-*.wandb")))
+               if r.WhichOneof("record_type") == "run"][0]
+        assert run.git.commit == head
+    assert git_calls[1:] == [0, 0]  # W&B alone runs four git commands per run
