@@ -205,6 +205,9 @@ def add_modules(plan: Plan, cfg: DictConfig, sets: list[list[int]], model: str) 
     key = group_key(cfg, spec)
     group = plan.groups.get(key)
     if group is None:
+        if str(cfg.get("figures", "auto")).lower() == "auto":  # a multirun's modules: no PNGs
+            with open_dict(cfg):  # (Hydra's runtime config is not set while the sweep trains)
+                cfg.figures = False
         group = plan.groups[key] = Group(cfg, Path(cfg.store.root), model)
     for rewarded in sets:
         spec["rewarded"] = sorted(int(c) for c in rewarded)

@@ -146,6 +146,8 @@ def test_multirun_trains_first_then_jobs_only_evaluate(tmp_path, fast_overrides)
     for n in range(3):
         assert (tmp_path / "sweep" / str(n) / "metrics.json").exists()
         assert not list((tmp_path / "sweep" / str(n)).glob("*.png"))  # figures=auto
+    modules = list((tmp_path / "store").rglob("module.pt"))
+    assert len(modules) == 6 and not list((tmp_path / "store").rglob("*.png"))  # nor modules'
     again = cli(tmp_path, *args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "plan: 3 job(s), 3 already finished" in again.stdout + again.stderr
