@@ -135,33 +135,45 @@ def _member_dropout(net: nn.Module, input_shape):
     return net, [(m, tuple(out.shape[1:])) for m, _, out in calls]
 
 
-def keep_mask(gens: list[torch.Generator], shape, p: float, device) -> torch.Tensor:
-    """(len(gens), *shape) Bernoulli(1 - p) keep-mask as 0/1 floats, row k from ``gens[k]``.
+def keep_mask(gens: list[torch.Generator], shape, p: float, device, scale: float = 1.0,
+              dtype=None) -> torch.Tensor:
+    """(len(gens), *shape) Bernoulli(1 - p) keep-mask, its entries 0 or ``scale`` (in ``dtype``,
+    default: torch's), row k from ``gens[k]``.
 
     When 1 - p is a multiple of 2^-b (b <= 8; p = 0.5: b = 1), each b-bit field of a random
-    32-bit word is an exact Bernoulli draw (field < (1 - p) 2^b): b/32 of the generator calls of
-    one uniform per entry (the bulk of a step's dropout cost). Otherwise one uniform per entry."""
-    n, q = math.prod(shape), 1.0 - p
+    32-bit word, lowest bits first, is an exact Bernoulli draw (field < (1 - p) 2^b): b/32 of
+    the generator calls of one uniform per entry (the bulk of a step's dropout cost). Where the
+    fields split bytes evenly, each byte's entries are read from a 256-row table at once.
+    Otherwise one uniform per entry."""
+    n, q, k = math.prod(shape), 1.0 - p, len(gens)
+    dtype = dtype or torch.get_default_dtype()
     bits = next((b for b in range(1, 9) if (q * 2**b).is_integer()), None)
     if bits is None:
-        u = torch.empty((len(gens), n), device=device)
+        u = torch.empty((k, n), device=device)
         for row, g in zip(u, gens, strict=True):
             row.uniform_(generator=g)
-        keep = u < q
+        return _scaled(u < q, scale, dtype).view(k, *shape)
+    fields, threshold = 32 // bits, round(q * 2**bits)
+    words = torch.empty((k, -(-n // fields)), dtype=torch.int64, device=device)
+    for row, g in zip(words, gens, strict=True):
+        row.random_(0, 1 << 32, generator=g)
+    if 8 % bits == 0 and sys.byteorder == "little":  # bytes 0-3 of each word, via the table
+        shifts = torch.arange(0, 8, bits, device=device)
+        byte = torch.arange(256, device=device)
+        table = _scaled((byte[:, None] >> shifts) & ((1 << bits) - 1) < threshold, scale, dtype)
+        low = words.view(torch.uint8).view(k, -1, 8)[..., :4].reshape(-1).long()
+        keep = table.index_select(0, low).view(k, -1)
     else:
-        fields = 32 // bits
-        words = torch.empty((len(gens), -(-n // fields)), dtype=torch.int64, device=device)
-        for row, g in zip(words, gens, strict=True):
-            row.random_(0, 1 << 32, generator=g)
-        if 8 % bits == 0 and sys.byteorder == "little":  # the same fields, read bytewise
-            low = words.view(torch.uint8).view(len(gens), -1, 8)[..., :4]  # bits 0-31 of each
-            shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=device)
-            values = (low.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
-        else:
-            shifts = torch.arange(0, fields * bits, bits, device=device)
-            values = (words.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
-        keep = values.reshape(len(gens), -1)[:, :n] < round(q * 2**bits)
-    return keep.to(torch.get_default_dtype()).view(len(gens), *shape)
+        shifts = torch.arange(0, fields * bits, bits, device=device)
+        values = (words.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+        keep = _scaled(values.reshape(k, -1) < threshold, scale, dtype)
+    return keep[:, :n].reshape(k, *shape)
+
+
+def _scaled(keep: torch.Tensor, scale: float, dtype) -> torch.Tensor:
+    """0/1 keep flags as 0 or ``scale``: scaled in torch's default dtype, then cast."""
+    out = keep.to(torch.get_default_dtype())
+    return (out.mul_(scale) if scale != 1.0 else out).to(dtype)
 
 
 def _generator(fingerprint: str, round_: int, device) -> torch.Generator:
@@ -442,9 +454,8 @@ class FamilyTrainer:
     def _keep_masks(self, gens: list[torch.Generator], batch: int) -> list[torch.Tensor]:
         """Dropout keep-masks scaled by 1/(1-p), (K, batch, ...) per dropout layer, each
         member's drawn from its own generator: independent of the other members."""
-        return [keep_mask(gens, (batch, *shape), module.p, self.device)
-                .mul_(1.0 / (1.0 - module.p)).to(self.low or torch.get_default_dtype())
-                for module, shape in self.drops]
+        return [keep_mask(gens, (batch, *shape), module.p, self.device, 1.0 / (1.0 - module.p),
+                          self.low) for module, shape in self.drops]
 
     def train_epoch(self, stack: Stack, rows: list[int], gens):
         """One epoch of the members ``rows``; their mean training losses (when tracked)."""

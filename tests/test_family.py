@@ -1,6 +1,7 @@
 """The family trainer yields, member by member, what the sequential path yields."""
 
 import logging
+import math
 import shutil
 
 import pytest
@@ -202,6 +203,26 @@ def test_keep_masks_are_bernoulli_and_per_member(p):
     assert torch.equal(again[0], masks[2]) and torch.equal(again[2], masks[0])
     flat = masks[0].flatten()  # neighbouring entries (bits of one word) are independent
     assert torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1].abs() < 0.02
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.75, 0.0625, 1 / 256])
+@pytest.mark.parametrize("shape", [(64, 512), (7, 13)])
+def test_keep_mask_reads_the_bit_fields_of_each_members_words(p, shape):
+    """The documented draw, entry by entry: field i of a member's random 32-bit words (b bits,
+    lowest first) keeps its entry when it is below (1 - p) 2^b; kept entries are ``scale``."""
+    bits = next(b for b in range(1, 9) if ((1 - p) * 2**b).is_integer())
+    fields, n = 32 // bits, math.prod(shape)
+    seeds, scale = [3, 11], 1 / (1 - p)
+    masks = family.keep_mask([torch.Generator().manual_seed(s) for s in seeds], shape, p,
+                             torch.device("cpu"), scale, torch.bfloat16)
+    assert masks.shape == (2, *shape) and masks.dtype == torch.bfloat16
+    for mask, seed in zip(masks, seeds, strict=True):
+        words = torch.empty(-(-n // fields), dtype=torch.int64)
+        words.random_(0, 1 << 32, generator=torch.Generator().manual_seed(seed))
+        field = torch.tensor([(int(words[i // fields]) >> (i % fields * bits)) & (2**bits - 1)
+                              for i in range(n)])
+        keep = (field < round((1 - p) * 2**bits)).float() * scale
+        assert torch.equal(mask.flatten(), keep.to(torch.bfloat16))
 
 
 def test_validation_metrics_are_computed_where_something_reads_them(make_cfg, tmp_path):
