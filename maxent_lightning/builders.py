@@ -6,10 +6,11 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from . import models
 from .data.datamodule import MaxEntDataModule, cached_source
 from .errors import UserError
 from .storage import CorruptFile, ModuleRecord, config_digest, state_digest
@@ -23,6 +24,14 @@ NEUTRAL_TRAINER_KEYS = {"_target_", "accelerator", "devices", "num_nodes", "stra
                         "deterministic", "benchmark", "logger", "callbacks", "profiler"}
 # Keys of a model config that describe the training recipe rather than the constructor.
 MODEL_META_KEYS = ("temperature",)
+# Bump when a change alters what a spec trains: every module gets a new fingerprint.
+IDENTITY = 2
+# Backbones a module file may name: the project's own, plus those a user's config names in this
+# process (``trust_backbone``). Nothing recorded in a file is ever passed to ``instantiate``.
+BACKBONES = {f"maxent_lightning.models.{name}": getattr(models, name) for name in models.__all__}
+BACKBONES |= {f"{cls.__module__}.{cls.__name__}": cls for cls in list(BACKBONES.values())}
+_TRUSTED: set[str] = set()
+HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 
 
 def trace_calls(net: nn.Module, input_shape, modules) -> list[tuple[nn.Module, tuple, Any]]:
@@ -56,11 +65,58 @@ def plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-def build_net(model_cfg: Mapping, input_shape, num_classes: int) -> nn.Module:
-    """Instantiate the backbone named by ``_target_`` for this data shape."""
+def trust_backbone(target: str) -> None:
+    """Let module files name ``target``: the backbone of the user's own config."""
+    _TRUSTED.add(str(target))
+
+
+def _plain_data(value, where: str) -> None:
+    """Refuse anything but plain data (no Hydra keys such as a nested ``_target_``)."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str) or k in HYDRA_KEYS:
+                raise CorruptFile(f"{where} records '{k}' in its model config (a module file "
+                                  "names no code to run)", "give a module trained by this project")
+            _plain_data(v, where)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _plain_data(v, where)
+    elif not (value is None or isinstance(value, bool | int | float | str)):
+        raise CorruptFile(f"{where} records a {type(value).__name__} in its model config",
+                          "give a module trained by this project")
+
+
+def recorded_backbone(model_cfg, where: str) -> tuple[type, dict]:
+    """(class, keyword arguments) of a model config read from a file: its ``_target_`` must be a
+    registered backbone (``BACKBONES``) or one the user's config names; the rest plain data."""
+    if not isinstance(model_cfg, Mapping) or not isinstance(model_cfg.get("_target_"), str):
+        raise CorruptFile(f"{where} records no model '_target_'", "give a valid module file")
+    target = model_cfg["_target_"]
+    kwargs = {k: v for k, v in model_cfg.items() if k != "_target_" and k not in MODEL_META_KEYS}
+    _plain_data(kwargs, where)
+    if target in BACKBONES:
+        return BACKBONES[target], kwargs
+    if target in _TRUSTED:
+        return get_class(target), kwargs
+    raise UserError(f"{where} names backbone '{target}', which is not a maxent_lightning "
+                    f"backbone; trust it by naming it in your config: model._target_={target}")
+
+
+def build_net(model_cfg: Mapping, input_shape, num_classes: int, where: str = "") -> nn.Module:
+    """The backbone of ``model_cfg`` for this data shape. A config of the user's own is
+    instantiated by Hydra; one read from a file (``where`` names it) only as a registered class
+    with plain keyword arguments (``recorded_backbone``)."""
     cfg = {k: v for k, v in plain(model_cfg).items() if k not in MODEL_META_KEYS}
+    shape = {"input_shape": tuple(input_shape), "num_classes": int(num_classes)}
+    if where:
+        cls, kwargs = recorded_backbone(plain(model_cfg), where)
+        try:
+            return cls(**kwargs, **shape)
+        except Exception as err:  # arguments the class does not take, values it refuses
+            raise CorruptFile(f"{where} records a model config that {cls.__name__} refuses "
+                              f"({type(err).__name__}: {err})", "retrain it") from None
     try:
-        return instantiate(cfg, input_shape=tuple(input_shape), num_classes=num_classes)
+        return instantiate(cfg, **shape)
     except InstantiationException as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"cannot build model '{cfg.get('_target_')}': {first}") from None
@@ -78,7 +134,8 @@ def init_theta0(model_cfg: Mapping, input_shape, num_classes: int, seed: int):
 def net_from_record(record: ModuleRecord, state: Mapping[str, torch.Tensor] | None = None):
     """The backbone of a module checkpoint in eval mode, with its weights or with ``state``
     (a merge, a path point, a subtraction)."""
-    net = build_net(record.spec["model"], record.input_shape, record.num_classes)
+    net = build_net(record.spec["model"], record.input_shape, record.num_classes,
+                    where=f"module {record.fingerprint} (R={record.rewarded})")
     try:
         net.load_state_dict(record.state_dict if state is None else state)
     except RuntimeError as err:  # names or shapes that are not this architecture's
@@ -92,6 +149,14 @@ def data_source(cfg: DictConfig, name: str | None = None):
     """The (cached) tensors of the data set of ``cfg``, or of data set ``name``."""
     d = cfg.data
     return cached_source(name or d.name, d.root, bool(d.download))
+
+
+def data_identity(cfg: DictConfig) -> dict:
+    """The data settings of ``cfg`` that decide what a module sees: its config without where
+    the files are, plus the digest of the loaded tensors (a moved copy is the same data; another
+    folder, a partial copy or an edited file is not)."""
+    data = {k: v for k, v in plain(cfg.data).items() if k not in ("root", "download")}
+    return {**data, "digest": data_source(cfg).digest}
 
 
 def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None):
@@ -112,14 +177,16 @@ def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None)
 
 
 def module_spec(cfg: DictConfig, rewarded=None) -> dict:
-    """What identifies a trained module: equal specs give equal checkpoints."""
-    data = {k: v for k, v in plain(cfg.data).items() if k not in ("root", "download")}
+    """What identifies a trained module: every path that trains a spec (Lightning alone, a
+    family of any size, a dense twin from IMP round 0, a resumed run) gives the same module, up
+    to the order of float sums. Its digest is the module's fingerprint."""
     callbacks = plain(cfg.callbacks)
     trainer = {k: v for k, v in plain(cfg.trainer).items() if k not in NEUTRAL_TRAINER_KEYS}
     if str(trainer.get("precision", "32-true")) in FULL_PRECISION:
         trainer.pop("precision", None)
     return {
-        "data": data,
+        "identity": IDENTITY,
+        "data": data_identity(cfg),
         "model": plain(cfg.model),
         "loss": plain(cfg.loss),
         "imp": plain(cfg.imp),

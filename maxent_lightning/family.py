@@ -6,22 +6,20 @@ samples: a stream per member, ``streams.py``). The K parameter sets are stacked 
 shape (K, ...) and every batch goes through all of them at once (``torch.func.vmap`` over
 ``functional_call``). The optimizer is elementwise, so one instance over the stacked tensors is
 K independent ones. A member that stops early is dropped from the stack (its optimizer state
-sliced out), so it is never touched again. Dropout masks come from a generator per member (seeded
-by its fingerprint and round), so a module is the same whichever members train beside it. The
-rest is the phase plan (``phases.py``) that the sequential trainer executes too: same θ0, batch
-order per phase, gradient/weight masking, Lightning's EarlyStopping rule, best-validation restore,
-IMP pruning, and the same artifacts in each member's directory (``moduledir.py``): bitwise equal
-up to float rounding when dropout is 0 (with dropout the random masks differ from Lightning's
-global-RNG ones). On CPU, a large Linear weight with few alive entries (the pruned IMP phases) is
+sliced out), so it is never touched again. Dropout masks come from each member's own stream
+(``dropout.py``), the one the sequential trainer draws too, so a module is the same whichever
+members train beside it. The rest is the phase plan (``phases.py``) that the sequential trainer
+executes too: same θ0, batch order per phase, gradient/weight masking, Lightning's EarlyStopping
+rule, best-validation restore, IMP pruning, and the same artifacts in each member's directory
+(``moduledir.py``): equal to a module trained alone up to the order of float sums (float32).
+On CPU, a large Linear weight with few alive entries (the pruned IMP phases) is
 trained as the 1-D leaf of its alive entries and multiplied sparsely (``family.sparse_below``,
 sparse.py).
 """
 
 import copy
 import logging
-import math
 import os
-import sys
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from torch.func import functional_call, vmap
 from . import masks as M
 from . import moduledir
 from .builders import (
+    FULL_PRECISION,
     build_datamodule,
     build_net,
     data_source,
@@ -47,6 +46,7 @@ from .builders import (
 )
 from .cpu import denormals_flushed, reused_host_memory
 from .data.datamodule import check_rewarded
+from .dropout import generator, keep_mask, stream_dropouts
 from .evaluate import Plan, lean_trainer, run_plan
 from .loggers import (
     begin_round,
@@ -99,18 +99,6 @@ def _fused(factory):
     return build
 
 
-class MemberDropout(nn.Module):
-    """Dropout whose keep-mask (scaled) is drawn outside vmap from each member's own generator
-    and set for the call; without a mask (evaluation) it is the identity."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p, self.mask = p, None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.mask is None else x * self.mask
-
-
 def _mixed_precision(net: nn.Module) -> set[str]:
     """bf16-mixed for a vmapped net (autocast does not reach vmapped operations): the names of
     the parameters to cast to bfloat16 per call (all but normalization layers'); each norm
@@ -123,68 +111,32 @@ def _mixed_precision(net: nn.Module) -> set[str]:
     return {n for n, p in net.named_parameters() if id(p) not in skip}
 
 
-def _member_dropout(net: nn.Module, input_shape):
-    """``net`` with each nn.Dropout replaced (p > 0: MemberDropout, else Identity), and the
-    (module, per-sample output shape) of every MemberDropout in call order."""
-    for parent in list(net.modules()):
-        for name, child in parent.named_children():
-            if type(child) is nn.Dropout:
-                setattr(parent, name, MemberDropout(child.p) if child.p > 0 else nn.Identity())
-    members = [m for m in net.modules() if isinstance(m, MemberDropout)]
-    calls = trace_calls(net, input_shape, members)
-    return net, [(m, tuple(out.shape[1:])) for m, _, out in calls]
-
-
-def keep_mask(gens: list[torch.Generator], shape, p: float, device, scale: float = 1.0,
-              dtype=None) -> torch.Tensor:
-    """(len(gens), *shape) Bernoulli(1 - p) keep-mask, its entries 0 or ``scale`` (in ``dtype``,
-    default: torch's), row k from ``gens[k]``.
-
-    When 1 - p is a multiple of 2^-b (b <= 8; p = 0.5: b = 1), each b-bit field of a random
-    32-bit word, lowest bits first, is an exact Bernoulli draw (field < (1 - p) 2^b): b/32 of
-    the generator calls of one uniform per entry (the bulk of a step's dropout cost). Where the
-    fields split bytes evenly, each byte's entries are read from a 256-row table at once.
-    Otherwise one uniform per entry."""
-    n, q, k = math.prod(shape), 1.0 - p, len(gens)
-    dtype = dtype or torch.get_default_dtype()
-    bits = next((b for b in range(1, 9) if (q * 2**b).is_integer()), None)
-    if bits is None:
-        u = torch.empty((k, n), device=device)
-        for row, g in zip(u, gens, strict=True):
-            row.uniform_(generator=g)
-        return _scaled(u < q, scale, dtype).view(k, *shape)
-    fields, threshold = 32 // bits, round(q * 2**bits)
-    words = torch.empty((k, -(-n // fields)), dtype=torch.int64, device=device)
-    for row, g in zip(words, gens, strict=True):
-        row.random_(0, 1 << 32, generator=g)
-    if 8 % bits == 0 and sys.byteorder == "little":  # bytes 0-3 of each word, via the table
-        shifts = torch.arange(0, 8, bits, device=device)
-        byte = torch.arange(256, device=device)
-        table = _scaled((byte[:, None] >> shifts) & ((1 << bits) - 1) < threshold, scale, dtype)
-        low = words.view(torch.uint8).view(k, -1, 8)[..., :4].reshape(-1).long()
-        keep = table.index_select(0, low).view(k, -1)
-    else:
-        shifts = torch.arange(0, fields * bits, bits, device=device)
-        values = (words.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
-        keep = _scaled(values.reshape(k, -1) < threshold, scale, dtype)
-    return keep[:, :n].reshape(k, *shape)
-
-
-def _scaled(keep: torch.Tensor, scale: float, dtype) -> torch.Tensor:
-    """0/1 keep flags as 0 or ``scale``: scaled in torch's default dtype, then cast."""
-    out = keep.to(torch.get_default_dtype())
-    return (out.mul_(scale) if scale != 1.0 else out).to(dtype)
-
-
-def _generator(fingerprint: str, round_: int, device) -> torch.Generator:
-    """The dropout stream of one member in one IMP round (a function of its spec only)."""
-    g = torch.Generator(device=device)
-    g.manual_seed((int(fingerprint, 16) * 1009 + round_) % (1 << 63))
-    return g
-
-
 def unsupported_reason(cfg: DictConfig) -> str | None:
-    """Why ``cfg`` cannot be trained as a family (then it is trained sequentially), or None."""
+    """Why ``cfg`` is not trained as a family (then it is trained sequentially), or None: the
+    family cannot train it (``cannot_train``), or on CPU it would be slower."""
+    src = data_source(cfg)
+    net = build_net(cfg.model, src.input_shape, src.num_classes)
+    reason = cannot_train(cfg, net)
+    if reason is not None or reduced_precision(cfg):  # reduced precision: see reduced_precision
+        return reason
+    convolutions = any(isinstance(m, CONVOLUTIONS) for m in net.modules())
+    on_cpu = pick_device(str(cfg.trainer.get("accelerator", "auto"))).type == "cpu"
+    if convolutions and on_cpu and not cfg.family.cpu_convolutions:
+        return ("vectorized convolutions run slower on CPU than one module at a time "
+                f"({CPU_CONVOLUTIONS}; family.cpu_convolutions=true uses them anyway)")
+    return None
+
+
+def reduced_precision(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` trains in reduced precision (bf16-mixed). Its bfloat16 roundings differ
+    from Lightning's autocast beyond the order of sums, so such a module is defined by the family
+    trainer wherever it can train it (alone, as a family of one): the same module by every path
+    (one fingerprint, one module); only what the family cannot train goes to Lightning."""
+    return str(cfg.trainer.get("precision", "32-true")) not in FULL_PRECISION
+
+
+def cannot_train(cfg: DictConfig, net: nn.Module) -> str | None:
+    """Why the family trainer cannot train ``cfg`` (its backbone: ``net``) at all, or None."""
     extra = sorted(k for k in cfg.trainer if k not in TRAINER_KEYS)
     if extra:
         return f"trainer option(s) {extra} are not supported by the family trainer"
@@ -199,16 +151,9 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     opt_name = getattr(getattr(opt, "func", opt), "__name__", str(opt))
     if opt_name not in ELEMENTWISE:
         return f"optimizer {opt_name} is not elementwise"
-    src = data_source(cfg)
-    net = build_net(cfg.model, src.input_shape, src.num_classes)
     odd = [type(m).__name__ for m in net.modules() if isinstance(m, OTHER_DROPOUTS) and m.p > 0]
     if odd:
         return f"{odd[0]} is not supported (only nn.Dropout gets per-member streams)"
-    convolutions = any(isinstance(m, CONVOLUTIONS) for m in net.modules())
-    on_cpu = pick_device(str(cfg.trainer.get("accelerator", "auto"))).type == "cpu"
-    if convolutions and on_cpu and not cfg.family.cpu_convolutions:
-        return ("vectorized convolutions run slower on CPU than one module at a time "
-                f"({CPU_CONVOLUTIONS}; family.cpu_convolutions=true uses them anyway)")
     return None
 
 
@@ -387,7 +332,8 @@ class FamilyTrainer:
                                    for m in members]).to(device)
         self.train_xy = [t.to(device) for t in (self.dm.train[0], self.dm.train[2])]
         self.val_xy = [t.to(device) for t in (self.dm.val[0], self.dm.val[2])]
-        self.train_net, self.drops = _member_dropout(copy.deepcopy(self.net), self.dm.input_shape)
+        self.train_net = copy.deepcopy(self.net)
+        self.drops = stream_dropouts(self.train_net, self.dm.input_shape)
         self.low = torch.bfloat16 if str(cfg.trainer.precision) == "bf16-mixed" else None
         self.low_params = _mixed_precision(self.train_net) if self.low else set()
         self.sparse_below = 0.0 if self.low else float(cfg.family.sparse_below)
@@ -464,10 +410,8 @@ class FamilyTrainer:
         self.train_net.train()
         for batch in self.streams.epoch(rows):
             keep = ()
-            if self.drops:  # per-member streams: whole-batch draws, a member's own count
-                keep = self._keep_masks(gens, batch.size if batch.shared else
-                                        self.dm.batch_size)
-                keep = [k[:, :batch.size] for k in keep]
+            if self.drops:  # a full batch of draws each step, as dropout.py specifies
+                keep = [k[:, :batch.size] for k in self._keep_masks(gens, self.dm.batch_size)]
             losses, _ = self._losses(stack.state(), stack.tables, x_all[batch.index],
                                      y_all[batch.index], keep, sparse=stack, weight=batch.weight)
             stack.opt.zero_grad(set_to_none=True)
@@ -534,8 +478,8 @@ class FamilyTrainer:
             begin_round(m.loggers, r)
             m.stoppers = [StopRule(cb) for cb in phase_callbacks(self.cfg)]
             m.best_score, m.best_epoch, m.best, m.last = float("inf"), -1, None, None
-        gens = {k: _generator(self.members[k].first_key if r == 0 else
-                              self.members[k].fingerprint, r, self.device) for k in rows}
+        gens = {k: generator(self.members[k].first_key if r == 0 else
+                             self.members[k].fingerprint, r) for k in rows}
         phase.begin(self.dm)
         self.streams.begin(phase.shuffle_seed)
         epochs = phase.epochs

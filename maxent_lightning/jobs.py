@@ -49,14 +49,27 @@ GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 
 # ---------------------------------------------------------------- identity of a job
 def job_fingerprint(cfg: DictConfig) -> str:
-    """Digest of the resolved config minus what does not change the results."""
+    """Digest of the resolved config minus what does not change the results, with what the
+    results are computed from: the digest of the loaded data, or the whole-record digests of the
+    given checkpoints (their contents, not their paths; their data is in their specs)."""
     def value(node):
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
     spec = {k: value(cfg[k]) for k in cfg if k not in IGNORED_KEYS}
     for key, ignored in (("trainer", IGNORED_TRAINER_KEYS), ("data", ("root", "download"))):
         spec[key] = {k: v for k, v in (spec.get(key) or {}).items() if k not in ignored}
+    paths = checkpoint_paths(cfg)
+    if paths:
+        spec["checkpoints"] = [read_module(p).digest for p in paths]
+    else:
+        spec["data"]["digest"] = data_source(cfg).digest
     return config_digest(spec)
+
+
+def checkpoint_paths(cfg: DictConfig) -> list[Path]:
+    """The module files given as ``checkpoints=[...]`` (merge, eval)."""
+    given = cfg.get("checkpoints") or []
+    return [Path(p) for p in ([given] if isinstance(given, str) else given)]
 
 
 def job_num() -> int:
@@ -217,14 +230,19 @@ class Job:
 
     def checkpoints(self) -> list[ModuleRecord]:
         """The modules given as ``checkpoints=[...]`` (merge, eval), and their data."""
-        given = self.cfg.checkpoints or []
-        paths = [Path(p) for p in ([given] if isinstance(given, str) else given)]
+        paths = checkpoint_paths(self.cfg)
         if not paths:
             raise UserError("no modules given; set checkpoints=[a/module.pt,b/module.pt]")
         self.module_paths = paths
         records = [read_module(p) for p in paths]
         check_composable(records)
-        self.load_data(records[0].spec["data"]["name"])
+        data = records[0].spec["data"]
+        self.load_data(data["name"])
+        if self.splits.digest != data.get("digest"):
+            raise UserError(f"{paths[0]} was trained on other {data['name']} data than "
+                            f"data.root={self.cfg.data.root} holds (data digest "
+                            f"{data.get('digest')}, here {self.splits.digest}); set data.root "
+                            "to the folder it was trained on")
         return records
 
     # ------------------------------------------------------------ scores

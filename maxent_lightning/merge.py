@@ -24,6 +24,7 @@ def check_composable(records: Sequence[ModuleRecord]) -> None:
     for i, rec in enumerate(records[1:], start=1):
         for what, a, b in (
             ("data set", first.spec["data"]["name"], rec.spec["data"]["name"]),
+            ("data digest", first.spec["data"].get("digest"), rec.spec["data"].get("digest")),
             ("architecture", first.spec["model"], rec.spec["model"]),
             ("class count", first.num_classes, rec.num_classes),
             ("θ0", first.theta0_id, rec.theta0_id),

@@ -4,30 +4,50 @@ from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from .targets import rewarded_mask
 
 
-class RewardedAccuracy(Metric):
-    """Accuracy (argmax over all |C| outputs) on the samples whose label is in R."""
+def top1_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Whether the label's output is the argmax over all |C| outputs *alone*: a tie at the top
+    is not a prediction (a dead module, whose outputs are all equal, scores 0, not the accuracy
+    of class 0), nor is a non-finite output."""
+    own = logits.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, labels.long().unsqueeze(-1), float("-inf"))
+    return own > others.amax(-1)
+
+
+class Top1Accuracy(Metric):
+    """Accuracy by ``top1_correct`` on the samples whose label is in ``rewarded`` (all samples
+    when None)."""
 
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, rewarded: Sequence[int], **kwargs):
+    def __init__(self, rewarded: Sequence[int] | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.rewarded = list(rewarded)
+        self.rewarded = None if rewarded is None else list(rewarded)
         self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        inside = rewarded_mask(labels, self.rewarded)
-        self.correct += (logits.argmax(-1) == labels)[inside].sum()
-        self.total += inside.sum()
+        correct = top1_correct(logits, labels)
+        if self.rewarded is not None:
+            inside = rewarded_mask(labels, self.rewarded)
+            correct, labels = correct[inside], labels[inside]
+        self.correct += correct.sum()
+        self.total += len(labels)
 
     def compute(self) -> torch.Tensor:
         return self.correct / self.total if self.total > 0 else torch.tensor(float("nan"))
+
+
+class RewardedAccuracy(Top1Accuracy):
+    """Accuracy on the samples whose label is in R: the label's output is the only largest."""
+
+    def __init__(self, rewarded: Sequence[int], **kwargs):
+        super().__init__(rewarded, **kwargs)
 
 
 class NonRewardedEntropy(Metric):
@@ -62,7 +82,7 @@ def evaluation_metrics(rewarded: Sequence[int], num_classes: int) -> MetricColle
         {
             "rewarded_acc": RewardedAccuracy(rewarded),
             "nonrewarded_entropy": NonRewardedEntropy(rewarded),
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "acc": Top1Accuracy(),
         }
     )
 

@@ -1,16 +1,19 @@
 """LightningModule that wraps any backbone with the MaxEnt loss and evaluation metrics."""
 
+import io
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
-from .builders import build_net
+from .builders import build_net, trust_backbone
+from .errors import UserError
 from .loss import MaxEntLoss
 from .metrics import confusion_matrix, evaluation_metrics
-from .storage import record_of
+from .storage import LOSS_TARGET, CorruptFile, load_torch, record_of
+from .targets import TARGET_KINDS
 
 
 class MaxEntModule(L.LightningModule):
@@ -18,9 +21,11 @@ class MaxEntModule(L.LightningModule):
     elsewhere. Batches are ``(x, target distribution, label)``. ``val_metrics=False``: validation
     logs the loss only (when neither a logger nor a callback reads the other metrics).
 
-    ``net`` and ``loss`` may be ``_target_`` configs (a backbone config needs ``input_shape``):
-    so a trained module's ``module.pt`` loads with ``MaxEntModule.load_from_checkpoint(path)``,
-    which also verifies its digest and restores its pruning ``masks``."""
+    ``net`` and ``loss`` may be the configs a module checkpoint records (a backbone config needs
+    ``input_shape``): so a trained module's ``module.pt`` loads with
+    ``MaxEntModule.load_from_checkpoint(path)``, which verifies the whole file first and restores
+    its pruning ``masks``. Recorded configs never run code: the backbone must be one of the
+    project's or named in ``backbones`` (your own classes), the loss is MaxEntLoss."""
 
     def __init__(
         self,
@@ -31,12 +36,15 @@ class MaxEntModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         val_metrics: bool = True,
         input_shape: Sequence[int] | None = None,
+        backbones: Sequence[str] = (),
     ):
         super().__init__()
+        for target in backbones:
+            trust_backbone(target)
         if isinstance(net, Mapping):
-            net = build_net(net, input_shape, num_classes)
+            net = build_net(net, input_shape, num_classes, where="the checkpoint")
         if isinstance(loss, Mapping):
-            loss = instantiate(dict(loss))
+            loss = recorded_loss(loss)
         self.masks: dict[str, torch.Tensor] = {}
         self.net, self.loss = net, loss
         self.rewarded, self.num_classes = list(rewarded), num_classes
@@ -84,6 +92,24 @@ class MaxEntModule(L.LightningModule):
         scaled = self._evaluate(batch, "test", self.test_metrics)
         self.test_confusion.update(scaled, batch[2])
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None,
+                             strict=None, weights_only=True, **kwargs):
+        """Lightning's loading of a module.pt, after the whole file is verified (format, fields,
+        digest): read once, checked, then handed to Lightning from memory."""
+        if not weights_only:
+            raise ValueError("module checkpoints load with weights_only=True only")
+        try:
+            data = Path(checkpoint_path).read_bytes()
+        except OSError as err:
+            raise UserError(f"cannot read checkpoint {checkpoint_path}: {err.strerror}") from None
+        payload = load_torch(io.BytesIO(data), "checkpoint", name=checkpoint_path)
+        if isinstance(payload, dict) and "format" in payload:
+            record_of(payload, str(checkpoint_path))
+        return super().load_from_checkpoint(io.BytesIO(data), map_location=map_location,
+                                            hparams_file=hparams_file, strict=strict,
+                                            weights_only=True, **kwargs)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A module.pt is checked as the store checks it (format, digest, finite weights); a
         checkpoint of Lightning's own ModelCheckpoint has no masks to restore."""
@@ -92,3 +118,13 @@ class MaxEntModule(L.LightningModule):
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())
+
+
+def recorded_loss(cfg: Mapping) -> MaxEntLoss:
+    """The loss of a module checkpoint's hyper-parameters: MaxEntLoss and plain values only."""
+    cfg = dict(cfg)
+    if cfg.pop("_target_", LOSS_TARGET) != LOSS_TARGET or set(cfg) - {"temperature", "targets"} \
+            or cfg.get("targets", "maxent") not in TARGET_KINDS:
+        raise CorruptFile(f"the checkpoint records a loss other than {LOSS_TARGET}: {cfg}",
+                          "give a module trained by this project")
+    return MaxEntLoss(float(cfg.get("temperature", 5.0)), cfg.get("targets", "maxent"))

@@ -17,11 +17,11 @@ import torch
 
 from .errors import UserError
 
-# /2: a Lightning checkpoint (``MaxEntModule.load_from_checkpoint``, ``Trainer.test(ckpt_path=)``)
-# whose state_dict holds the backbone under ``net.``; /1 (backbone state, not Lightning) still
-# loads in the store.
-MODULE_FORMAT = "maxent_lightning.module/2"
-LEGACY_FORMAT = "maxent_lightning.module/1"
+# /3: a Lightning checkpoint (``MaxEntModule.load_from_checkpoint``, ``Trainer.test(ckpt_path=)``)
+# whose state_dict holds the backbone under ``net.``, with a digest of the whole record. Files of
+# /1 and /2 (digests of the tensors only) are refused: their other fields cannot be verified.
+MODULE_FORMAT = "maxent_lightning.module/3"
+OLD_FORMATS = ("maxent_lightning.module/1", "maxent_lightning.module/2")
 NET_PREFIX = "net."
 LOSS_TARGET = "maxent_lightning.loss.MaxEntLoss"
 
@@ -101,14 +101,17 @@ def read_json(path: Path) -> dict:
     return data
 
 
-def load_torch(path: Path, what: str = "file") -> Any:
+def load_torch(path, what: str = "file", name=None) -> Any:
+    """``torch.load`` of tensors and plain data only (``weights_only``: nothing in the file is
+    unpickled freely); ``path`` may be an open buffer, then ``name`` says where it came from."""
+    name = path if name is None else name
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
+        raise UserError(f"{what} not found: {name}") from None
     except Exception as err:  # truncated or foreign files raise many kinds of errors
         raise CorruptFile(
-            f"{what} {path} is unreadable (truncated or not a torch file: {type(err).__name__})",
+            f"{what} {name} is unreadable (truncated or not a torch file: {type(err).__name__})",
             "retrain it or give a valid file",
         ) from None
 
@@ -143,10 +146,18 @@ class ModuleRecord:
     spec: dict
     fingerprint: str
     metrics: dict = field(default_factory=dict)
+    digest: str = ""  # of the whole file it was read from (set by record_of; not saved)
 
 
-def _payload_digest(state_dict: dict, masks: dict) -> str:
-    return state_digest({**state_dict, **{f"mask/{k}": v for k, v in masks.items()}})
+def record_digest(payload: dict) -> str:
+    """Digest of a whole module checkpoint: every tensor (weights, buffers, masks) and every
+    other field (format, spec, fingerprint, hyper-parameters, rewarded set, temperature, θ0 id,
+    metrics, ...), all but the digest itself. TypeError/ValueError: a field that is not data."""
+    tensors = {**{f"state/{k}": v for k, v in payload["state_dict"].items()},
+               **{f"mask/{k}": v for k, v in payload["masks"].items()}}
+    rest = {k: v for k, v in payload.items() if k not in ("digest", "state_dict", "masks")}
+    text = json.dumps(_jsonable(rest), sort_keys=True, allow_nan=False)
+    return hashlib.sha256(f"{state_digest(tensors)};{text}".encode()).hexdigest()[:16]
 
 
 def module_hparams(record: ModuleRecord) -> dict:
@@ -168,34 +179,67 @@ def save_module(path: Path, record: ModuleRecord) -> Path:
     state = {k: v.detach().cpu() for k, v in record.state_dict.items()}
     masks = {k: v.detach().cpu() for k, v in record.masks.items()}
     state = {NET_PREFIX + k: v for k, v in state.items()}
-    payload = {"format": MODULE_FORMAT, **record.__dict__, "masks": masks, "state_dict": state,
-               "digest": _payload_digest(state, masks),  # of the tensors as stored
+    fields_ = {k: v for k, v in record.__dict__.items() if k != "digest"}
+    payload = {"format": MODULE_FORMAT, **fields_, "masks": masks, "state_dict": state,
                "pytorch-lightning_version": _lightning_version(), "epoch": 0, "global_step": 0,
                "hyper_parameters": module_hparams(record)}
+    payload["input_shape"] = list(payload["input_shape"])
+    payload["digest"] = record_digest(payload)  # of the record as stored
     return save_torch(path, payload)
 
 
+def _fields_ok(p: dict) -> bool:
+    """The record's fields have their types (a file that passes its digest may still be
+    crafted: nothing in it is trusted further than its types)."""
+    def ints(v):
+        return isinstance(v, list | tuple) and all(type(i) is int for i in v)
+
+    tensors = [p["state_dict"], p["masks"]]
+    return (all(isinstance(t, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in t.items()) for t in tensors)
+            and ints(p["rewarded"]) and ints(p["input_shape"]) and type(p["num_classes"]) is int
+            and type(p["seed"]) is int and isinstance(p["temperature"], float | int)
+            and math.isfinite(p["temperature"]) and p["temperature"] > 0
+            and isinstance(p["spec"], dict) and isinstance(p["metrics"], dict)
+            and all(isinstance(p[k], str) for k in ("theta0_id", "fingerprint"))
+            and all(v.dtype == torch.bool for v in p["masks"].values()))
+
+
 def record_of(payload: Any, where: str) -> ModuleRecord:
-    """The module of a checkpoint dict, checked: format, every field, the content digest of
-    its tensors, finite weights (CorruptFile naming ``where`` otherwise)."""
+    """The module of a checkpoint dict, checked before any of it is used: format, every field
+    and its type, the digest of the whole record, the fingerprint against the recorded spec,
+    finite weights (CorruptFile naming ``where`` otherwise)."""
     fmt = payload.get("format") if isinstance(payload, dict) else None
-    if fmt not in (MODULE_FORMAT, LEGACY_FORMAT):
+    if fmt in OLD_FORMATS:
+        raise CorruptFile(f"{where} is a module checkpoint of an older maxent_lightning ({fmt}) "
+                          "whose fields cannot be verified", "retrain it")
+    if fmt != MODULE_FORMAT:
         raise CorruptFile(f"{where} is not a maxent_lightning module checkpoint ({MODULE_FORMAT})",
                           "give the module.pt of a trained module")
     names = [f.name for f in fields(ModuleRecord)]
-    missing = [n for n in names if n not in payload and n != "metrics"]
+    missing = [n for n in (*names, "hyper_parameters") if n not in payload]
     if missing:
         raise CorruptFile(f"{where} is an incomplete module checkpoint (no {', '.join(missing)})",
                           "retrain it")
-    digest = payload.get("digest")  # absent in checkpoints written before digests
-    if digest is not None and _payload_digest(payload["state_dict"], payload["masks"]) != digest:
+    try:
+        intact = _fields_ok(payload) and record_digest(payload) == payload["digest"]
+    except (TypeError, ValueError, AttributeError):  # a field that is not plain data
+        intact = False
+    if not intact:
         raise CorruptFile(f"module checkpoint {where} is corrupt (content digest mismatch)",
                           "retrain it")
-    values = {n: payload[n] for n in names if n in payload}
-    if fmt == MODULE_FORMAT:
-        values["state_dict"] = {k.removeprefix(NET_PREFIX): v
-                                for k, v in payload["state_dict"].items()}
+    if config_digest(payload["spec"]) != payload["fingerprint"]:
+        raise CorruptFile(f"module checkpoint {where} records fingerprint "
+                          f"{payload['fingerprint']}, but its spec hashes to "
+                          f"{config_digest(payload['spec'])}", "retrain it")
+    values = {n: payload[n] for n in names}
+    values["state_dict"] = {k.removeprefix(NET_PREFIX): v for k, v in payload["state_dict"].items()}
+    values["input_shape"] = tuple(values["input_shape"])
+    values["temperature"] = float(values["temperature"])
     record = ModuleRecord(**values)
+    if _jsonable(payload["hyper_parameters"]) != _jsonable(module_hparams(record)):
+        raise CorruptFile(f"module checkpoint {where} records hyper-parameters that are not "
+                          "those of its module", "retrain it")
     if any(v.is_floating_point() and not torch.isfinite(v).all()
            for v in record.state_dict.values()):
         raise CorruptFile(f"module checkpoint {where} holds weights that are not finite "

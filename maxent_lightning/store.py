@@ -12,26 +12,30 @@ from omegaconf import DictConfig
 from . import moduledir
 from .builders import module_spec, spec_fingerprint
 from .errors import UserError
-from .family import train_family, unsupported_reason
+from .family import reduced_precision, train_family, unsupported_reason
 from .training import train_module
 
 log = logging.getLogger(__name__)
 
 
-def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]], twins=None) -> list[dict]:
+def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]], twins=None,
+                  quiet: bool = True) -> list[dict]:
     """Train several modules of one seed (``(rewarded, out_dir)`` each), skipping finished
     ones; each directory is locked while its module trains. With ``family.enabled`` they are
     trained together in one vectorized pass (``family.py``) where the config allows it, which
-    also stores the ``twins`` (dense modules equal to their IMP round 0; see train_family)."""
-    if cfg.family.enabled:
+    also stores the ``twins`` (dense modules equal to their IMP round 0; see train_family).
+    Modules trained one by one show Lightning's progress unless ``quiet``."""
+    if cfg.family.enabled or reduced_precision(cfg):
         reason = unsupported_reason(cfg)
-        if reason is None:
+        if reason is None and cfg.family.enabled:
             return train_family(cfg, jobs, twins)
+        if reason is None:  # reduced precision one by one: each a family of one
+            return [train_family(cfg, [job])[0] for job in jobs]
         log.info("family training off (%s): training %d module(s) one by one", reason, len(jobs))
     results = []
     for rewarded, out_dir in jobs:
         with moduledir.locked(Path(out_dir)):
-            results.append(train_module(cfg, out_dir, rewarded, quiet=True))
+            results.append(train_module(cfg, out_dir, rewarded, quiet=quiet))
     return results
 
 
@@ -60,10 +64,10 @@ class ModuleStore:
                 moduledir.discard(directory)
 
     def get_many(self, cfg: DictConfig, rewarded_sets: Sequence[Sequence[int]],
-                 twins=None) -> list[Path]:
+                 twins=None, quiet: bool = True) -> list[Path]:
         """Checkpoint paths of the modules, training those missing or corrupt (all at once if
-        possible); with ``train_missing=False`` those are refused instead. ``twins``: see
-        ``train_modules``."""
+        possible); with ``train_missing=False`` those are refused instead. ``twins``,
+        ``quiet``: see ``train_modules``."""
         dirs = [self.dir_for(cfg, r) for r in rewarded_sets]
         missing = [(list(r), d, why) for r, d in zip(rewarded_sets, dirs, strict=True)
                    if (why := self.check(d)) is not None]
@@ -80,7 +84,7 @@ class ModuleStore:
         if missing:
             log.info("store %s: training %d missing module(s) of seed %s: %s", self.root,
                      len(missing), cfg.seed, " ".join(f"R={r}" for r, _, _ in missing))
-            train_modules(cfg, [(r, d) for r, d, _ in missing], twins)
+            train_modules(cfg, [(r, d) for r, d, _ in missing], twins, quiet)
         return [d / moduledir.MODULE for d in dirs]
 
     def get(self, cfg: DictConfig, rewarded: Sequence[int]) -> Path:

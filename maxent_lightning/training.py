@@ -12,6 +12,7 @@ from . import moduledir
 from .builders import build_datamodule, init_theta0, module_spec, spec_fingerprint
 from .callbacks import IterativeMagnitudePruning, RestoreBestWeights, progress_bar
 from .cpu import denormals_flushed
+from .dropout import begin_stream, stream_dropouts
 from .loggers import (
     begin_round,
     build_loggers,
@@ -21,7 +22,7 @@ from .loggers import (
     module_run_name,
 )
 from .module import MaxEntModule
-from .phases import phase_callbacks, plan
+from .phases import first_phase_key, phase_callbacks, plan
 from .plots import wants_figures
 
 
@@ -36,6 +37,8 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     start_time = time.perf_counter()
     dm = build_datamodule(cfg, rewarded)
     net, theta0, theta0_id = init_theta0(cfg.model, dm.input_shape, dm.num_classes, cfg.seed)
+    drops = stream_dropouts(net, dm.input_shape)
+    first_key = first_phase_key(cfg, dm.rewarded)
     phases = plan(cfg, net)
     loss = instantiate(cfg.loss)
     module = MaxEntModule(net, loss, dm.rewarded, dm.num_classes, instantiate(cfg.optimizer),
@@ -55,6 +58,8 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     with denormals_flushed(cfg.flush_denormals):
         for phase in phases.phases[start:]:
             phase.begin(dm)
+            begin_stream(drops, first_key if phase.round == 0 else fingerprint, phase.round,
+                         dm.batch_size)
             begin_round(loggers, phase.round, steps)
             best = RestoreBestWeights()
             trainer = instantiate(

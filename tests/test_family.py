@@ -6,8 +6,10 @@ import shutil
 
 import pytest
 import torch
+from same import SAME
+from same import assert_same_module as same_module
 
-from maxent_lightning import family
+from maxent_lightning import dropout, family
 from maxent_lightning.builders import build_datamodule
 from maxent_lightning.errors import UserError
 from maxent_lightning.family import train_family, unsupported_reason
@@ -21,30 +23,15 @@ FILES = ["confusion.png", "imp/round_0.json", "imp/round_0.pt", "imp/round_1.jso
          "imp/round_1.pt", "metrics.json", "module.pt"]
 
 
-def assert_same_module(seq_dir, fam_dir, atol=1e-5):
+def assert_same_module(seq_dir, fam_dir):
     for name in FILES:
         assert (fam_dir / name).exists(), name
-    a, b = load_module(seq_dir / "module.pt"), load_module(fam_dir / "module.pt")
-    assert a.fingerprint == b.fingerprint and a.theta0_id == b.theta0_id
-    assert list(a.state_dict) == list(b.state_dict)
-    for k in a.state_dict:
-        assert b.state_dict[k].is_contiguous()
-        torch.testing.assert_close(b.state_dict[k], a.state_dict[k], atol=atol, rtol=0)
-    for k in a.masks:
-        assert torch.equal(a.masks[k], b.masks[k]), k
-        assert (b.state_dict[k][~b.masks[k]] == 0).all(), f"pruned entries of {k} not zero"
-    ma, mb = read_json(seq_dir / "metrics.json"), read_json(fam_dir / "metrics.json")
-    assert set(ma) == set(mb)
-    for k, v in ma.items():
-        if k.startswith("test/"):
-            assert mb[k] == pytest.approx(v, abs=1e-5), k
-        elif k != "wall_s":
-            assert mb[k] == v, k
+    ma, mb = same_module(seq_dir, fam_dir)
     for r in (0, 1):
         ra, rb = (read_json(d / "imp" / f"round_{r}.json") for d in (seq_dir, fam_dir))
         assert rb["best_epoch"] == ra["best_epoch"]
-        assert rb["best_val_loss"] == pytest.approx(ra["best_val_loss"], abs=1e-6)
-        assert load_torch(fam_dir / "imp" / f"round_{r}.pt")["fingerprint"] == a.fingerprint
+        assert rb["best_val_loss"] == pytest.approx(ra["best_val_loss"], rel=1e-5)
+        assert load_torch(fam_dir / "imp" / f"round_{r}.pt")["fingerprint"] == ma["fingerprint"]
     return ma, mb
 
 
@@ -70,6 +57,14 @@ def test_mlp_family_matches_sequential(make_cfg, tmp_path):
     cfg = make_cfg("model.dropout=0")
     assert unsupported_reason(cfg) is None
     run_both(cfg, tmp_path, [[0], [7, 1]])
+
+
+@pytest.mark.parametrize("loss,p", [("maxent", 0.5), ("cross_entropy", 0.5), ("maxent", 0.2)])
+def test_dropout_family_matches_sequential(make_cfg, tmp_path, loss, p):
+    """Dropout on: both trainers draw a module's masks from its own stream (dropout.py), so a
+    module trained alone by Lightning is the module of a family (same masks and stop epochs,
+    weights equal up to the order of float sums)."""
+    run_both(make_cfg(f"loss={loss}", f"model.dropout={p}"), tmp_path, [[0], [7, 1]])
 
 
 def test_sparse_products_match_sequential(make_cfg, tmp_path, all_sparse):
@@ -156,7 +151,7 @@ def test_batchnorm_family_matches_sequential(make_cfg, tmp_path, model):
         stats = [k for k in a.state_dict if "running_" in k or "num_batches" in k]
         assert stats and list(a.state_dict) == list(b.state_dict)
         for k in a.state_dict:  # each member's own running statistics, as trained alone
-            torch.testing.assert_close(b.state_dict[k], a.state_dict[k], atol=1e-5, rtol=0)
+            torch.testing.assert_close(b.state_dict[k], a.state_dict[k], **SAME)
         assert fam[i]["stop_epochs"] == seq[i]["stop_epochs"]
         assert fam[i]["test/acc"] == pytest.approx(seq[i]["test/acc"], abs=1e-5)
 
@@ -194,12 +189,12 @@ def test_keep_masks_are_bernoulli_and_per_member(p):
     def gens(seeds):
         return [torch.Generator().manual_seed(s) for s in seeds]
 
-    masks = family.keep_mask(gens([0, 1, 2]), (200, 100), p, torch.device("cpu"))
+    masks = dropout.keep_mask(gens([0, 1, 2]), (200, 100), p, torch.device("cpu"))
     assert masks.shape == (3, 200, 100) and set(masks.unique().tolist()) <= {0.0, 1.0}
     for row in masks:
         assert row.mean().item() == pytest.approx(1 - p, abs=0.01)
     assert not torch.equal(masks[0], masks[1])
-    again = family.keep_mask(gens([2, 7, 0]), (200, 100), p, torch.device("cpu"))
+    again = dropout.keep_mask(gens([2, 7, 0]), (200, 100), p, torch.device("cpu"))
     assert torch.equal(again[0], masks[2]) and torch.equal(again[2], masks[0])
     flat = masks[0].flatten()  # neighbouring entries (bits of one word) are independent
     assert torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1].abs() < 0.02
@@ -213,7 +208,7 @@ def test_keep_mask_reads_the_bit_fields_of_each_members_words(p, shape):
     bits = next(b for b in range(1, 9) if ((1 - p) * 2**b).is_integer())
     fields, n = 32 // bits, math.prod(shape)
     seeds, scale = [3, 11], 1 / (1 - p)
-    masks = family.keep_mask([torch.Generator().manual_seed(s) for s in seeds], shape, p,
+    masks = dropout.keep_mask([torch.Generator().manual_seed(s) for s in seeds], shape, p,
                              torch.device("cpu"), scale, torch.bfloat16)
     assert masks.shape == (2, *shape) and masks.dtype == torch.bfloat16
     for mask, seed in zip(masks, seeds, strict=True):
@@ -252,19 +247,26 @@ def test_trainer_deterministic_holds_while_the_family_trains(make_cfg, tmp_path,
     assert not torch.are_deterministic_algorithms_enabled()  # as it was before
 
 
-def test_bf16_mixed_precision_is_honoured_by_both_trainers(make_cfg, tmp_path):
+def test_bf16_modules_are_the_familys_by_every_path(make_cfg, tmp_path, caplog):
+    """bfloat16 roundings differ between the family and Lightning's autocast beyond the order of
+    sums: a reduced-precision module is the family's wherever the family can train it, also
+    one by one (a family of one), so its fingerprint names one module."""
     cfg = make_cfg("model.dropout=0", "trainer.precision=bf16-mixed", "imp=none")
     assert unsupported_reason(cfg) is None
     assert "precision 16-mixed" in unsupported_reason(make_cfg("trainer.precision=16-mixed"))
-    seq = train_module(cfg, tmp_path / "seq", [6], quiet=True)
-    (fam,) = train_family(cfg, [([6], tmp_path / "fam")])
+    caplog.set_level(logging.INFO, logger="maxent_lightning.family")
+    alone = make_cfg("model.dropout=0", "trainer.precision=bf16-mixed", "imp=none",
+                     "family.enabled=false")
+    train_modules(alone, [([6], tmp_path / "alone")])
+    assert "family training: 1 module(s)" in caplog.text
+    train_family(cfg, [([6], tmp_path / "fam"), ([2], tmp_path / "other")])
     train_family(make_cfg("model.dropout=0", "imp=none"), [([6], tmp_path / "f32")])
-    a, b, c = (load_module(tmp_path / d / "module.pt") for d in ("seq", "fam", "f32"))
+    a, b, c = (load_module(tmp_path / d / "module.pt") for d in ("alone", "fam", "f32"))
     assert a.fingerprint == b.fingerprint != c.fingerprint  # precision is part of the module
-    for k in a.state_dict:  # bfloat16 products: near Lightning's bf16-mixed, off float32's
+    assert a.metrics["stop_epochs"] == b.metrics["stop_epochs"]
+    for k in a.state_dict:  # bfloat16 products: off float32's, equal up to bf16 rounding
         assert not torch.equal(b.state_dict[k], c.state_dict[k]), k
-        torch.testing.assert_close(b.state_dict[k], a.state_dict[k], atol=2e-2, rtol=0)
-    assert fam["test/rewarded_acc"] == pytest.approx(seq["test/rewarded_acc"], abs=0.05)
+        torch.testing.assert_close(b.state_dict[k], a.state_dict[k], atol=1e-2, rtol=0)
 
 
 def test_cross_entropy_without_own_validation_samples_is_one_user_error(make_cfg, tmp_path):

@@ -34,3 +34,20 @@ def test_overall_accuracy_is_micro_averaged():
     labels = torch.tensor([0, 0, 0, 2])  # 3/4 correct; macro would give (1 + 0 + 0)/2
     metrics.update(logits, labels)
     assert metrics.compute()["acc"].item() == pytest.approx(0.75)
+
+
+def test_a_tie_at_the_top_is_not_a_correct_prediction():
+    """A dead module (all outputs equal) must not score class 0's samples as correct."""
+    nan = float("nan")
+    logits = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [2.0, 1.0, 2.0], [3.0, 1.0, 0.0],
+                           [nan, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    labels = torch.tensor([0, 0, 2, 0, 0, 1])  # only samples 3 and 5 are predicted alone
+    rewarded = RewardedAccuracy([0, 2])
+    rewarded.update(logits, labels)
+    assert rewarded.compute().item() == pytest.approx(1 / 5)
+    metrics = evaluation_metrics([0, 2], 3)
+    metrics.update(logits, labels)
+    assert metrics.compute()["acc"].item() == pytest.approx(2 / 6)
+    dead = evaluation_metrics([0], 3)
+    dead.update(torch.zeros(4, 3), torch.tensor([0, 0, 1, 2]))
+    assert dead.compute()["rewarded_acc"].item() == 0.0 and dead.compute()["acc"].item() == 0.0

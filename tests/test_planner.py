@@ -7,17 +7,16 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
+from same import assert_same_module
 
 from maxent_lightning import planner
 from maxent_lightning.config import CONFIG_DIR, CONFIG_NAME
 from maxent_lightning.family import train_family
 from maxent_lightning.jobs import sample_pairs
-from maxent_lightning.storage import load_module, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +83,7 @@ def test_resume_counts_stored_modules(tmp_path, fast_overrides):
 
 def test_dense_modules_are_stored_from_the_imp_round_0(tmp_path, fast_overrides):
     """imp=none modules train exactly as round 0 of their imp=global twins: the sweep stores them
-    from that round, equal (bitwise, dropout included) to a dense module trained on its own."""
+    from that round, the module a dense training gives (tests/same.py; dropout included)."""
     sweep = ["imp=global,none", "loss=maxent,cross_entropy", "pair=0,1"]
     with master(tmp_path, fixed(tmp_path, fast_overrides, "trainer.max_epochs=2"), sweep) as cfg:
         plan = planner.make_plan(cfg)
@@ -100,14 +99,8 @@ def test_dense_modules_are_stored_from_the_imp_round_0(tmp_path, fast_overrides)
         for g in dense:
             (r, d), *_ = g.deferred
             alone = train_family(g.cfg, [(r, tmp_path / f"alone-{g.cfg.loss.targets}")])[0]
-            twin, own = load_module(d / "module.pt"), load_module(
-                tmp_path / f"alone-{g.cfg.loss.targets}" / "module.pt")
-            assert twin.fingerprint == own.fingerprint
-            assert all(torch.equal(twin.state_dict[k], own.state_dict[k]) for k in own.state_dict)
-            assert all(torch.equal(twin.masks[k], own.masks[k]) for k in own.masks)
-            stored = read_json(d / "metrics.json")
-            assert stored["stop_epochs"] == alone["stop_epochs"]
-            assert stored["test/acc"] == alone["test/acc"]
+            stored, own = assert_same_module(d, tmp_path / f"alone-{g.cfg.loss.targets}")
+            assert stored["stop_epochs"] == own["stop_epochs"] == alone["stop_epochs"]
 
 
 def test_unknown_task_and_bad_jobs_are_not_planned(tmp_path, fast_overrides):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import same
 import torch
 
 from maxent_lightning.errors import UserError
@@ -255,7 +256,7 @@ def test_module_does_not_depend_on_which_modules_train_with_it(trained, tmp_path
     decides which modules train together; a module must come out the same either way."""
     cfg, _, alone = trained  # trained by itself, with dropout 0.5
     together = ModuleStore(tmp_path).get_many(cfg, [[4], [7]])[0]
-    _same_module(alone.parent, together.parent)
+    same.assert_same_module(alone.parent, together.parent)  # another family size
 
 
 # ------------------------------------------------------------------ resume after SIGKILL
@@ -285,7 +286,7 @@ def test_sigkill_after_first_imp_round_then_rerun_matches_uninterrupted(tmp_path
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert full.wait(timeout=600) == 0, full.communicate()[0][-2000:]
     assert (killed / "imp" / "round_0.pt").read_bytes() == round0  # not retrained
-    _same_module(tmp_path / "full", killed)  # stop_epochs too
+    same.assert_same_module(tmp_path / "full", killed)  # stop_epochs too
 
 
 # ------------------------------------------------------------------ concurrency

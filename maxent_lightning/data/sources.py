@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
+import hashlib
 import pickle
 import shutil
 import socket
@@ -51,6 +53,14 @@ class TensorSplits:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    @functools.cached_property
+    def digest(self) -> str:  # TEMPORARY until the data branch lands
+        h = hashlib.sha256(repr((self.name, self.classes)).encode())
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
 
 
 def _brief(exc: BaseException, limit: int = 200) -> str:

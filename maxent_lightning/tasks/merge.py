@@ -15,12 +15,12 @@ from ..storage import ModuleRecord, config_digest, save_module
 def merged_record(records: list[ModuleRecord], net, union: list[int], metrics: dict):
     first = records[0]
     sources = [r.fingerprint for r in records]
+    spec = {**first.spec, "rewarded": union, "merged_from": sources}
     return ModuleRecord(
         state_dict=net.state_dict(), masks=M.union([r.masks for r in records]),
         theta0_id=first.theta0_id, rewarded=union, num_classes=first.num_classes,
         input_shape=tuple(first.input_shape), temperature=first.temperature, seed=first.seed,
-        spec={**first.spec, "rewarded": union, "merged_from": sources},
-        fingerprint=config_digest({"merged_from": sources}), metrics=metrics,
+        spec=spec, fingerprint=config_digest(spec), metrics=metrics,
     )
 
 

@@ -1,15 +1,22 @@
-"""The ``train`` task: one module into the Hydra output directory."""
+"""The ``train`` task: one module, trained into (or taken from) the module store, reported in
+the Hydra output directory. The next composition job that needs the same module reuses it."""
 
 import math
+import os
+import shutil
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .. import moduledir
-from ..builders import module_spec, spec_fingerprint
+from ..builders import data_source, module_spec, spec_fingerprint
+from ..data.datamodule import check_rewarded
 from ..phases import imp_used, validate
-from ..training import train_module
+from ..plots import confusion_png, wants_figures
+from ..storage import read_json
+from ..store import ModuleStore
 
 
 def claim_output_dir(out: Path, cfg: DictConfig, fingerprint: str) -> None:
@@ -19,7 +26,7 @@ def claim_output_dir(out: Path, cfg: DictConfig, fingerprint: str) -> None:
     moduledir.write_config(out, cfg)
 
 
-def summary(metrics: dict, requested_sparsity: float, out: Path) -> str:
+def summary(metrics: dict, requested_sparsity: float, out: Path, files: str) -> str:
     entropy = metrics.get("test/nonrewarded_entropy")
     ceiling = math.log(metrics["num_classes"])
     entropy_text = "undefined (R = C)" if entropy is None else f"{entropy:.3f} (max {ceiling:.3f})"
@@ -30,14 +37,36 @@ def summary(metrics: dict, requested_sparsity: float, out: Path) -> str:
         f"  overall accuracy      {metrics['test/acc']:.4f}",
         f"  sparsity              {metrics['sparsity']:.4f} (requested {requested_sparsity})",
         f"  wall time             {metrics['wall_s']:.1f} s",
-        f"  outputs               {out} (module.pt, metrics.json, confusion.png, config.yaml)",
+        f"  outputs               {out} ({files})",
+        f"  stored as             {metrics['module']}",
     ])
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (no second copy of the weights), else a copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, target)
 
 
 def run(cfg: DictConfig) -> dict:
     validate(cfg)
     out = Path(HydraConfig.get().runtime.output_dir)
-    claim_output_dir(out, cfg, spec_fingerprint(module_spec(cfg)))
-    metrics = train_module(cfg, out)
-    print(summary(metrics, cfg.imp.sparsity if imp_used(cfg.imp) else 0.0, out))
+    rewarded = check_rewarded(list(cfg.rewarded), data_source(cfg).num_classes, cfg.data.name)
+    claim_output_dir(out, cfg, spec_fingerprint(module_spec(cfg, rewarded)))
+    alone = cfg.copy()  # one module: Lightning's fit and progress (the family's module too)
+    alone.family.enabled = False
+    module = ModuleStore(cfg.store.root).get_many(alone, [rewarded], quiet=False)[0]
+    metrics = {**read_json(module.parent / moduledir.DONE), "module": str(module)}
+    link_or_copy(module, out / moduledir.MODULE)
+    files = "module.pt, metrics.json, config.yaml"
+    if wants_figures(cfg):
+        confusion_png(out / "confusion.png", torch.tensor(metrics["confusion"]),
+                      data_source(cfg).classes,
+                      title=f"R={rewarded} seed={cfg.seed}")
+        files = "module.pt, metrics.json, confusion.png, config.yaml"
+    moduledir.mark_done(out, metrics)
+    print(summary(metrics, cfg.imp.sparsity if imp_used(cfg.imp) else 0.0, out, files))
     return metrics

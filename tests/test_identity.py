@@ -1,0 +1,100 @@
+"""One fingerprint, one module: every path that can produce a module of a spec produces the same
+module (tests/same.py), dropout on; the quickstart's module is the store's; the data is part of a
+module's identity."""
+
+import logging
+import pickle
+import shutil
+
+import pytest
+from same import assert_same_module
+
+from maxent_lightning.builders import module_spec, spec_fingerprint
+from maxent_lightning.data.datamodule import cached_source
+from maxent_lightning.errors import UserError
+from maxent_lightning.store import ModuleStore
+from maxent_lightning.training import train_module
+
+CLASS = [4]
+
+
+@pytest.mark.parametrize("loss", ["maxent", "cross_entropy"])
+def test_task_train_stores_the_module_a_family_trains(tmp_path, run_job, make_cfg, loss):
+    """task=train (Lightning, alone) and task=single (the family, beside other modules): one
+    fingerprint, one module, with dropout 0.5 (mlp default)."""
+    extra = [f"loss={loss}", "imp.rounds=1"]
+    run_job(tmp_path / "a" / "train", "task=train", f"rewarded={CLASS}", *extra)
+    run_job(tmp_path / "b" / "single", "task=single", "classes=[1,4,8]", *extra)
+    cfg = make_cfg(*extra)
+    assert float(cfg.model.dropout) == 0.5
+    name = spec_fingerprint(module_spec(cfg, CLASS))
+    trained, family = (tmp_path / s / "store" / "digits" / name for s in ("a", "b"))
+    assert_same_module(trained, family)
+    assert (tmp_path / "a" / "train" / "module.pt").samefile(trained / "module.pt")
+
+
+def test_the_quickstarts_module_is_reused_by_the_next_composition_job(tmp_path, run_job,
+                                                                      caplog):
+    run_job(tmp_path / "train", "task=train", "rewarded=[2]", "imp.rounds=1")
+    stored = list((tmp_path / "store" / "digits").iterdir())
+    before = (stored[0] / "module.pt").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="maxent_lightning.store"):
+        run_job(tmp_path / "single", "task=single", "classes=[2,6]", "imp.rounds=1")
+    assert "training 1 missing module(s) of seed 0: R=[6]" in caplog.text
+    assert (stored[0] / "module.pt").stat().st_mtime_ns == before
+
+
+def test_a_sequential_dense_module_is_the_twin_of_imp_round_0(tmp_path, make_cfg):
+    """The dense module stored from an IMP module's round 0 (family) is the one Lightning
+    trains alone, for cross-entropy too (per-member streams), dropout on."""
+    for loss in ("maxent", "cross_entropy"):
+        imp = make_cfg(f"loss={loss}", "imp.rounds=1", "imp.round_epochs=2")
+        dense = make_cfg(f"loss={loss}", "imp=none")
+        store = ModuleStore(tmp_path / loss)
+        twin_dir = store.dir_for(dense, CLASS)
+        store.get_many(imp, [CLASS], twins={tuple(CLASS): (dense, twin_dir)})
+        train_module(dense, tmp_path / f"alone-{loss}", CLASS, quiet=True)
+        assert_same_module(twin_dir, tmp_path / f"alone-{loss}")
+
+
+def test_another_data_folder_is_another_module(tmp_path, write_cifar, make_cfg):
+    """The data's digest is part of the spec: a moved copy is the same data, a partial copy or an
+    edited file is not; an eval on other data than the module's is refused."""
+    write_cifar(tmp_path / "a", "cifar10", n_train=20, n_test=10, learnable=True)
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")
+    write_cifar(tmp_path / "partial", "cifar10", n_train=19, n_test=10, learnable=True)
+
+    def fingerprint(root):
+        cfg = make_cfg("data=cifar10", f"data.root={root}", "data.download=false",
+                       "model=resnet18", "model.width=4", fast=False)
+        return spec_fingerprint(module_spec(cfg, [1]))
+
+    a = fingerprint(tmp_path / "a")
+    assert fingerprint(tmp_path / "moved") == a
+    assert fingerprint(tmp_path / "partial") != a
+    batch = tmp_path / "moved" / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(_edited_batch(batch.read_bytes()))
+    cached_source.cache_clear()  # data are read once per process: as a new process reads it
+    assert fingerprint(tmp_path / "moved") != a
+
+
+def _edited_batch(blob: bytes) -> bytes:
+    """One pixel of a pickled CIFAR batch changed (same size, still a valid pickle)."""
+    batch = pickle.loads(blob)
+    batch[b"data"][0, 0] ^= 1
+    return pickle.dumps(batch)
+
+
+def test_an_eval_on_other_data_than_the_modules_is_refused(tmp_path, run_job, write_cifar):
+    write_cifar(tmp_path / "a", "cifar10", n_train=20, n_test=10, learnable=True)
+    write_cifar(tmp_path / "b", "cifar10", n_train=21, n_test=10, learnable=True)
+    cnn = ["data=cifar10", "data.download=false", "model=resnet18", "model.width=4",
+           "imp.rounds=1", "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=none",
+           "trainer.enable_progress_bar=false", "rewarded=[1]"]
+    run_job(tmp_path / "train", "task=train", f"data.root={tmp_path / 'a'}", *cnn, fast=False)
+    module = tmp_path / "train" / "module.pt"
+    run_job(tmp_path / "ok", "task=eval", f"checkpoints=[{module}]", f"data.root={tmp_path / 'a'}",
+            *cnn, fast=False)
+    with pytest.raises(UserError, match="was trained on other cifar10 data"):
+        run_job(tmp_path / "bad", "task=eval", f"checkpoints=[{module}]",
+                f"data.root={tmp_path / 'b'}", *cnn, fast=False)
