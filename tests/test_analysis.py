@@ -1,8 +1,10 @@
 """multirun_analysis on a synthetic multirun directory with known values."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -357,3 +359,23 @@ def test_circuits_header_is_accepted(tmp_path):
     with pytest.raises(AnalysisError, match="header column 10 is 'num_classes', expected 'cardi"):
         load_runs([job])
 
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_clean_keeps_the_store_and_clean_store_deletes_it(tmp_path):
+    def make(*args):
+        makefile = Path(__file__).resolve().parents[1] / "Makefile"
+        res = subprocess.run(["make", "-s", "-f", str(makefile), "-C", str(tmp_path), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    for d in ("outputs/debug/store/x", "multirun/t", "reports/table2", "store/digits/a1",
+              "store/digits/b2", "store/mnist/c3"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "reports" / "bench.json").write_text("{}")
+    make("clean")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports", "store"]
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["table2"]
+    assert make("clean-store").startswith("deleting the module store store/: 3 module dir")
+    assert not (tmp_path / "store").exists()
+    assert make("clean-store") == "no module store at store/: nothing to delete\n"
