@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run test test-all lint clean
+.PHONY: help setup run test test-all lint clean clean-store
 .DEFAULT_GOAL := help
 
 ## Print the documented targets (this list).
@@ -41,9 +41,20 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check maxent_lightning multirun_analysis tests
 
-## Remove outputs, sweeps, the module store and bench reports.
+## Remove outputs, sweeps and bench reports (keeps the module store: see clean-store).
 clean:
-	rm -rf outputs multirun store reports/*.json
+	rm -rf outputs multirun reports/*.json
+
+# The module store (store.root; paths.store_dir, default store/ where the command runs).
+STORE ?= store
+
+## Delete the module store (every trained module; STORE=DIR for another one), without asking.
+clean-store:
+	@if [ -d "$(STORE)" ]; then \
+	  echo "deleting the module store $(STORE)/: $$(find "$(STORE)" -mindepth 2 -maxdepth 2 \
+	    -type d | wc -l | tr -d ' ') module directories, $$(du -sh "$(STORE)" | cut -f1)"; \
+	  rm -rf "$(STORE)"; \
+	else echo "no module store at $(STORE)/: nothing to delete"; fi
 
 # ---------------------------------------------------------------- paper tables and figures
 PAPER := table1 table2 table4 fig3 fig4 fig5 fig6 fig7 fig8 cifar10 cifar100

@@ -1,12 +1,18 @@
 """Load the ``results.csv`` rows of every finished job under one or more multirun directories."""
 
+import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from maxent_lightning.results import COLUMNS, METRICS, NUMERIC, TEXT
+from maxent_lightning.results import COLUMNS, KEYS, METRICS, NUMERIC, TEXT
+
+# A circuits job's results.csv starts with these columns (``tasks.circuits.ID_COLUMNS``), then
+# its own; every other job's holds exactly ``COLUMNS``.
+CIRCUIT_KEYS = [*KEYS[:KEYS.index("seed") + 1], "num_classes"]
 
 _TRUE = {"true", "1", "1.0", "yes"}
 _FALSE = {"false", "0", "0.0", "no"}
@@ -30,7 +36,7 @@ class Runs:
 
     def summary(self) -> str:
         return (f"found {len(self.jobs)} job(s) with results.csv ({len(self.frame)} rows), "
-                f"skipped {len(self.skipped)} without results.csv (unfinished)")
+                f"skipped {len(self.skipped)} unfinished (no metrics.json)")
 
 
 def _to_bool(value):
@@ -66,37 +72,101 @@ def _job_candidates(root: Path) -> set[Path]:
     return found
 
 
-def _read(path: Path) -> pd.DataFrame | None:
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError):
+def _rerun(job: Path) -> str:
+    return f"rerun the job: delete {job / 'metrics.json'} and rerun its sweep command"
+
+
+def _metrics(job: Path) -> dict | None:
+    """The job's metrics.json (written last: the job is done); None while it has none."""
+    path = job / "metrics.json"
+    if not path.exists():
         return None
-    return frame if len(frame) else None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise AnalysisError(f"{path} does not parse ({err}); {_rerun(job)}") from None
+    if not isinstance(data, dict):
+        raise AnalysisError(f"{path} holds no JSON object; {_rerun(job)}")
+    return data
+
+
+def _header_problem(header: list[str], task) -> str | None:
+    circuits = task == "circuits"
+    want = CIRCUIT_KEYS if circuits else COLUMNS
+    got = header[:len(want)] if circuits else header
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
+        if g != w:
+            return f"header column {i + 1} is {g!r}, expected {w!r}"
+    if len(got) != len(want):
+        return f"header has {len(header)} columns, expected {len(want)}{' or more' * circuits}"
+    return None
+
+
+def _read(job: Path, metrics: dict) -> pd.DataFrame:
+    """The rows of a finished job's results.csv, checked whole against its metrics.json."""
+    path, rows = job / "results.csv", metrics.get("rows")
+
+    def bad(problem):
+        return AnalysisError(f"{path}: {problem}; {_rerun(job)}")
+
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        raise AnalysisError(f"{job / 'metrics.json'} records no row count (rows={rows!r}); "
+                            + _rerun(job))
+    if not path.exists():
+        raise AnalysisError(f"finished job {job} has no results.csv (deleted?); rerun it: "
+                            f"delete {job / 'metrics.json'} and rerun its sweep command")
+    try:
+        text = path.read_bytes().decode()
+    except OSError as err:
+        raise bad(f"cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise bad("does not parse (not UTF-8 text)") from None
+    if not text.endswith("\n"):  # to_csv ends every line, the last included
+        raise bad("is empty" if not text else "its last line is incomplete (truncated)")
+    try:
+        lines = list(csv.reader(io.StringIO(text), strict=True))
+    except csv.Error as err:
+        raise bad(f"does not parse ({err})") from None
+    problem = _header_problem(lines[0], metrics.get("task"))
+    if problem:
+        raise bad(problem)
+    odd = next((i for i, line in enumerate(lines) if len(line) != len(lines[0])), None)
+    if odd is not None:  # pandas would fill missing fields or shift extra ones into an index
+        raise bad(f"row {odd} has {len(lines[odd])} fields, expected {len(lines[0])}")
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise bad(f"does not parse ({str(err).splitlines()[0]})") from None
+    if len(frame) != rows:
+        raise bad(f"{len(frame)} rows, but its metrics.json records {rows} (truncated?)")
+    return frame
 
 
 def load_runs(dirs) -> Runs:
-    """Concatenate ``**/results.csv`` under each directory; jobs without one are skipped."""
-    frames, jobs, skipped = [], [], []
+    """Concatenate the ``results.csv`` rows of every finished job (a job directory with
+    ``metrics.json``, written last) under each directory, each job once; unfinished jobs are
+    skipped, a finished job whose results.csv is missing or not whole is refused."""
+    found, skipped = {}, {}  # resolved job directory -> (job, its rows) / job
     for given in dirs:
         root = Path(given)
         if not root.is_dir():
             raise AnalysisError(f"{given}: no such directory")
-        done = []
-        for csv in sorted(root.rglob("results.csv")):
-            frame = _read(csv)
-            if frame is None:
-                continue
-            frame["job"] = str(csv.parent)
-            frames.append(frame)
-            done.append(csv.parent)
-        if not done:
-            raise AnalysisError(f"{given}: no finished job (no non-empty results.csv below it)")
-        jobs += done
-        cands = _job_candidates(root) | set(done)
-        for cand in sorted(cands - set(done)):
-            if cands.isdisjoint(cand.parents):  # nested dirs belong to their job
-                skipped.append(cand)
-    return Runs(normalize(pd.concat(frames, ignore_index=True)), jobs, skipped)
+        cands = _job_candidates(root) | {p.parent for p in root.rglob("results.csv")}
+        rows = 0
+        for job in sorted(c for c in cands if cands.isdisjoint(c.parents)):  # nested: its job's
+            key, metrics = job.resolve(), _metrics(job)
+            if metrics is None:
+                skipped.setdefault(key, job)
+            elif "rows" in metrics or (job / "results.csv").exists():  # not a module's run
+                if key not in found:
+                    found[key] = (job, _read(job, metrics).assign(job=str(job)))
+                rows += len(found[key][1])
+        if not rows:
+            raise AnalysisError(f"{given}: no finished job with rows below it; pass a sweep "
+                                "directory whose jobs wrote results.csv and metrics.json")
+    frames = [frame for _, frame in found.values() if len(frame)]
+    return Runs(normalize(pd.concat(frames, ignore_index=True)),
+                [job for job, _ in found.values()], list(skipped.values()))
 
 
 def _matrices(node, path=()):

@@ -1,17 +1,19 @@
 """multirun_analysis on a synthetic multirun directory with known values."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from maxent_lightning.results import COLUMNS
-from multirun_analysis import analyze, figures, load_runs
+from multirun_analysis import AnalysisError, analyze, figures, load_runs
 from multirun_analysis.__main__ import main
-from multirun_analysis.load import confusion_matrices
+from multirun_analysis.load import CIRCUIT_KEYS, confusion_matrices
 from multirun_analysis.tables import fmt, welch_bold
 
 # Pairwise rewarded accuracy per (cardinality, loss), over 3 seeds × 2 pairs (seed-major).
@@ -257,3 +259,123 @@ def test_cli_bad_input(tmp_path, capsys, case):
     assert main([*map(str, args), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+def _one_job(tmp_path, rows=4):
+    root = tmp_path / "sweep"
+    odd = '0,x\n"y"'  # quoted by to_csv: a comma, a newline and quotes in one field
+    _write_job(root, 0, [_row(task="single", seed=s, class_set=odd if s == 0 else str(s),
+                              rewarded_acc=1.0) for s in range(rows)])
+    return root, root / "0"
+
+
+def _cut(text):
+    return text[:text.rindex("\n", 0, -1) + 1]  # the last row removed, at a row boundary
+
+
+RERUN = "rerun the job: delete {job}/metrics.json and rerun its sweep command"
+BROKEN = {  # how results.csv is damaged -> the problem the error line names
+    "mid_row": (lambda t: t[:-4], "its last line is incomplete (truncated)"),
+    "row_boundary": (_cut, "3 rows, but its metrics.json records 4 (truncated?)"),
+    "header_only": (lambda t: t[:t.index("\n") + 1],
+                    "0 rows, but its metrics.json records 4 (truncated?)"),
+    "empty": (lambda t: "", "is empty"),
+    "header": (lambda t: t.replace("experiment", "experimnt", 1),
+               "header column 2 is 'experimnt', expected 'experiment'"),
+    "extra_field": (lambda t: t.replace("\nsingle,", "\n,single,"),  # pandas: an index
+                    f"row 1 has {len(COLUMNS) + 1} fields, expected {len(COLUMNS)}"),
+    "open_quote": (lambda t: t + '"single,\n', "does not parse (unexpected end of data)"),
+    "binary": (lambda t: t[:40] + "\udcff\n", "does not parse (not UTF-8 text)"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_results_csv_not_whole_is_refused(tmp_path, capsys, case):
+    root, job = _one_job(tmp_path)
+    assert len(load_runs([root]).frame) == 4  # what to_csv wrote (quotes, newlines) parses
+    damage, problem = BROKEN[case]
+    csv = job / "results.csv"
+    csv.write_text(damage(csv.read_text()), errors="surrogateescape")
+    assert main([str(root), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {csv}: {problem}; {RERUN.format(job=job)}"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_finished_job_without_results_csv_is_refused(tmp_path, capsys):
+    root, job = _one_job(tmp_path)
+    (job / "results.csv").unlink()
+    assert main([str(root), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: finished job {job} has no results.csv (deleted?); rerun it: delete "
+        f"{job}/metrics.json and rerun its sweep command"]
+    (job / "metrics.json").write_text('{"rows": 4')  # cut short
+    with pytest.raises(AnalysisError, match=r"metrics.json does not parse \(.*\); rerun the"):
+        load_runs([root])
+    (job / "metrics.json").write_text('{"rows": "4"}')
+    with pytest.raises(AnalysisError, match=r"metrics.json records no row count \(rows='4'\)"):
+        load_runs([root])
+
+
+def test_which_directories_are_jobs(tmp_path):
+    """Finished: metrics.json with rows (zero rows too); unfinished: no metrics.json yet, even
+    with results.csv (the job is between the two); a trained module's run (metrics.json, no
+    rows) and directories nested in a job are no jobs; each job is loaded once."""
+    root, job = _one_job(tmp_path)
+    _write_job(root, 1, [])  # a skipped pair: header only, rows 0
+    _write_job(root, 2, [_row(task="single", seed=0, rewarded_acc=0.5)])
+    (root / "2" / "metrics.json").unlink()  # still logging, or killed there
+    (root / "3").mkdir()
+    (root / "3" / "metrics.json").write_text(json.dumps({"rewarded": [3], "seed": 0}))
+    for nested in ("module_a", "wandb/offline-run-x/files", ".hydra"):
+        (job / nested).mkdir(parents=True)
+        (job / nested / "config.yaml").write_text("seed: 0\n")
+    (job / "module_a" / "metrics.json").write_text("not json")
+    runs = load_runs([root])
+    assert runs.jobs == [job, root / "1"] and runs.skipped == [root / "2"]
+    assert len(runs.frame) == 4 and runs.summary() == (
+        "found 2 job(s) with results.csv (4 rows), skipped 1 unfinished (no metrics.json)")
+    again = load_runs([root, job, root])  # a job below two given directories counts once
+    assert again.jobs == runs.jobs and len(again.frame) == 4 and again.skipped == runs.skipped
+    _write_job(tmp_path / "empty", 0, [])
+    with pytest.raises(AnalysisError, match="empty: no finished job with rows below it; pass"):
+        load_runs([tmp_path / "empty"])
+
+
+def test_circuits_header_is_accepted(tmp_path):
+    from maxent_lightning.storage import write_text
+    from maxent_lightning.tasks.circuits import ID_COLUMNS
+
+    assert CIRCUIT_KEYS == ID_COLUMNS
+    job = tmp_path / "circuits"
+    job.mkdir()
+    rows = [{"task": "circuits", "seed": 0, "num_classes": 10, "analysis": "full", "x": 1.5}]
+    frame = pd.DataFrame(rows)
+    columns = ID_COLUMNS + [c for c in frame.columns if c not in ID_COLUMNS]  # as the task
+    write_text(job / "results.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
+    (job / "metrics.json").write_text(json.dumps({"rows": 1, "task": "circuits"}))
+    assert list(load_runs([job]).frame.analysis) == ["full"]
+    (job / "metrics.json").write_text(json.dumps({"rows": 1, "task": "pairwise"}))
+    with pytest.raises(AnalysisError, match="header column 10 is 'num_classes', expected 'cardi"):
+        load_runs([job])
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_clean_keeps_the_store_and_clean_store_deletes_it(tmp_path):
+    def make(*args):
+        makefile = Path(__file__).resolve().parents[1] / "Makefile"
+        res = subprocess.run(["make", "-s", "-f", str(makefile), "-C", str(tmp_path), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    for d in ("outputs/debug/store/x", "multirun/t", "reports/table2", "store/digits/a1",
+              "store/digits/b2", "store/mnist/c3"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "reports" / "bench.json").write_text("{}")
+    make("clean")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports", "store"]
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["table2"]
+    assert make("clean-store").startswith("deleting the module store store/: 3 module dir")
+    assert not (tmp_path / "store").exists()
+    assert make("clean-store") == "no module store at store/: nothing to delete\n"

@@ -45,10 +45,26 @@ def records(path: Path):
             yield record
 
 
-def read_run(run_dir: Path) -> dict:
+def finished_runs(root: Path) -> list[Path]:
+    """The ``run-*.wandb`` files of the offline runs under ``root`` (the test's own tmp_path),
+    once W&B has closed them. ``Run.finish()`` returns before the W&B service has written the
+    run's file: it buffers the records and writes them when it closes the run, after finish
+    has returned. ``wandb.teardown()`` waits for the service to exit, so every run it held is
+    closed; the next run starts a new service."""
+    import wandb
+
+    wandb.teardown()
+    files = sorted(root.rglob("offline-run-*/run-*.wandb"))
+    for path in files:
+        kinds = {r.WhichOneof("record_type") for r in records(path)}
+        assert {"run", "exit"} <= kinds, f"{path}: not a finished run ({sorted(kinds)})"
+    return files
+
+
+def read_run(path: Path) -> dict:
     """group, job_type, name, tags, config, history rows and final summary of an offline run."""
     out = {"config": {}, "history": [], "summary": {}}
-    for r in records(next(run_dir.glob("run-*.wandb"))):
+    for r in records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out.update(group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name,
@@ -66,7 +82,7 @@ def read_run(run_dir: Path) -> dict:
 
 
 def runs_under(root: Path) -> list[dict]:
-    return [read_run(d) for d in sorted(root.rglob("offline-run-*"))]
+    return [read_run(path) for path in finished_runs(root)]
 
 
 @pytest.mark.parametrize("family", [True, False], ids=["family", "sequential"])
@@ -120,7 +136,9 @@ def test_curves_are_line_series_and_modules_artifacts(tmp_path, monkeypatch, run
         assert chart["stringSettings"]["xname"] == "t"
         assert job["summary"][f"barrier_{split}_table/nrows"] == 3
     assert isinstance(job["summary"]["max_barrier_pct/test/pair"], int | float)
-    for run_file in (tmp_path / "store").rglob("offline-run-*/run-*.wandb"):
+    modules = finished_runs(tmp_path / "store")
+    assert len(modules) == 2
+    for run_file in modules:
         assert "artifact" in {r.WhichOneof("record_type") for r in records(run_file)}
 
 
@@ -229,8 +247,8 @@ def test_runs_record_the_git_commit_read_once_per_process(tmp_path, monkeypatch)
         logger.experiment.log({"x": 1.0})
         logger.finish()
         git_calls.append(sum(c.startswith("git") for c in commands[before:]))
-        run = [r.run for r in records(next((tmp_path / f"r{i}").glob("wandb/offline-run-*/"
-                                                                    "run-*.wandb")))
-               if r.WhichOneof("record_type") == "run"][0]
-        assert run.git.commit == head
     assert git_calls[1:] == [0, 0]  # W&B alone runs four git commands per run
+    for i in range(3):
+        (path,) = finished_runs(tmp_path / f"r{i}")
+        (run,) = [r.run for r in records(path) if r.WhichOneof("record_type") == "run"]
+        assert run.git.commit == head
