@@ -113,11 +113,18 @@ def _record_holder(fh, clear: bool = False) -> None:
         fh.truncate()
         if not clear:
             fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.time(), "command": " ".join(sys.argv)[:200]})
-                     + "\n")
+                                 "since": time.time(), "command": _command()}) + "\n")
         fh.flush()
     except OSError:
         pass
+
+
+def _command(limit: int = 120) -> str:
+    """This process's command line, short: 'maxent_lightning task=pairwise ...'."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    line = " ".join([name, *sys.argv[1:]])
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def lock_holder(path: Path) -> str:
