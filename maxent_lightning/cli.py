@@ -1,5 +1,6 @@
 """Command line: ``python -m maxent_lightning [overrides]`` (Hydra)."""
 
+import errno
 import importlib
 import logging
 import os
@@ -84,13 +85,57 @@ RUNNING: dict = {}
 
 def output_dir_or_exit(path: str, what: str) -> None:
     """Make the run or sweep directory, or stop with one line (before Hydra tries and fails
-    with a traceback): a path that is a file, read-only or on a full disk."""
+    with a traceback): a path that is a file, a symlink loop, read-only or on a full disk."""
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
+        why = unwritable(path)
     except OSError as err:
-        print(f"error: cannot use {path} as the {what} directory ({err.strerror}); choose "
-              f"another hydra.{what}.dir", file=sys.stderr)
+        loop = symlink_loop(path)
+        why = f"{loop} is a symlink loop" if loop else err.strerror
+    if why:
+        print(f"error: cannot use {path} as the {what} directory ({why}); choose another "
+              f"hydra.{what}.dir", file=sys.stderr)
         sys.exit(2)
+
+
+def unwritable(directory: str | Path) -> str | None:
+    """Why files cannot be made in the existing ``directory`` (root ignores permission bits,
+    not a read-only mount), or None."""
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    return "read-only for this user: permission denied"
+
+
+def symlink_loop(path: str | Path) -> Path | None:
+    """The symlink in ``path`` (itself or a folder above it) that loops, or None."""
+    for p in (Path(path), *Path(path).parents):
+        if p.is_symlink():
+            try:
+                os.stat(p)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    return p
+    return None
+
+
+def path_error(err: BaseException) -> UserError | None:
+    """The one-line UserError of a path that cannot be used: an OSError (a file, read-only, a
+    full disk) or a symlink loop (pathlib's resolve() raises RuntimeError for one)."""
+    loop = None
+    if isinstance(err, RuntimeError) and str(err).startswith("Symlink loop from "):
+        where = str(err).removeprefix("Symlink loop from ").strip("'\"")
+        loop = symlink_loop(where) or where
+    elif isinstance(err, OSError):
+        loop = symlink_loop(err.filename) if isinstance(err.filename, str) else None
+        if loop is None:
+            where = f" ({err.filename})" if err.filename else ""
+            return UserError(f"cannot write{where}: {err.strerror or err}; choose a writable "
+                             "hydra.run.dir / paths.store_dir with free space")
+    if loop is None:
+        return None
+    return UserError(f"{loop} is a symlink loop; remove it or make it point to a directory")
 
 
 class OutputDirCheck(Callback):
@@ -119,10 +164,8 @@ def main(cfg: DictConfig):
         signum = RUNNING.get("signal")
         if signum is not None and not isinstance(err, Interrupted):
             raise Interrupted(signum) from None  # the signal surfaced as another error
-        if isinstance(err, OSError):  # a path that cannot be written: a file, read-only, full
-            where = f" ({err.filename})" if err.filename else ""
-            return _fail(UserError(f"cannot write{where}: {err.strerror or err}; choose a "
-                                   "writable hydra.run.dir / paths.store_dir with free space"))
+        if (problem := path_error(err)) is not None:
+            return _fail(problem)
         if isinstance(err, UserError):
             return _fail(err)
         raise

@@ -1,6 +1,7 @@
 """Composition of modules: weight summation, logit averaging, BatchNorm recalibration and
 the piecewise-linear path of mode connectivity. Pure functions over state dicts and nets."""
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -66,14 +67,22 @@ def weight_sum(records: Sequence[ModuleRecord]) -> tuple[nn.Module, M.Masks]:
 
 def logit_weights(n: int, weights: Sequence[float] | None = None) -> list[float]:
     """The weights w_i of a logit average of ``n`` modules (default 1/n), checked."""
-    weights = [1.0 / n] * n if weights is None else [float(w) for w in weights]
+    if weights is None:
+        return [1.0 / n] * n
+    example = "e.g. merge.logit_weights=null (equal weights)"
+    try:
+        weights = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise UserError(f"logit weights {weights} must be a list of numbers; {example}") from None
     if len(weights) != n:
         raise UserError(f"{len(weights)} logit weights given for {n} modules; give one each")
+    if not all(math.isfinite(w) for w in weights):
+        raise UserError(f"logit weights {weights} must be finite numbers; {example}")
     if any(w < 0 for w in weights):
         raise UserError(f"logit weights {weights} must be non-negative")
     if not sum(weights) > 0:
         raise UserError(f"logit weights {weights} are all zero; give at least one positive "
-                        "weight, e.g. merge.logit_weights=null (equal weights)")
+                        f"weight, {example}")
     return weights
 
 

@@ -8,10 +8,16 @@ verified digest. ``imp/round_<r>.{pt,json}`` hold the masks and validation recor
 finished IMP round: an interrupted module resumes after the last readable one.
 """
 
+import errno
 import fcntl
+import json
 import logging
 import math
-from contextlib import contextmanager
+import os
+import socket
+import sys
+import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,23 +54,112 @@ class Diverged(UserError):
     """A module whose loss or weights stopped being finite: not stored, not merged."""
 
 
+# A process waiting for a lock says who holds it when it starts waiting and then this often
+# (seconds); it retries every LOCK_POLL_S, so it proceeds as soon as the lock is free.
+LOCK_REPORT_S = 60.0
+LOCK_POLL_S = 0.1
+
+
+@contextmanager
 def _lock(path: Path, wait: bool):
-    """An open handle holding an exclusive ``flock`` on ``path`` (released when it closes);
-    without ``wait`` a held lock raises BlockingIOError. Opened to append: an existing lock
-    file is left untouched."""
+    """An exclusive ``flock`` on ``path`` while the context runs, recorded in the file (pid,
+    host, since, command: ``lock_holder``); without ``wait`` a held lock raises
+    BlockingIOError. Opened to append: a holder's record is never cut before the lock is ours."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a")
+    with open(path, "a+") as fh:
+        if not _try_flock(fh):
+            if not wait:
+                raise BlockingIOError(errno.EWOULDBLOCK, "locked", str(path))
+            _wait_for(fh, path)
+        _record_holder(fh)
+        try:
+            yield
+        finally:
+            _record_holder(fh, clear=True)  # released: nobody holds it
+
+
+def _try_flock(fh) -> bool:
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BaseException:
-        fh.close()
-        raise
-    return fh
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait_for(fh, path: Path) -> None:
+    """Retry the lock every LOCK_POLL_S; a line on stderr at once and every LOCK_REPORT_S."""
+    start, reports = time.monotonic(), 0
+    while True:
+        waited = time.monotonic() - start
+        if waited >= reports * LOCK_REPORT_S:
+            print(f"{'still ' if reports else ''}waiting for {path.parent}: locked by "
+                  f"{lock_holder(path)}; waited {_duration(waited)}", file=sys.stderr,
+                  flush=True)
+            reports += 1
+        time.sleep(LOCK_POLL_S)
+        if _try_flock(fh):
+            return
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _record_holder(fh, clear: bool = False) -> None:
+    """Write this process into the lock file ``fh`` it holds (``clear``: empty it). Best
+    effort: the record only informs waiters (a full disk must not fail the lock)."""
+    try:
+        fh.seek(0)
+        fh.truncate()
+        if not clear:
+            fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": time.time(), "command": _command()}) + "\n")
+        fh.flush()
+    except OSError:
+        pass
+
+
+def _command(limit: int = 120) -> str:
+    """This process's command line, short: 'maxent_lightning task=pairwise ...'."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    line = " ".join([name, *sys.argv[1:]])
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def lock_holder(path: Path) -> str:
+    """Who holds the lock file ``path``, as its holder recorded itself: 'pid 123 on host
+    (command) since 2025-01-31 12:00:00', and whether that process is stopped or gone."""
+    try:
+        rec = json.loads(Path(path).read_text())
+        pid, host, since = int(rec["pid"]), str(rec["host"]), float(rec["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (not recorded yet)"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    state = _process_state(pid) if host == socket.gethostname() else ""
+    return f"pid {pid} on {host} ({rec.get('command', '?')}) since {when}{state}"
+
+
+def _process_state(pid: int) -> str:
+    """', stopped (...)' or ', which no longer runs (...)' for a process of this host that
+    cannot go on; '' otherwise."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ", which no longer runs (a child process it started may hold the lock)"
+    except OSError:  # another user's process: it exists
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):  # no /proc here
+        return ""
+    return f", stopped (resume it: kill -CONT {pid}, or fg in its shell)" if state in "Tt" else ""
 
 
 @contextmanager
 def locked(directory: Path):
-    """Exclusive lock on a directory, so concurrent processes never train it twice."""
+    """Exclusive lock on a directory, so concurrent processes never train it twice; a process
+    that has to wait says who holds it (``LOCK_REPORT_S``)."""
     with _lock(Path(directory) / ".lock", wait=True):
         yield
 
@@ -186,11 +281,12 @@ def check_finite(state: dict, what: str) -> None:
 def claimed(directory: Path):
     """This run's exclusive claim on its output directory: a second run on the same directory
     (two runs started in the same second share a timestamped one) is refused."""
+    lock, claim = Path(directory) / ".run.lock", ExitStack()
     try:
-        claim = _lock(Path(directory) / ".run.lock", wait=False)
+        claim.enter_context(_lock(lock, wait=False))
     except BlockingIOError:
-        raise UserError(f"{directory} is in use by another run; wait for it to finish or "
-                        "choose another hydra.run.dir / hydra.sweep.dir") from None
+        raise UserError(f"{directory} is in use by another run ({lock_holder(lock)}); wait for "
+                        "it to finish or choose another hydra.run.dir / hydra.sweep.dir") from None
     with claim:
         yield
 

@@ -8,14 +8,24 @@ rule and what is logged. ``training`` (Lightning, one module) and
 """
 
 import ctypes
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import get_args
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.precision.precision import (
+    _PRECISION_INPUT_INT,
+    _PRECISION_INPUT_STR,
+    _PRECISION_INPUT_STR_ALIAS,
+)
+from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -23,6 +33,7 @@ from . import masks as M
 from .builders import module_spec
 from .errors import UserError
 from .imp import Strategy, strategy
+from .merge import logit_weights
 from .storage import config_digest
 
 
@@ -50,48 +61,151 @@ def imp_used(imp: Mapping) -> bool:
     return imp_rounds(imp) > 0
 
 
-def number(cfg: DictConfig, key: str, kind=int, low=None, high=None, example: str = ""):
-    """``cfg[key]`` (a dotted key) as an int or float in [low, high] (high excluded for
-    floats), else one-line UserError naming the key and an example."""
+# Seeds (seed, data.split_seed) up to 2^31 - 1: a phase seeds Lightning with seed + round,
+# which must stay below 2^32.
+SEED_MAX = 2**31 - 1
+# Each IMP round trains the module once more (>= 1 epoch): N rounds cost N + 1 trainings. 20
+# rounds already reach 99% sparsity at 21% per round; more than 100 is a typo, not a schedule.
+MAX_IMP_ROUNDS = 100
+
+
+def number(cfg: DictConfig, key: str, kind=int, low=None, high=None, example: str = "",
+           high_included: bool | None = None):
+    """``cfg[key]`` (a dotted key) as a finite int or float in [low, high] (for floats high is
+    excluded unless ``high_included``), else one-line UserError naming the key and an example."""
     value = OmegaConf.select(cfg, key)
     hint = f", e.g. {key}={example}" if example else ""
     try:
         if isinstance(value, bool) or (kind is int and float(value) != int(value)):
             raise ValueError
         x = kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{key}={value} must be {'an integer' if kind is int else 'a number'}"
-                        f"{hint}") from None
-    if (low is not None and x < low) or (high is not None and (x > high if kind is int
-                                                                else x >= high)):
-        bounds = (f">= {low}" if high is None else
-                  f"in [{low}, {high}{']' if kind is int else ')'}")
+        if not math.isfinite(x):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{key}={value} must be "
+                        f"{'an integer' if kind is int else 'a finite number'}{hint}") from None
+    closed = kind is int if high_included is None else high_included
+    if (low is not None and x < low) or (high is not None and (x > high if closed else x >= high)):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}{']' if closed else ')'}"
         raise UserError(f"{key}={value} must be {bounds}{hint}")
     return x
 
 
+def positive(cfg: DictConfig, key: str, example: str) -> float:
+    """``cfg[key]`` as a finite float > 0, else one-line UserError."""
+    x = number(cfg, key, float, example=example)
+    if not x > 0:
+        raise UserError(f"{key}={OmegaConf.select(cfg, key)} must be > 0, e.g. {key}={example}")
+    return x
+
+
+def flag(cfg: DictConfig, key: str) -> bool:
+    """``cfg[key]`` as a bool (a string such as 'abc' would otherwise count as true)."""
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value} must be true or false, e.g. {key}=true")
+    return value
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that need no data; the rewarded set is checked against the data set later."""
-    number(cfg, "seed", int, 0, example="0")
+    number(cfg, "seed", int, 0, SEED_MAX, example="0")
     number(cfg, "trainer.max_epochs", int, 1, example="20")
-    if cfg.imp.round_epochs is not None:
-        number(cfg, "imp.round_epochs", int, 1, example="20")
-    number(cfg, "imp.sparsity", float, 0.0, 1.0, example="0.99")
-    number(cfg, "imp.rounds", int, 0, example="2 (0 trains dense)")
-    strategy(cfg.imp.scope)
-    if not number(cfg, "loss.temperature", float, example="5") > 0:
-        raise UserError(f"loss.temperature={cfg.loss.temperature} must be > 0, "
-                        "e.g. loss.temperature=5")
+    validate_imp(cfg)
+    positive(cfg, "loss.temperature", "5")
+    if "lr" in cfg.optimizer:
+        positive(cfg, "optimizer.lr", "0.001")
+    if "dropout" in cfg.model:  # not every model has dropout (ResNet18)
+        number(cfg, "model.dropout", float, 0.0, 1.0, example="0.5")
     number(cfg, "data.batch_size", int, 1, example="64")
     if not 0 < number(cfg, "data.val_fraction", float, 0.0, 1.0, example="0.2"):
         raise UserError(f"data.val_fraction={cfg.data.val_fraction} must be in (0, 1), "
                         "e.g. data.val_fraction=0.2")
+    if "split_seed" in cfg.data:
+        number(cfg, "data.split_seed", int, 0, SEED_MAX, example="0")
     for key in ("cardinality", "pair", "permutation", "pair_seed"):
         number(cfg, key, int, 0 if key != "cardinality" else 1, example="1")
     number(cfg, "n_pairs", int, 1, example="10")
     if not OmegaConf.is_list(cfg.rewarded):
         raise UserError(f"rewarded={cfg.rewarded} must be a list of classes, e.g. "
                         f"rewarded=[{cfg.rewarded}]")
+    validate_family(cfg)
+    if cfg.merge.logit_weights is not None:  # the count is checked once the modules are known
+        weights = cfg.merge.logit_weights
+        logit_weights(len(weights) if OmegaConf.is_list(weights) else 1, weights)
+    validate_trainer(cfg)
+
+
+def validate_imp(cfg: DictConfig) -> None:
+    flag(cfg, "imp.enabled")
+    if cfg.imp.round_epochs is not None:
+        number(cfg, "imp.round_epochs", int, 1, example="20")
+    number(cfg, "imp.sparsity", float, 0.0, 1.0, example="0.99")
+    if number(cfg, "imp.rounds", int, 0, example="2 (0 trains dense)") > MAX_IMP_ROUNDS:
+        raise UserError(f"imp.rounds={cfg.imp.rounds} is more than {MAX_IMP_ROUNDS}: every IMP "
+                        "round trains the module once more (20 rounds already reach 99% "
+                        "sparsity at 21% per round); e.g. imp.rounds=2")
+    strategy(cfg.imp.scope)
+
+
+def validate_family(cfg: DictConfig) -> None:
+    for key in ("enabled", "fused_optimizer", "cpu_convolutions"):
+        flag(cfg, f"family.{key}")
+    if cfg.family.chunk_size is not None:
+        number(cfg, "family.chunk_size", int, 1, example="8 (null: as many as fit)")
+    number(cfg, "family.sparse_below", float, 0.0, 1.0, example="0.15 (0: always dense)",
+           high_included=True)
+
+
+def validate_trainer(cfg: DictConfig) -> None:
+    """trainer.accelerator (one Lightning knows, present here), trainer.devices (as that
+    accelerator parses them) and trainer.precision (one Lightning accepts)."""
+    name = cfg.trainer.get("accelerator", "auto")
+    if isinstance(name, str):  # not an Accelerator given as a _target_ config
+        _check_devices(_accelerator(name.lower()), name, cfg.trainer.get("devices", "auto"))
+    precision = cfg.trainer.get("precision")
+    choices = get_args(_PRECISION_INPUT_STR) + get_args(_PRECISION_INPUT_STR_ALIAS)
+    if precision is not None and precision not in (*choices, *get_args(_PRECISION_INPUT_INT)):
+        raise UserError(f"trainer.precision={precision} is not a precision Lightning accepts; "
+                        f"choose one of: {', '.join(choices)}")
+
+
+def _check_devices(accelerator, name: str, devices) -> None:
+    devices = OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices
+    if devices == "auto":
+        return
+    try:
+        if devices in (0, "0", []):  # refused by Lightning before it parses them
+            raise ValueError("selects no device")
+        accelerator.parse_devices(devices)
+    except (MisconfigurationException, TypeError, ValueError) as err:
+        why = " ".join(str(err).split()).rstrip(".")
+        raise UserError(f"trainer.devices={devices} is not valid for trainer.accelerator={name} "
+                        f"({why}); e.g. trainer.devices=1") from None
+
+
+def _accelerator(given: str):
+    """The Lightning accelerator class that ``trainer.accelerator=given`` selects on this
+    machine (as Lightning resolves auto and gpu); UserError for a name Lightning does not know
+    or an accelerator this machine lacks."""
+    known = sorted(AcceleratorRegistry.available_accelerators())
+    if given not in (*known, "auto", "gpu"):
+        raise UserError(f"trainer.accelerator={given} is not an accelerator Lightning knows; "
+                        f"choose one of: auto, gpu, {', '.join(known)}")
+    choose = {"auto": _AcceleratorConnector._choose_auto_accelerator,
+              "gpu": _AcceleratorConnector._choose_gpu_accelerator_backend}
+    try:
+        name = choose[given]() if given in choose else given
+    except MisconfigurationException:  # gpu: neither CUDA nor MPS
+        name = "cuda"
+    accelerator = AcceleratorRegistry[name]["accelerator"]
+    if not accelerator.is_available():
+        here = [n for n in known if AcceleratorRegistry[n]["accelerator"].is_available()]
+        why = ("no GPU (torch.cuda.is_available() is False)" if name == "cuda" else
+               f"no {name} device")
+        raise UserError(f"trainer.accelerator={given}: this machine has {why}; choose one of: "
+                        f"auto, {', '.join(here)}")
+    return accelerator
 
 
 def tracks_val_metrics(cfg: DictConfig) -> bool:

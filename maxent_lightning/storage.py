@@ -5,7 +5,10 @@ import io
 import json
 import math
 import os
+import re
+import socket
 import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from functools import cache
@@ -37,10 +40,13 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp alone makes fi
 
 def _atomic(path: Path, write) -> Path:
     """Write through a temporary file in the same folder, then rename over ``path``: a kill
-    leaves either the old file or the new one, never a half-written one."""
+    leaves either the old file or the new one, never a half-written one. The temporary,
+    ``.<name>.<pid>@<host>.<random>``, names its writer: the next write into the folder removes
+    those of writers that died (``remove_stale_temporaries``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_host()}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -52,6 +58,59 @@ def _atomic(path: Path, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# What _atomic's temporaries are called (mkstemp adds 8 random characters), and those of
+# versions that did not name their writer.
+_TEMPORARY = re.compile(r"\..+\.(?P<pid>\d+)@(?P<host>[^/]+)\.[a-z0-9_]{8}")
+_UNNAMED_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}")
+# A temporary this old (seconds) is stale whoever wrote it: a write takes seconds.
+STALE_TEMPORARY_S = 24 * 3600
+
+
+@cache
+def _host() -> str:
+    return socket.gethostname().replace("/", "_")
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporaries of ``_atomic`` in ``directory`` whose writer died (a kill during
+    a write): those of this host whose process no longer exists, and any older than
+    STALE_TEMPORARY_S (other hosts' writers cannot be asked). Returns what it removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(".") and _stale(entry):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _stale(entry: os.DirEntry) -> bool:
+    match = _TEMPORARY.fullmatch(entry.name)
+    if match is None and _UNNAMED_TEMPORARY.fullmatch(entry.name) is None:
+        return False
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return False
+        if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMPORARY_S:
+            return True
+    except OSError:
+        return False
+    return match is not None and match["host"] == _host() and not _alive(int(match["pid"]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        pass
+    return True
 
 
 def _jsonable(value: Any) -> Any:

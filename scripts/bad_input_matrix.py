@@ -4,7 +4,9 @@
     python scripts/bad_input_matrix.py [--work DIR] [--jobs 3]
 
 Setup (in-process, tiny): modules on the embedded digits/mnist5k, a finished merge job, a
-truncated and a foreign checkpoint, malformed HAR/Yeast/IDX/CIFAR files. Each case then runs
+truncated and a foreign checkpoint, malformed HAR/Yeast/IDX/CIFAR files, a read-only directory
+(for root a read-only tmpfs, unmounted at the end) and stores holding symlink loops. Each case
+then runs
 ``python -m maxent_lightning ...`` in its own process; every file written by the setup must be
 byte-identical afterwards.
 """
@@ -29,6 +31,7 @@ class Case:
     args: list[str]  # overrides after TINY; "{key}" is filled from the setup's paths
     needle: str  # text the one error line must contain
     tiny: bool = True
+    gpu_absent: bool = False  # only where torch sees no GPU (not exercised elsewhere)
 
 
 MERGE = "task=merge"
@@ -105,6 +108,52 @@ CASES = [
     Case("run dir is a file", ["hydra.run.dir={a_file}"], "cannot use"),
     Case("sweep dir below a file", ["-m", "seed=0", "hydra.sweep.dir={a_file}/sweep"],
          "cannot use"),
+    Case("learning rate NaN", ["optimizer.lr=nan"], "optimizer.lr=nan must be a finite"),
+    Case("learning rate inf", ["optimizer.lr=inf"], "optimizer.lr=inf must be a finite"),
+    Case("learning rate < 0", ["optimizer.lr=-1"], "optimizer.lr=-1 must be > 0"),
+    Case("learning rate 0", ["optimizer.lr=0"], "optimizer.lr=0 must be > 0"),
+    Case("dropout 1", ["model.dropout=1.0"], "model.dropout=1.0 must be in [0.0, 1.0)"),
+    Case("dropout < 0", ["model.dropout=-0.5"], "model.dropout=-0.5 must be in"),
+    Case("dropout not a number", ["model.dropout=abc"], "model.dropout=abc must be a finite"),
+    Case("temperature inf", ["loss.temperature=inf"], "loss.temperature=inf must be a finite"),
+    Case("temperature NaN", ["loss.temperature=nan"], "loss.temperature=nan must be a finite"),
+    Case("split seed not a number", ["data.split_seed=abc"],
+         "data.split_seed=abc must be an integer"),
+    Case("split seed < 0", ["data.split_seed=-1"], "data.split_seed=-1 must be in"),
+    Case("family chunk size < 0", ["task=pairwise", "family.chunk_size=-1"],
+         "family.chunk_size=-1 must be >= 1"),
+    Case("family chunk size 0", ["task=pairwise", "family.chunk_size=0"],
+         "family.chunk_size=0 must be >= 1"),
+    Case("family chunk size not a number", ["task=pairwise", "family.chunk_size=abc"],
+         "family.chunk_size=abc must be an integer"),
+    Case("family sparse_below > 1", ["task=pairwise", "family.sparse_below=1.5"],
+         "family.sparse_below=1.5 must be in [0.0, 1.0]"),
+    Case("family.enabled not a bool", ["task=pairwise", "family.enabled=abc"],
+         "family.enabled=abc must be true or false"),
+    Case("imp.rounds absurd (1e6)", ["imp.rounds=1000000"], "imp.rounds=1000000 is more than"),
+    Case("logit weights: inf", [MERGE, "checkpoints=[{A},{B}]", "merge.logit_weights=[inf,1]"],
+         "must be finite"),
+    Case("logit weights: NaN", [MERGE, "checkpoints=[{A},{B}]", "merge.logit_weights=[nan,1]"],
+         "must be finite"),
+    Case("logit weights: inf (pairwise, before training)",
+         ["task=pairwise", "merge.logit_weights=[inf,1]"], "must be finite"),
+    Case("accelerator gpu without a GPU", ["trainer.accelerator=gpu"], "has no GPU",
+         gpu_absent=True),
+    Case("accelerator unknown", ["trainer.accelerator=garbage"],
+         "trainer.accelerator=garbage is not an accelerator"),
+    Case("precision unknown", ["trainer.precision=garbage"],
+         "trainer.precision=garbage is not a precision"),
+    Case("devices nonsense", ["trainer.devices=abc"], "trainer.devices=abc is not valid"),
+    Case("devices 0", ["trainer.devices=0"], "trainer.devices=0 is not valid"),
+    Case("existing run dir read-only", ["hydra.run.dir={read_only}"], "read-only"),
+    Case("existing sweep dir read-only", ["-m", "seed=0", "hydra.sweep.dir={read_only}"],
+         "read-only"),
+    Case("store data folder a symlink loop", ["task=pairwise", "paths.store_dir={loop_store}"],
+         "digits is a symlink loop"),
+    Case("store module folder a symlink loop",
+         ["task=pairwise", "paths.store_dir={loop_module_store}"], "is a symlink loop"),
+    Case("run dir below a symlink loop", ["hydra.run.dir={loop_store}/digits/run"],
+         "digits is a symlink loop"),
 ]
 
 
@@ -217,7 +266,40 @@ def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=(
     paths.update(_write_bad_data(work))
     paths["a_file"] = str(work / "a_file")
     Path(paths["a_file"]).write_text("not a directory\n")
+    paths["read_only"] = str(read_only_dir(work / "read_only"))
+    paths.update(_symlink_loops(work, target))
     return paths
+
+
+def _symlink_loops(work: Path, module_dir: Path) -> dict:
+    """A store whose data folder is a symlink to itself, and one where the pairwise job's
+    first module folder (``module_dir``'s name) is."""
+    (work / "loop_store").mkdir()
+    (work / "loop_store" / "digits").symlink_to("digits")
+    loop = work / "loop_module_store" / "digits" / module_dir.name
+    loop.parent.mkdir(parents=True)
+    loop.symlink_to(module_dir.name)
+    return {k: str(work / k) for k in ("loop_store", "loop_module_store")}
+
+
+def read_only_dir(where: Path) -> Path:
+    """An existing directory that this process cannot write in: chmod 555, or for root (who
+    ignores permission bits) a read-only tmpfs mounted on it (``release`` undoes either)."""
+    where.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)],
+                       capture_output=True)
+    else:
+        where.chmod(0o555)
+    return where
+
+
+def release(paths: dict) -> None:
+    """Undo ``read_only_dir`` (so that the work folder can be deleted)."""
+    where = Path(paths["read_only"])
+    if os.path.ismount(where):
+        subprocess.run(["umount", str(where)], capture_output=True)
+    where.chmod(0o755)
 
 
 def snapshot(root: Path) -> dict:
@@ -251,13 +333,25 @@ def run_case(case: Case, paths: dict, work: Path, index: int) -> dict:
     return outcome(case, [a.format(**paths) for a in case.args], res.returncode, res.stderr)
 
 
+def exercised(cases) -> list[Case]:
+    """The cases this machine can stage (those for a machine without a GPU need one)."""
+    import torch
+
+    return [c for c in cases if not (c.gpu_absent and torch.cuda.is_available())]
+
+
 def run_all(work: Path, jobs: int = 3, cases=CASES, paths=None) -> list[dict]:
+    own = paths is None
     paths = paths or prepare(work)
-    before = snapshot(work)
-    with ThreadPoolExecutor(jobs) as pool:
-        results = list(pool.map(lambda ic: run_case(ic[1], paths, work, ic[0]),
-                                enumerate(cases)))
-    after = snapshot(work)
+    try:
+        before = snapshot(work)
+        with ThreadPoolExecutor(jobs) as pool:
+            results = list(pool.map(lambda ic: run_case(ic[1], paths, work, ic[0]),
+                                    enumerate(exercised(cases))))
+        after = snapshot(work)
+    finally:
+        if own:
+            release(paths)
     changed = sorted(str(p) for p in before if after.get(p) != before[p])
     for r in results:
         r["unchanged"] = not changed
@@ -290,8 +384,10 @@ def main() -> int:
     results = run_all(work.resolve(), opts.jobs)
     print(table(results, work.resolve()))
     failed = [r["case"].name for r in results if not (r["ok"] and r["unchanged"])]
+    skipped = [c.name for c in CASES if c not in exercised(CASES)]
     print(f"\n{len(results) - len(failed)}/{len(results)} cases as expected"
-          + (f"; NOT: {', '.join(failed)}" if failed else ""))
+          + (f"; NOT: {', '.join(failed)}" if failed else "")
+          + (f"; not exercised (this machine has a GPU): {', '.join(skipped)}" if skipped else ""))
     return 1 if failed else 0
 
 

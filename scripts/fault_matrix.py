@@ -1,5 +1,6 @@
-"""Fault matrix: signals, two runs on one directory, corrupt files, a full disk and read-only
-paths, each through the real CLI on the embedded digits; prints a table and exits 1 when a case
+"""Fault matrix: signals, two runs on one directory, corrupt files, a full disk, read-only
+paths, a store lock held by a stopped process and the temporaries of a killed writer, each
+through the real CLI on the embedded digits; prints a table and exits 1 when a case
 misbehaves (cases this machine cannot stage are listed as not exercised, with the reason).
 
     python scripts/fault_matrix.py [--work DIR]
@@ -114,6 +115,86 @@ def corrupt_round_case(work: Path, ref: Path) -> tuple[bool, str]:
     return bool(ok), f"rc {rc}, warned: {warned}, module equal to reference"
 
 
+HOLD = """
+import sys
+from maxent_lightning import moduledir
+with moduledir.locked(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def lock_wait_case(work: Path) -> tuple[bool, str]:
+    """A pairwise job needs a module whose store lock a stopped process (Ctrl-Z) holds: it
+    must say who holds it, and train once the holder goes on and releases it."""
+    from maxent_lightning.config import compose_config
+    from maxent_lightning.jobs import pick_pair
+    from maxent_lightning.store import ModuleStore
+
+    store = work / "lock_store"
+    args = [*TINY, "task=pairwise", "trainer.max_epochs=2", f"paths.store_dir={store}"]
+    cfg = compose_config(args)
+    module = ModuleStore(store).dir_for(cfg, pick_pair(cfg, 10)[0])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(module)], cwd=work, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    log = work / "lock_wait.err"
+    try:
+        holder.stdout.readline()
+        holder.send_signal(signal.SIGSTOP)
+        with open(log, "w") as err:
+            job = subprocess.Popen([sys.executable, "-m", "maxent_lightning", *args,
+                                    f"hydra.run.dir={work}/lock_wait_job"], cwd=work, text=True,
+                                   stdout=subprocess.DEVNULL, stderr=err)
+            deadline = time.monotonic() + 600
+            while "waiting for" not in log.read_text() and job.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
+            line = next((ln for ln in log.read_text().splitlines() if "waiting for" in ln), "")
+            waited = job.poll() is None
+            holder.send_signal(signal.SIGCONT)
+            holder.stdin.close()
+            rc = job.wait(timeout=900)
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+    ok = waited and f"pid {holder.pid} on" in line and "stopped" in line and rc == 0
+    return ok, f"{line.split(': ', 1)[-1]}; after the holder released it: rc {rc}"
+
+
+WRITER = """
+import os, signal, sys
+from maxent_lightning import storage
+def write(fh):
+    fh.write(b"half a file")
+    fh.flush()
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+storage._atomic(sys.argv[1], write)
+"""
+
+
+def stale_temporaries_case(work: Path) -> tuple[bool, str]:
+    """A writer SIGKILLed while writing into a run directory, and a live one (stopped while
+    writing): the next run there removes the dead writer's temporary, never the live one's."""
+    out = work / "stale_run"
+    out.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", WRITER, str(out / "live.txt"), "SIGSTOP"],
+                            cwd=work)
+    try:
+        os.waitpid(live.pid, os.WUNTRACED)  # stopped in the middle of its write
+        dead = subprocess.run([sys.executable, "-c", WRITER, str(out / "dead.txt"), "SIGKILL"],
+                              cwd=work)
+        left = sorted(p.name for p in out.glob(".*.txt.*"))
+        rc, err = run([*TINY, "imp=none", f"hydra.run.dir={out}"], work)
+        after = sorted(p.name for p in out.glob(".*.txt.*"))
+    finally:
+        live.send_signal(signal.SIGCONT)
+    finished = live.wait(timeout=300) == 0 and (out / "live.txt").exists()  # it went on
+    ok = dead.returncode == -9 and len(left) == 2 and rc == 0 and finished and \
+        after == [n for n in left if n.startswith(".live.txt.")]
+    return ok, (f"temporaries before the run: {left}; rc {rc}; after: {after}; the live "
+                f"writer then finished its file: {finished}")
+
+
 def on_tmpfs(options: str):
     """Decorate a case ``case(work, where)`` to run with a small tmpfs mounted at a fresh
     ``where`` (unmounted after); (None, why) where this machine cannot mount one."""
@@ -171,6 +252,8 @@ def main() -> int:
         "corrupt IMP round file": lambda: corrupt_round_case(work, ref),
         "full disk (16 KiB tmpfs)": lambda: full_disk_case(work),
         "read-only store": lambda: read_only_case(work),
+        "lock held by a stopped process": lambda: lock_wait_case(work),
+        "temporaries of a killed and a live writer": lambda: stale_temporaries_case(work),
     }
     print("| fault | as expected | what happened |\n|---|---|---|")
     failed = []

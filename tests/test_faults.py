@@ -6,15 +6,17 @@ import logging
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from maxent_lightning import moduledir
+from maxent_lightning import moduledir, storage
 from maxent_lightning.errors import UserError
 from maxent_lightning.evaluate import Plan, run_plan
 from maxent_lightning.family import train_family
@@ -46,7 +48,7 @@ def test_a_second_run_on_a_claimed_directory_is_refused(tmp_path):
         with pytest.raises(UserError, match="in use by another run") as err:
             with moduledir.claimed(tmp_path / "run"):
                 pass
-        assert "\n" not in str(err.value)
+        assert "\n" not in str(err.value) and f"(pid {os.getpid()} on " in str(err.value)
     with moduledir.claimed(tmp_path / "run"):  # free again once the first run ends
         pass
 
@@ -167,3 +169,95 @@ def test_a_signal_in_a_sweep_says_which_jobs_did_not_run(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert "job 0" in err and "did not run" in err
     assert not (tmp_path / "sweep" / "0" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------ lock waits
+HOLDER = """
+import sys
+from maxent_lightning import moduledir, storage
+with moduledir.locked(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes stdin
+"""
+
+
+def test_a_lock_waiter_names_the_holder_and_goes_on_once_it_is_free(tmp_path, monkeypatch,
+                                                                    capsys):
+    monkeypatch.setattr(moduledir, "LOCK_REPORT_S", 0.3)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        holder.send_signal(signal.SIGSTOP)  # Ctrl-Z
+        os.waitpid(holder.pid, os.WUNTRACED)  # until it is stopped
+        acquired, record = threading.Event(), []
+
+        def wait():
+            with moduledir.locked(tmp_path):
+                record.append((tmp_path / ".lock").read_text())
+                acquired.set()
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        err, deadline = "", time.monotonic() + 120
+        while err.count("waiting for") < 2:  # the first line, then one per LOCK_REPORT_S
+            assert time.monotonic() < deadline, err
+            time.sleep(0.05)
+            err += capsys.readouterr().err
+        assert not acquired.is_set()
+        lines = [ln for ln in err.splitlines() if "waiting for" in ln]
+        assert lines[0].startswith(f"waiting for {tmp_path}: locked by pid {holder.pid} on ")
+        assert lines[1].startswith("still waiting") and all("stopped" in ln for ln in lines)
+        holder.send_signal(signal.SIGCONT)
+        holder.stdin.close()  # the holder releases its lock
+        assert acquired.wait(timeout=120)
+        waiter.join(timeout=120)
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait()
+    assert json.loads(record[0])["pid"] == os.getpid()  # the new holder recorded itself
+    assert (tmp_path / ".lock").read_text() == ""  # and cleared the record on release
+
+
+def test_lock_holder_reads_a_missing_or_partial_record(tmp_path):
+    (tmp_path / ".lock").write_text('{"pid": 12')
+    assert moduledir.lock_holder(tmp_path / ".lock") == "another process (not recorded yet)"
+    assert moduledir.lock_holder(tmp_path / "none") == "another process (not recorded yet)"
+
+
+# ------------------------------------------------------------------ stale temporaries
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_of_dead_writers_are_removed_by_the_next_write(tmp_path):
+    seen = []
+
+    def peek(fh):  # the temporary as _atomic names it while it writes
+        seen.extend(p.name for p in tmp_path.iterdir() if p.name.startswith(".a.json."))
+        fh.write(b"{}")
+
+    storage._atomic(tmp_path / "a.json", peek)
+    host = socket.gethostname()
+    assert len(seen) == 1 and seen[0].startswith(f".a.json.{os.getpid()}@{host}.")
+    suffix = seen[0].rsplit(".", 1)[1]
+    day = storage.STALE_TEMPORARY_S
+    files = {  # name: (age in seconds, removed?)
+        f".module.pt.{_dead_pid()}@{host}.{suffix}": (0, True),  # killed writer
+        f".module.pt.{os.getpid()}@{host}.{suffix}": (0, False),  # a live writer (us)
+        f".module.pt.{os.getpid()}@other-host.{suffix}": (0, False),  # cannot ask that host
+        f".module.pt.{_dead_pid()}@other-host.{suffix}": (2 * day, True),  # very old
+        f".metrics.json.{suffix}": (0, False),  # unnamed (older versions): only when very old
+        f".round_0.pt.{suffix}": (2 * day, True),
+        ".lock": (2 * day, False),  # not a temporary
+        f".notes.{suffix}x": (2 * day, False),
+    }
+    for name, (age, _) in files.items():
+        (tmp_path / name).write_bytes(b"partial")
+        os.utime(tmp_path / name, (time.time() - age, time.time() - age))
+    storage.write_json(tmp_path / "metrics.json", {"a": 1})
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"a.json", "metrics.json"} | {n for n, (_, gone) in files.items() if not gone}

@@ -17,6 +17,7 @@ import pytest
 import same
 import torch
 
+from maxent_lightning.cli import unwritable
 from maxent_lightning.errors import UserError
 from maxent_lightning.storage import CorruptFile, load_module, write_json, write_text
 from maxent_lightning.store import ModuleStore
@@ -70,18 +71,51 @@ FAST_CASES = cases(
     "store root is a file",
     "run dir is a file",
     "sweep dir below a file",
+    "learning rate NaN",
+    "learning rate inf",
+    "learning rate < 0",
+    "learning rate 0",
+    "dropout 1",
+    "dropout < 0",
+    "dropout not a number",
+    "temperature inf",
+    "temperature NaN",
+    "split seed not a number",
+    "split seed < 0",
+    "family chunk size < 0",
+    "family chunk size 0",
+    "family chunk size not a number",
+    "family sparse_below > 1",
+    "family.enabled not a bool",
+    "imp.rounds absurd (1e6)",
+    "logit weights: inf",
+    "logit weights: NaN",
+    "logit weights: inf (pairwise, before training)",
+    "accelerator unknown",
+    "precision unknown",
+    "devices nonsense",
+    "devices 0",
+    "store data folder a symlink loop",
+    "store module folder a symlink loop",
+    "run dir below a symlink loop",
 )
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     work = tmp_path_factory.mktemp("bad_input")
-    return work, matrix.prepare(work, modules=("A", "B"), real_merge=False,
-                                cheap=["imp.rounds=1", "trainer.max_epochs=1"])
+    paths = matrix.prepare(work, modules=("A", "B"), real_merge=False,
+                           cheap=["imp.rounds=1", "trainer.max_epochs=1"])
+    yield work, paths
+    matrix.release(paths)
 
 
 @pytest.mark.parametrize("case", FAST_CASES, ids=lambda c: c.name)
 def test_bad_input_one_line_exit_nonzero_nothing_changed(world, case):
+    _one_line_nothing_changed(world, case)
+
+
+def _one_line_nothing_changed(world, case) -> None:
     work, paths = world
     before = matrix.snapshot(work)
     index = matrix.CASES.index(case)
@@ -90,6 +124,30 @@ def test_bad_input_one_line_exit_nonzero_nothing_changed(world, case):
     assert result["ok"], (rc, stderr[-1500:])
     after = matrix.snapshot(work)
     assert [p for p in before if after.get(p) != before[p]] == []
+
+
+@pytest.mark.parametrize("name", ["existing run dir read-only", "existing sweep dir read-only"])
+def test_a_read_only_output_dir_is_one_line(world, name):
+    work, paths = world
+    if unwritable(paths["read_only"]) is None:
+        pytest.skip("cannot make a read-only directory here (root without mount)")
+    _one_line_nothing_changed(world, cases(name)[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_accelerator_gpu_without_a_gpu_is_one_line(world):
+    _one_line_nothing_changed(world, cases("accelerator gpu without a GPU")[0])
+
+
+def test_the_largest_imp_rounds_allowed_plans_at_once(make_cfg):
+    from maxent_lightning.models import MLP
+    from maxent_lightning.phases import MAX_IMP_ROUNDS, plan
+
+    cfg = make_cfg(f"imp.rounds={MAX_IMP_ROUNDS}", "imp.round_epochs=null")
+    phases = plan(cfg, MLP(input_shape=(4,), num_classes=3, hidden=[8]))
+    assert phases.rounds == MAX_IMP_ROUNDS and phases.phases[0].epochs == 1
+    with pytest.raises(UserError, match=f"imp.rounds={MAX_IMP_ROUNDS + 1} is more than"):
+        plan(make_cfg(f"imp.rounds={MAX_IMP_ROUNDS + 1}"), MLP(input_shape=(4,), num_classes=3))
 
 
 def test_merge_of_overlapping_class_sets_is_refused(world, tmp_path):

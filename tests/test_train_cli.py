@@ -73,6 +73,9 @@ BAD = [
     (["imp.rounds=-1"], "imp.rounds"),
     (["loss.temperature=0"], "loss.temperature"),
     (["data=mnist", "data.download=false", "data.root=nowhere"], "not found"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan must be a finite number"),
+    (["imp.rounds=1000000"], "imp.rounds=1000000 is more than 100"),
+    (["trainer.precision=garbage"], "trainer.precision=garbage"),  # was Hydra's error, exit 1
 ]
 
 
