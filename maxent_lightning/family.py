@@ -45,7 +45,7 @@ from .builders import (
     trace_calls,
 )
 from .cpu import denormals_flushed, reused_host_memory
-from .data.datamodule import check_rewarded
+from .data.datamodule import check_rewarded, check_split_samples
 from .dropout import generator, keep_mask, stream_dropouts
 from .evaluate import Plan, lean_trainer, run_plan
 from .loggers import (
@@ -583,6 +583,8 @@ class FamilyTrainer:
 def _member(cfg: DictConfig, rewarded, out_dir: Path, num_classes: int, name: str) -> Member:
     spec = module_spec(cfg, rewarded)
     fingerprint = spec_fingerprint(spec)
+    check_split_samples(data_source(cfg), check_rewarded(rewarded, num_classes, name),
+                        cfg.data.val_fraction, cfg.data.split_seed)  # every member's classes
     return Member(check_rewarded(rewarded, num_classes, name), Path(out_dir), fingerprint, spec,
                   masks={}, start=0, first_key=first_phase_key(cfg, rewarded))
 

@@ -69,10 +69,9 @@ SEED_MAX = 2**31 - 1
 MAX_IMP_ROUNDS = 100
 
 
-def number(cfg: DictConfig, key: str, kind=int, low=None, high=None, example: str = "",
-           high_included: bool | None = None):
-    """``cfg[key]`` (a dotted key) as a finite int or float in [low, high] (for floats high is
-    excluded unless ``high_included``), else one-line UserError naming the key and an example."""
+def number(cfg: DictConfig, key: str, kind=int, low=None, high=None, example: str = ""):
+    """``cfg[key]`` (a dotted key) as a finite int or float in [low, high] (high excluded for
+    floats), else one-line UserError naming the key and an example."""
     value = OmegaConf.select(cfg, key)
     hint = f", e.g. {key}={example}" if example else ""
     try:
@@ -84,9 +83,10 @@ def number(cfg: DictConfig, key: str, kind=int, low=None, high=None, example: st
     except (TypeError, ValueError, OverflowError):
         raise UserError(f"{key}={value} must be "
                         f"{'an integer' if kind is int else 'a finite number'}{hint}") from None
-    closed = kind is int if high_included is None else high_included
-    if (low is not None and x < low) or (high is not None and (x > high if closed else x >= high)):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}{']' if closed else ')'}"
+    if (low is not None and x < low) or (high is not None and (x > high if kind is int
+                                                                else x >= high)):
+        bounds = (f">= {low}" if high is None else
+                  f"in [{low}, {high}{']' if kind is int else ')'}")
         raise UserError(f"{key}={value} must be {bounds}{hint}")
     return x
 
@@ -153,8 +153,8 @@ def validate_family(cfg: DictConfig) -> None:
         flag(cfg, f"family.{key}")
     if cfg.family.chunk_size is not None:
         number(cfg, "family.chunk_size", int, 1, example="8 (null: as many as fit)")
-    number(cfg, "family.sparse_below", float, 0.0, 1.0, example="0.15 (0: always dense)",
-           high_included=True)
+    # an alive fraction is at most 1: above 1, every phase is sparse (tests use it)
+    number(cfg, "family.sparse_below", float, 0.0, example="0.15 (0: always dense)")
 
 
 def validate_trainer(cfg: DictConfig) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import CIFAR100_VAL
 
 from maxent_lightning.builders import net_from_record
 from maxent_lightning.merge import path_point, sum_states
@@ -27,7 +28,8 @@ MODELS = {
 
 
 def cifar(root: Path, name: str = "cifar10") -> list[str]:
-    return [f"data={name}", f"paths.data_dir={root}", "data.download=false"]
+    split = [f"data.val_fraction={CIFAR100_VAL}"] if name == "cifar100" else []
+    return [f"data={name}", f"paths.data_dir={root}", "data.download=false", *split]
 
 
 def quick(root: Path, model: str) -> list[str]:

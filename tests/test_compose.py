@@ -10,6 +10,7 @@ from torch import nn
 
 from maxent_lightning import jobs
 from maxent_lightning.builders import net_from_record
+from maxent_lightning.data.datamodule import cached_source
 from maxent_lightning.errors import UserError
 from maxent_lightning.merge import (
     LogitAverage,
@@ -21,10 +22,11 @@ from maxent_lightning.merge import (
 )
 from maxent_lightning.models import MLP
 from maxent_lightning.results import COLUMNS
-from maxent_lightning.storage import ModuleRecord, load_module
+from maxent_lightning.storage import ModuleRecord, config_digest, load_module
 
 SPEC = {"model": {"_target_": "maxent_lightning.models.MLP", "hidden": [8], "dropout": 0.0,
-                  "output_bias": False}, "data": {"name": "digits"}}
+                  "output_bias": False},
+        "data": {"name": "digits", "digest": cached_source("digits", None, True).digest}}
 
 
 def record(seed: int, rewarded, keep: float = 0.5) -> ModuleRecord:
@@ -34,8 +36,9 @@ def record(seed: int, rewarded, keep: float = 0.5) -> ModuleRecord:
     masks = {n: torch.rand_like(p) < keep for n, p in net.named_parameters()
              if n.endswith("weight")}
     state = {k: v * masks[k] if k in masks else v for k, v in net.state_dict().items()}
-    return ModuleRecord(state, masks, "theta0", list(rewarded), 3, (1, 2, 2), 5.0, 0, SPEC,
-                        f"fp{seed}")
+    spec = {**SPEC, "rewarded": list(rewarded), "seed": seed}
+    return ModuleRecord(state, masks, "theta0", list(rewarded), 3, (1, 2, 2), 5.0, 0, spec,
+                        config_digest(spec))
 
 
 def test_weight_sum_is_sum_of_states_and_keeps_masks_consistent():
@@ -229,6 +232,7 @@ def test_wandb_one_run_per_job(tmp_path, monkeypatch, tiny_job):
     rec = record(1, [0])
     rec.spec = {**rec.spec, "imp": {"enabled": False, "rounds": 0, "sparsity": 0.0},
                 "loss": {"targets": "maxent"}}
+    rec.fingerprint = config_digest(rec.spec)
     rec.input_shape, rec.num_classes = (1, 8, 8), 10
     rec.state_dict = MLP((1, 8, 8), 10, hidden=[8], dropout=0.0).state_dict()
     from maxent_lightning.storage import save_module

@@ -11,6 +11,8 @@ from same import assert_same_module as same_module
 
 from maxent_lightning import dropout, family
 from maxent_lightning.builders import build_datamodule
+from maxent_lightning.data.datamodule import split_indices
+from maxent_lightning.data.sources import load_source
 from maxent_lightning.errors import UserError
 from maxent_lightning.family import train_family, unsupported_reason
 from maxent_lightning.phases import tracks_val_metrics
@@ -271,7 +273,8 @@ def test_bf16_modules_are_the_familys_by_every_path(make_cfg, tmp_path, caplog):
 
 def test_cross_entropy_without_own_validation_samples_is_one_user_error(make_cfg, tmp_path):
     cfg = make_cfg("loss=cross_entropy", "data.val_fraction=0.001")  # 2 validation samples
-    labels = build_datamodule(make_cfg("loss=maxent", "data.val_fraction=0.001"), [0]).val[2]
+    y = load_source("digits").y_train
+    labels = y[split_indices(len(y), 0.001, 0)[1]]  # the validation labels
     absent = next(c for c in range(10) if c not in labels.tolist())
     for train in (lambda: train_module(cfg, tmp_path / "seq", [absent], quiet=True),
                   lambda: train_family(cfg, [([absent], tmp_path / "fam")])):

@@ -20,7 +20,7 @@ from maxent_lightning import moduledir, storage
 from maxent_lightning.errors import UserError
 from maxent_lightning.evaluate import Plan, run_plan
 from maxent_lightning.family import train_family
-from maxent_lightning.storage import CorruptFile, load_module, save_torch
+from maxent_lightning.storage import CorruptFile, load_module, record_digest, save_torch
 from maxent_lightning.store import ModuleStore
 from maxent_lightning.training import train_module
 
@@ -112,9 +112,7 @@ def test_a_module_with_non_finite_weights_is_refused(make_cfg, tmp_path):
     payload = torch.load(tmp_path / "m" / "module.pt", weights_only=True)
     first = next(iter(payload["state_dict"]))
     payload["state_dict"][first].view(-1)[0] = math.nan
-    from maxent_lightning.storage import _payload_digest  # a consistent digest: only NaN bad
-
-    payload["digest"] = _payload_digest(payload["state_dict"], payload["masks"])
+    payload["digest"] = record_digest(payload)  # a consistent digest: only NaN is bad
     torch.save(payload, tmp_path / "nan.pt")
     with pytest.raises(CorruptFile, match="not finite"):
         load_module(tmp_path / "nan.pt")
@@ -127,9 +125,10 @@ def _start(args, cwd) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _signal_when(proc, path: Path, sig) -> tuple[int, str]:
+def _signal_when(proc, path: Path, sig, pattern: str = "") -> tuple[int, str]:
+    """Send ``sig`` once ``path`` exists (with ``pattern``: once ``path`` holds a match)."""
     deadline = time.monotonic() + 300
-    while not path.exists():
+    while not (list(path.glob(pattern)) if pattern else path.exists()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
     proc.send_signal(sig)
@@ -140,13 +139,14 @@ def _signal_when(proc, path: Path, sig) -> tuple[int, str]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_a_training_run_non_zero_and_it_resumes(tmp_path, sig):
     args = [*TINY, "trainer.max_epochs=40", "imp.round_epochs=1", "rewarded=[5]",
-            f"hydra.run.dir={tmp_path}/run"]
-    rc, err = _signal_when(_start(args, tmp_path), tmp_path / "run" / "imp" / "round_0.pt", sig)
+            f"hydra.run.dir={tmp_path}/run"]  # its module trains in the store: ./store
+    rc, err = _signal_when(_start(args, tmp_path), tmp_path / "store", sig,
+                           "digits/*/imp/round_0.pt")
     assert rc == 128 + sig, err[-2000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "interrupted by" in lines[0] and "rerun" in lines[0], err[-2000:]
     assert "Traceback" not in err and not (tmp_path / "run" / "metrics.json").exists()
-    round0 = tmp_path / "run" / "imp" / "round_0.pt"
+    (round0,) = (tmp_path / "store").glob("digits/*/imp/round_0.pt")
     kept = round0.stat().st_mtime_ns
     again = _start(args, tmp_path)
     _, err = again.communicate(timeout=600)

@@ -85,7 +85,7 @@ FAST_CASES = cases(
     "family chunk size < 0",
     "family chunk size 0",
     "family chunk size not a number",
-    "family sparse_below > 1",
+    "family sparse_below < 0",
     "family.enabled not a bool",
     "imp.rounds absurd (1e6)",
     "logit weights: inf",
@@ -327,24 +327,28 @@ def _cli(args, cwd):
 
 def test_sigkill_after_first_imp_round_then_rerun_matches_uninterrupted(tmp_path):
     args = [*TINY, "rewarded=[5]"]  # IMP rounds 0, 1 (1 epoch each), final phase 2 epochs
-    full = _cli([*args, f"hydra.run.dir={tmp_path}/full"], tmp_path)
-    killed = tmp_path / "killed"
-    proc = _cli([*args, f"hydra.run.dir={killed}"], tmp_path)
+    full = _cli([*args, f"hydra.run.dir={tmp_path}/full",
+                 f"paths.store_dir={tmp_path}/store-full"], tmp_path)
+    killed = [*args, f"hydra.run.dir={tmp_path}/killed",
+              f"paths.store_dir={tmp_path}/store-killed"]
+    proc = _cli(killed, tmp_path)
     deadline = time.monotonic() + 300
-    while not (killed / "imp" / "round_0.pt").exists():
+    while not (rounds := list(tmp_path.glob("store-killed/digits/*/imp/round_0.pt"))):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-2000:]
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "module.pt").exists(), "finished before the kill: nothing tested"
-    round0 = (killed / "imp" / "round_0.pt").read_bytes()
-    rerun = subprocess.run([sys.executable, "-m", "maxent_lightning", *args,
-                            f"hydra.run.dir={killed}"], cwd=tmp_path, capture_output=True,
-                           text=True, env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)
+    module = rounds[0].parent.parent  # its directory in the store
+    assert not (module / "module.pt").exists(), "finished before the kill: nothing tested"
+    round0 = rounds[0].read_bytes()
+    rerun = subprocess.run([sys.executable, "-m", "maxent_lightning", *killed], cwd=tmp_path,
+                           capture_output=True, text=True,
+                           env={**os.environ, "WANDB_MODE": "offline"}, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert full.wait(timeout=600) == 0, full.communicate()[0][-2000:]
-    assert (killed / "imp" / "round_0.pt").read_bytes() == round0  # not retrained
-    same.assert_same_module(tmp_path / "full", killed)  # stop_epochs too
+    assert rounds[0].read_bytes() == round0  # not retrained
+    same.assert_same_module(tmp_path / "full", tmp_path / "killed")  # stop_epochs too
+    same.assert_same_module(tmp_path / "store-full" / "digits" / module.name, module)
 
 
 # ------------------------------------------------------------------ concurrency

@@ -1,6 +1,11 @@
 """Data sources: real on-disk formats written small into tmp_path, loaded offline."""
 
+import dataclasses
 import gzip
+import os
+import pickle
+import re
+import shutil
 import struct
 import urllib.error
 import urllib.request
@@ -207,3 +212,148 @@ def test_malformed_yeast(tmp_path):
     _write_yeast(tmp_path / "yeast.data", bad=True)
     msg = _one_line_error("yeast", tmp_path, download=False)
     assert "malformed yeast" in msg and "expected 10 fields" in msg
+
+
+# ------------------------------------------------------------------ CIFAR pickles, restricted
+class _WritesMarker:
+    """Unpickled by plain pickle, this creates its marker file."""
+
+    def __init__(self, marker: Path, via: str):
+        self.marker, self.via = marker, via
+
+    def __reduce__(self):
+        if self.via == "os.system":
+            return os.system, (f"touch {self.marker}",)
+        return Path.write_text, (self.marker, "ran")
+
+
+@pytest.mark.parametrize("via", ["os.system", "Path.write_text"])
+@pytest.mark.parametrize("target", ["data_batch_1", "batches.meta"])
+def test_cifar_batch_that_imports_code_is_refused_unrun(tmp_path, write_cifar, via, target):
+    folder = write_cifar(tmp_path / "data", "cifar10")
+    marker = tmp_path / "marker"
+    blob = pickle.dumps({b"data": _WritesMarker(marker, via), b"labels": [0],
+                         b"label_names": [f"c{i}" for i in range(10)]})
+    pickle.loads(blob)  # the payload is live: plain pickle runs it
+    assert marker.exists()
+    marker.unlink()
+    (folder / target).write_bytes(blob)
+    msg = _one_line_error("cifar10", tmp_path / "data", download=False)
+    called = "posix.system" if via == "os.system" else "pathlib.Path.write_text"
+    assert msg == (f"refusing to load {folder / target}: it asks to import {called} (not a "
+                   "CIFAR batch); replace it with the original file")
+    assert not marker.exists()
+
+
+def _rewrite_batches(folder: Path, protocol, arrays: bool, numpy1: bool) -> None:
+    """Pickle the data batches again (files this test wrote: safe to load unrestricted)."""
+    for path in sorted(folder.glob("*_batch*")):
+        batch = pickle.loads(path.read_bytes())
+        if arrays:
+            batch[b"labels"] = np.asarray(batch[b"labels"], dtype=np.int64)
+        else:
+            batch[b"data"] = batch[b"data"].tolist()
+        blob = pickle.dumps(batch, protocol=protocol)
+        if numpy1:  # numpy 1 writes numpy.core (a protocol-2 GLOBAL is plain text)
+            assert protocol == 2 and b"numpy._core.multiarray\n" in blob
+            blob = blob.replace(b"numpy._core.", b"numpy.core.")
+        path.write_bytes(blob)
+
+
+@pytest.mark.parametrize(("protocol", "arrays", "numpy1"), [
+    (2, True, False), (2, True, True), (2, False, False), (None, True, False),
+    (pickle.HIGHEST_PROTOCOL, True, False),
+])
+def test_cifar_batches_load_in_every_real_pickle_style(tmp_path, write_cifar, protocol, arrays,
+                                                       numpy1):
+    write_cifar(tmp_path / "a", "cifar10")
+    folder = write_cifar(tmp_path / "b", "cifar10")
+    _rewrite_batches(folder, protocol, arrays, numpy1)
+    ref = load_source("cifar10", root=str(tmp_path / "a"), download=False)
+    s = load_source("cifar10", root=str(tmp_path / "b"), download=False)
+    assert s.digest == ref.digest and torch.equal(s.y_train, ref.y_train)
+
+
+def test_pickled_numpy_arrays_load_with_either_numpy_name(tmp_path):
+    from maxent_lightning.data.sources import _unpickle
+
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 12)
+    blob = pickle.dumps({"a": arr, "i": np.int64(7), "e": b""}, protocol=2)
+    for i, text in enumerate((blob, blob.replace(b"numpy._core.", b"numpy.core."))):
+        (tmp_path / str(i)).write_bytes(text)
+        d = _unpickle(tmp_path / str(i))
+        assert np.array_equal(d["a"], arr) and d["a"].dtype == np.uint8
+        assert d["i"] == 7 and d["e"] == b""
+
+
+@pytest.mark.parametrize(("which", "count"), [("cifar10", 11), ("cifar10", 9), ("cifar100", 99)])
+def test_cifar_class_names_must_match_the_data_set(tmp_path, write_cifar, which, count):
+    folder = write_cifar(tmp_path, which)
+    meta = folder / ("batches.meta" if which == "cifar10" else "meta")
+    key = "label_names" if which == "cifar10" else "fine_label_names"
+    meta.write_bytes(pickle.dumps({key: [f"c{i}" for i in range(count)]}))
+    msg = _one_line_error(which, tmp_path, download=False)
+    expected = 10 if which == "cifar10" else 100
+    assert msg == (f"{meta} lists {count} class names ({key}) but {which} has {expected}; "
+                   "replace it with the original file")
+
+
+def test_cifar_label_outside_the_classes(tmp_path, write_cifar):
+    write_cifar(tmp_path, "cifar10", n_train=2, labels=[0, 1] * 4 + [1, 10])
+    msg = _one_line_error("cifar10", tmp_path, download=False)
+    assert "malformed cifar10" in msg and "labels outside 0..9" in msg
+
+
+# ------------------------------------------------------------------ the digest of the data
+def _bump_byte(path: Path, offset: int) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[offset] = (blob[offset] + 1) % 256
+    path.write_bytes(bytes(blob))
+
+
+def _fewer_cifar_images(root: Path) -> None:
+    path = root / "cifar-10-batches-py" / "data_batch_5"
+    batch = pickle.loads(path.read_bytes())  # written by this test
+    path.write_bytes(pickle.dumps({k: v[:-1] for k, v in batch.items()}))
+
+
+def _edit_field(path: Path, line: int, field: int, value: str) -> None:
+    """Set one whitespace-separated field of one line of a text file."""
+    lines = path.read_text().splitlines()
+    fields = lines[line].split()
+    fields[field] = value
+    lines[line] = " ".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+
+
+DIGEST_CASES = {  # name: (write the files under root, change one sample under root)
+    "cifar10": (lambda root, write_cifar: write_cifar(root, "cifar10"), _fewer_cifar_images),
+    "mnist": (lambda root, _: _write_mnist(root),
+              lambda root: _bump_byte(root / "MNIST/raw/train-images-idx3-ubyte", 16 + 100)),
+    "har": (lambda root, _: _write_har(root), lambda root: _edit_field(
+        root / "UCI HAR Dataset/train/X_train.txt", 2, 0, "9.0000000e+00")),
+    "yeast": (lambda root, _: _write_yeast(root / "yeast.data"), lambda root: _edit_field(
+        root / "yeast.data", 4, 1, "9.00")),
+}
+
+
+@pytest.mark.parametrize("name", list(DIGEST_CASES))
+def test_digest_follows_the_loaded_data(tmp_path, write_cifar, name):
+    write, change = DIGEST_CASES[name]
+    write(tmp_path / "a", write_cifar)
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    shutil.copytree(tmp_path / "a", tmp_path / "changed")
+    change(tmp_path / "changed")
+    a, copy, changed = (load_source(name, root=str(tmp_path / d), download=False)
+                        for d in ("a", "copy", "changed"))
+    assert re.fullmatch(r"[0-9a-f]{16}", a.digest)
+    assert copy.digest == a.digest and changed.digest != a.digest
+
+
+def test_digest_of_embedded_data_is_stable_and_names_the_data():
+    a, b = load_source("digits"), load_source("digits")
+    assert a is not b and a.digest == b.digest
+    assert "digest" in vars(a)  # cached on the object
+    assert dataclasses.replace(a, name="other").digest != a.digest
+    assert dataclasses.replace(a, classes=a.classes[::-1]).digest != a.digest
+    assert dataclasses.replace(a, y_test=a.y_test.flip(0)).digest != a.digest

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,9 +37,14 @@ def test_cli_trains_a_module_end_to_end_with_wandb_offline(tmp_path):
         assert isinstance(metrics[key], float)
     assert metrics["rewarded"] == [3] and metrics["seed"] == 0
     assert metrics["sparsity"] == pytest.approx(0.99, abs=1e-3)
-    for name in ("config.yaml", "module.pt", "confusion.png", "imp/round_0.pt", "imp/round_1.json"):
+    for name in ("config.yaml", "module.pt", "confusion.png"):
         assert (run_dir / name).exists(), name
-    assert list((run_dir / "wandb").glob("offline-run-*")), "no offline W&B run"
+    stored = Path(metrics["module"]).parent  # trained in the store, linked into the run
+    assert stored.parent.parent == tmp_path / "store" and (run_dir / "module.pt").samefile(
+        stored / "module.pt")
+    for name in ("imp/round_0.pt", "imp/round_1.json", "metrics.json"):
+        assert (stored / name).exists(), name
+    assert list((stored / "wandb").glob("offline-run-*")), "no offline W&B run"
     record = load_module(run_dir / "module.pt")
     assert record.rewarded == [3] and record.spec["model"]["hidden"] == [32]
     net = net_from_record(record)

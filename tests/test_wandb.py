@@ -169,7 +169,7 @@ def test_csv_logger_never_imports_wandb_and_its_step_rises(tmp_path, fast_overri
                          env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "False"
-    frame = pd.read_csv(next((tmp_path / "run").rglob("metrics.csv")))
+    frame = pd.read_csv(next((tmp_path / "store").rglob("metrics.csv")))  # the module's own
     rows = frame.dropna(subset=["val/loss"])
     assert list(rows["imp/round"]) == [0, 0, 1, 1]
     assert rows["step"].is_monotonic_increasing and rows["step"].nunique() == 4

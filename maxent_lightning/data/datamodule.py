@@ -57,14 +57,34 @@ def check_rewarded(rewarded: Sequence[int], num_classes: int, name: str) -> list
     return sorted(values)
 
 
-def check_own_samples(train_labels, val_labels, rewarded, name: str) -> None:
-    """A cross-entropy module trains and validates on the samples of its rewarded classes only:
-    both splits must hold some (else one-line UserError)."""
+def split_indices(n: int, val_fraction: float, split_seed: int):
+    """The fixed train/validation split of ``n`` training samples, shared by every module:
+    (training positions, validation positions)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    n_val = int(round(val_fraction * n))
+    return order[n_val:], order[:n_val]
+
+
+def check_own_samples(train_labels, val_labels, rewarded, name: str, classes=None) -> None:
+    """Each rewarded class needs a training and a validation sample (else a one-line
+    UserError naming the class): a module learns and is selected on its own classes."""
     for split, labels in (("training", train_labels), ("validation", val_labels)):
-        if not bool(rewarded_mask(labels, rewarded).any()):
-            raise UserError(f"rewarded={list(rewarded)} has no {split} samples in data set "
-                            f"'{name}' (cross-entropy uses only those); use a larger data set "
-                            "or another rewarded set")
+        present = set(torch.as_tensor(labels).unique().tolist())
+        for c in rewarded:
+            if c not in present:
+                label = f"class {c}" + (f" ({classes[c]!r})" if classes is not None else "")
+                raise UserError(
+                    f"rewarded={list(rewarded)} has no {split} samples of {label} in data set "
+                    f"'{name}' (after the fixed train/validation split); choose another "
+                    "rewarded set or use more data")
+
+
+def check_split_samples(splits: TensorSplits, rewarded, val_fraction: float,
+                        split_seed: int) -> None:
+    """``check_own_samples`` for the fixed split of ``splits`` (what a data module would hold)."""
+    train, val = split_indices(len(splits.y_train), val_fraction, split_seed)
+    check_own_samples(splits.y_train[train], splits.y_train[val], rewarded, splits.name,
+                      splits.classes)
 
 
 class MaxEntDataModule(L.LightningDataModule):
@@ -112,12 +132,9 @@ class MaxEntDataModule(L.LightningDataModule):
 
     def _build(self) -> None:
         s = self.splits
-        split = torch.Generator().manual_seed(self.split_seed)
-        order = torch.randperm(len(s.y_train), generator=split)
-        n_val = int(round(self.val_fraction * len(order)))
-        val_idx, train_idx = order[:n_val], order[n_val:]
-        if self.targets == "cross_entropy":
-            check_own_samples(s.y_train[train_idx], s.y_train[val_idx], self.rewarded, self.name)
+        train_idx, val_idx = split_indices(len(s.y_train), self.val_fraction, self.split_seed)
+        check_own_samples(s.y_train[train_idx], s.y_train[val_idx], self.rewarded, self.name,
+                          s.classes)
         self.train = self._relabel(s.x_train[train_idx], s.y_train[train_idx], train=True)
         self.val = self._relabel(s.x_train[val_idx], s.y_train[val_idx], train=True)
         self.test = self._relabel(s.x_test, s.y_test, train=False)

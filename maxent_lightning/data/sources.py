@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
 import hashlib
+import importlib
+import json
 import pickle
 import shutil
 import socket
@@ -14,7 +15,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -54,12 +55,17 @@ class TensorSplits:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    @functools.cached_property
-    def digest(self) -> str:  # TEMPORARY until the data branch lands
-        h = hashlib.sha256(repr((self.name, self.classes)).encode())
-        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+    @cached_property
+    def digest(self) -> str:
+        """16 hex digits of SHA-256 over the name, class names and the four tensors (dtype,
+        shape, bytes): equal data, equal digest. Computed once per object."""
+        tensors = [t.detach().cpu().contiguous()
+                   for t in (self.x_train, self.y_train, self.x_test, self.y_test)]
+        head = {"name": self.name, "classes": list(self.classes),
+                "tensors": [[str(t.dtype), list(t.shape)] for t in tensors]}
+        h = hashlib.sha256(json.dumps(head).encode())
+        for t in tensors:  # the header fixes each length: the concatenation is unambiguous
+            h.update(t.view(-1).view(torch.uint8).numpy())
         return h.hexdigest()[:16]
 
 
@@ -209,6 +215,7 @@ def _idx(name: str, cls_name: str, root=None, download=True) -> TensorSplits:
 class _Cifar(NamedTuple):
     tv_name: str
     folder: str
+    num_classes: int
     train: tuple[str, ...]
     test: str
     meta: str
@@ -220,20 +227,57 @@ class _Cifar(NamedTuple):
 
 _CIFAR = {
     "cifar10": _Cifar(
-        "CIFAR10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "CIFAR10", "cifar-10-batches-py", 10, tuple(f"data_batch_{i}" for i in range(1, 6)),
         "test_batch", "batches.meta", "labels", "label_names",
         (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
     ),
     "cifar100": _Cifar(
-        "CIFAR100", "cifar-100-python", ("train",), "test", "meta", "fine_labels",
+        "CIFAR100", "cifar-100-python", 100, ("train",), "test", "meta", "fine_labels",
         "fine_label_names", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
     ),
 }
 
 
+# The globals a CIFAR python batch may import: numpy array, scalar and dtype reconstruction
+# (numpy 1 "core" and numpy 2 "_core" names) and protocol-2 bytes. Containers need none.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    *((f"numpy.{core}.{mod}", name) for core in ("core", "_core")
+      for mod, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                        ("numeric", "_frombuffer"))),
+    ("_codecs", "encode"), ("__builtin__", "bytes"), ("builtins", "bytes"),
+    ("__builtin__", "bytearray"), ("builtins", "bytearray"),
+}
+
+
+def _numpy_core(module: str):
+    """numpy's ``multiarray``/``numeric`` under the installed numpy's own name."""
+    try:
+        return importlib.import_module(f"numpy._core.{module}")
+    except ImportError:  # numpy 1
+        return importlib.import_module(f"numpy.core.{module}")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Imports only what CIFAR batches hold (nothing read from a file runs code)."""
+
+    def __init__(self, f, path: Path):
+        super().__init__(f, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            what = " ".join(f"{module}.{name}".split())  # one line, whatever the file says
+            raise UserError(f"refusing to load {self.path}: it asks to import {what} "
+                            "(not a CIFAR batch); replace it with the original file")
+        if module.startswith(("numpy.core.", "numpy._core.")):
+            return getattr(_numpy_core(module.rsplit(".", 1)[1]), name)
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as f:
-        d = pickle.load(f, encoding="latin1")
+        d = _CifarUnpickler(f, path).load()
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
@@ -256,6 +300,10 @@ def _cifar(name: str, root=None, download=True) -> TensorSplits:
     with _reading(name, where):
         classes = [c.decode() if isinstance(c, bytes) else str(c)
                    for c in _unpickle(where / spec.meta)[spec.names_key]]
+        if len(classes) != spec.num_classes:
+            raise UserError(f"{where / spec.meta} lists {len(classes)} class names "
+                            f"({spec.names_key}) but {name} has {spec.num_classes}; "
+                            "replace it with the original file")
         x_tr, y_tr = _cifar_batches(where, spec.train, spec.label_key)
         x_te, y_te = _cifar_batches(where, (spec.test,), spec.label_key)
         return _splits(name, classes, _images(x_tr, 255.0, spec.mean, spec.std), y_tr,
