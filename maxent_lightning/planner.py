@@ -32,7 +32,7 @@ from .errors import UserError
 from .family import passes, pick_device, plan_sizes, unsupported_reason
 from .jobs import job_fingerprint
 from .launcher import SWEEPERS, SweepComposer
-from .phases import first_phase_key, imp_used
+from .phases import first_phase_key, imp_used, validate
 from .storage import config_digest, write_json
 from .store import ModuleStore
 
@@ -66,6 +66,7 @@ class Plan:
     jobs: int = 0
     finished: int = 0
     unplanned: dict = field(default_factory=dict)  # why -> number of jobs
+    errors: dict = field(default_factory=dict)  # a job's bad input -> number of jobs
     groups: dict = field(default_factory=dict)  # group key -> Group
 
     @property
@@ -182,6 +183,7 @@ def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
             plan.jobs += 1
             try:
                 cfg, out, model = job_config(compose, overrides, num)
+                validate(cfg)
                 fix = "choose another hydra.sweep.dir"
                 if check_jobs and moduledir.finished_run(out, job_fingerprint(cfg), "job", fix):
                     plan.finished += 1
@@ -189,6 +191,7 @@ def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
                 sets = needs(cfg, num_classes(cfg))
             except UserError as err:  # the job itself reports it when it runs
                 sets, why = None, str(err).split(";")[0]
+                plan.errors[str(err)] = plan.errors.get(str(err), 0) + 1
             else:
                 why = f"task {cfg.task} takes no store modules"
             if sets is None:
@@ -328,6 +331,10 @@ class SweepPlanner(Callback):
             return
         try:
             plan = make_plan(config)
+            if plan.jobs and sum(plan.errors.values()) == plan.jobs:  # no job could run
+                first, count = next(iter(plan.errors.items()))
+                raise UserError(f"all {plan.jobs} job(s) of the sweep have bad input "
+                                f"({count} this one): {first}")
             check_store(plan, twins=stage != "passes")  # pass jobs train no twins
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -10,7 +10,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from . import moduledir
-from .builders import module_spec, spec_fingerprint
+from .builders import data_source, module_spec, spec_fingerprint
+from .data.datamodule import check_rewarded, check_split_samples
 from .errors import UserError
 from .family import reduced_precision, train_family, unsupported_reason
 from .training import train_module
@@ -78,6 +79,10 @@ class ModuleStore:
                 f"module R={r} seed={cfg.seed} {what} ({d}); train it first "
                 "or set store.train_missing=true"
             )
+        src = data_source(cfg)  # every missing module's classes have samples: before any lock
+        for r, _, _ in missing:
+            check_split_samples(src, check_rewarded(r, src.num_classes, src.name),
+                                cfg.data.val_fraction, cfg.data.split_seed)
         for r, d, why in missing:
             if why != moduledir.MISSING:
                 self._discard(d, why, r, cfg.seed)

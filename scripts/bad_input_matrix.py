@@ -106,6 +106,24 @@ CASES = [
     Case("store root is a file", ["task=pairwise", "paths.store_dir={a_file}"],
          "cannot write"),
     Case("run dir is a file", ["hydra.run.dir={a_file}"], "cannot use"),
+    # Crafted files (consistent digests and fingerprints, as an attacker writes them): nothing
+    # in them may run; the marker file they aim at must not appear.
+    Case("module file naming code in a nested _target_",
+         ["task=eval", "checkpoints=[{X_nested}]"], "names no code to run"),
+    Case("module file naming code as its backbone", ["task=eval", "checkpoints=[{X_top}]"],
+         "not a maxent_lightning backbone"),
+    Case("module file holding a pickled object", ["task=eval", "checkpoints=[{X_pickle}]"],
+         "unreadable"),
+    Case("module file with an edited field (temperature)",
+         ["task=eval", "checkpoints=[{X_edited}]"], "digest mismatch"),
+    Case("CIFAR batch that imports code",
+         ["data=cifar10", "data.download=false", "data.root={evil_cifar}"], "refusing to load"),
+    Case("CIFAR meta with 11 class names",
+         ["data=cifar10", "data.download=false", "data.root={cifar_11_names}"],
+         "lists 11 class names"),
+    Case("rewarded class without training samples",
+         ["data=cifar10", "data.download=false", "data.root={cifar_no_3}", "rewarded=[3]"],
+         "has no training samples of class 3"),
     Case("sweep dir below a file", ["-m", "seed=0", "hydra.sweep.dir={a_file}/sweep"],
          "cannot use"),
     Case("learning rate NaN", ["optimizer.lr=nan"], "optimizer.lr=nan must be a finite"),
@@ -194,6 +212,79 @@ def compose(overrides):
     return compose_config(overrides)
 
 
+MARKER = "marker"  # what a crafted file would create under the work directory if it ran
+
+
+class _WritesMarker:
+    """Pickles as a call that creates the marker file (a crafted payload)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "a crafted file ran code"))
+
+
+def _crafted_modules(work: Path, genuine: str) -> dict:
+    """Module files a loader must refuse without running anything: a nested ``_target_`` in
+    the recorded model config, code as the backbone, a pickled object, an edited field."""
+    import copy
+
+    import torch
+
+    from maxent_lightning.storage import config_digest, load_module, save_module
+
+    marker = str(work / MARKER)
+    call = {"_target_": "pathlib.Path.write_text", "self": marker, "data": "pwned"}
+    out = {}
+    for key, edit in (("X_nested", lambda m: m.__setitem__("hidden", call)),
+                      ("X_top", lambda m: (m.clear(), m.update(call)))):
+        rec = load_module(genuine)
+        rec.spec = copy.deepcopy(rec.spec)
+        edit(rec.spec["model"])
+        rec.fingerprint = config_digest(rec.spec)  # consistent: only the content is hostile
+        out[key] = str(save_module(work / "crafted" / key / "module.pt", rec))
+    payload = torch.load(genuine, weights_only=True)
+    payload["metrics"]["note"] = _WritesMarker(work / MARKER)
+    out["X_pickle"] = str(work / "crafted" / "pickle.pt")
+    torch.save(payload, out["X_pickle"])
+    payload = torch.load(genuine, weights_only=True)
+    payload["temperature"] = 1.0  # its digest left as it was
+    out["X_edited"] = str(work / "crafted" / "edited.pt")
+    torch.save(payload, out["X_edited"])
+    return out
+
+
+def _cifar_folder(root: Path, labels, names=10, batch=None) -> str:
+    """CIFAR-10 python batches under ``root``: ``labels`` in every training batch and the test
+    batch, ``names`` class names; ``batch``: the bytes of data_batch_1 instead."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    data = {b"data": np.zeros((len(labels), 3072), dtype=np.uint8), b"labels": list(labels)}
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / f).write_bytes(pickle.dumps(data, protocol=2))
+    if batch is not None:
+        (folder / "data_batch_1").write_bytes(batch)
+    meta = {b"label_names": [f"class{i}".encode() for i in range(names)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return str(root)
+
+
+def _cifar_cases(work: Path) -> dict:
+    """CIFAR folders: a batch that would run code, 11 class names, no image of class 3."""
+    import pickle
+
+    every = [i % 10 for i in range(40)]
+    return {"evil_cifar": _cifar_folder(work / "evil_cifar", every,
+                                        batch=pickle.dumps(_WritesMarker(work / MARKER))),
+            "cifar_11_names": _cifar_folder(work / "cifar_11_names", every, names=11),
+            "cifar_no_3": _cifar_folder(work / "cifar_no_3", [c for c in every if c != 3])}
+
+
 def _write_bad_data(work: Path) -> dict:
     idx = work / "bad_idx" / "MNIST" / "raw"
     idx.mkdir(parents=True)
@@ -264,6 +355,8 @@ def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=(
     shutil.copytree(paths["B_dir"], target)
     paths["tampered_store"] = str(work / "tampered_store")
     paths.update(_write_bad_data(work))
+    paths.update(_crafted_modules(work, paths["B"]))
+    paths.update(_cifar_cases(work))
     paths["a_file"] = str(work / "a_file")
     Path(paths["a_file"]).write_text("not a directory\n")
     paths["read_only"] = str(read_only_dir(work / "read_only"))
@@ -353,6 +446,8 @@ def run_all(work: Path, jobs: int = 3, cases=CASES, paths=None) -> list[dict]:
         if own:
             release(paths)
     changed = sorted(str(p) for p in before if after.get(p) != before[p])
+    if (work / MARKER).exists():  # a crafted file ran code
+        changed.append(str(work / MARKER))
     for r in results:
         r["unchanged"] = not changed
     return results

@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict:
     alone = cfg.copy()  # one module: Lightning's fit and progress (the family's module too)
     alone.family.enabled = False
     module = ModuleStore(cfg.store.root).get_many(alone, [rewarded], quiet=False)[0]
-    metrics = {**read_json(module.parent / moduledir.DONE), "module": str(module)}
+    metrics = {**read_json(module.parent / moduledir.DONE), "module": str(module.resolve())}
     link_or_copy(module, out / moduledir.MODULE)
     files = "module.pt, metrics.json, config.yaml"
     if wants_figures(cfg):
