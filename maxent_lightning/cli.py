@@ -30,6 +30,9 @@ TASKS = tuple(sorted(m.name for m in pkgutil.iter_modules(tasks.__path__)))
 
 
 def quiet_libraries() -> None:
+    # a log file that cannot be written (a full disk) must not print tracebacks: the write
+    # that matters fails with its own one-line error
+    logging.raiseExceptions = False
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")

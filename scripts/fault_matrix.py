@@ -62,11 +62,16 @@ def when(root: Path, pattern: str, proc: subprocess.Popen, timeout: float = 600)
         time.sleep(0.02)
 
 
+def own_store(out: Path) -> list[str]:
+    """A run directory and a store of its own (a shared store would hand it the module)."""
+    return [f"hydra.run.dir={out}", f"paths.store_dir={out}_store"]
+
+
 def signal_case(work: Path, ref: Path, sig) -> tuple[bool, str]:
     out = work / f"signal_{sig.name}"
-    args = [*TINY, f"hydra.run.dir={out}"]
+    args = [*TINY, *own_store(out)]
     proc = start(args, work)
-    when(out, "imp/round_0.pt", proc)
+    when(Path(f"{out}_store"), "digits/*/imp/round_0.pt", proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     line = one_line(err)
@@ -102,13 +107,14 @@ def two_runs_case(work: Path) -> tuple[bool, str]:
 
 def corrupt_round_case(work: Path, ref: Path) -> tuple[bool, str]:
     out = work / "corrupt_round"
-    shutil.copytree(ref, out)
+    shutil.copytree(f"{ref}_store", f"{out}_store")  # the reference's module, interrupted ...
+    (module,) = Path(f"{out}_store").glob("digits/*")
     for name in ("module.pt", "metrics.json"):
-        (out / name).unlink()
-    saved = torch.load(out / "imp" / "round_1.pt", weights_only=True)
-    next(iter(saved["masks"].values())).view(-1)[0] ^= True
-    torch.save(saved, out / "imp" / "round_1.pt")
-    proc = start([*TINY, f"hydra.run.dir={out}"], work)
+        (module / name).unlink()
+    saved = torch.load(module / "imp" / "round_1.pt", weights_only=True)
+    next(iter(saved["masks"].values())).view(-1)[0] ^= True  # ... and its last round corrupt
+    torch.save(saved, module / "imp" / "round_1.pt")
+    proc = start([*TINY, *own_store(out)], work)
     log, err = proc.communicate(timeout=900)
     rc, warned = proc.returncode, "digest mismatch" in log + err
     ok = rc == 0 and warned and same_module(ref, out)
@@ -220,9 +226,11 @@ def on_tmpfs(options: str):
 
 @on_tmpfs("size=16k")
 def full_disk_case(work: Path, disk: Path) -> tuple[bool, str]:
-    rc, err = run([*TINY, "imp=none", f"hydra.run.dir={disk}/run"], work)
+    rc, err = run([*TINY, "imp=none", f"hydra.run.dir={disk}/run",
+                   f"paths.store_dir={disk}/store"], work)
     line = one_line(err)
-    leftovers = [p.name for p in disk.rglob(".*") if p.is_file() and p.name != ".run.lock"]
+    leftovers = [p.name for p in disk.rglob(".*") if p.is_file()
+                 and p.name not in (".run.lock", ".lock")]
     ok = rc == 2 and line and "No space" in line and not leftovers
     return bool(ok), f"rc {rc}: {line}; temporary files left: {leftovers}"
 
@@ -241,7 +249,7 @@ def main() -> int:
     work = (parser.parse_args().work or Path(tempfile.mkdtemp(prefix="faults_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     ref = work / "reference"
-    rc, err = run([*TINY, f"hydra.run.dir={ref}"], work)
+    rc, err = run([*TINY, *own_store(ref)], work)
     if rc != 0:
         raise SystemExit(f"reference run failed: {err[-2000:]}")
     cases = {
