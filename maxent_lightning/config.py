@@ -9,7 +9,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package
+# The repository's top-level conf/ (maxent_lightning/conf links to it); a wheel carries a copy
+# there, so a non-editable install finds every config too.
+CONFIG_DIR = str((Path(__file__).resolve().parent / "conf").resolve())
 CONFIG_NAME = "train"
 
 

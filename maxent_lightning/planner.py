@@ -317,7 +317,7 @@ def as_passes(config: DictConfig, plan: Plan) -> None:
 
 
 class SweepPlanner(Callback):
-    """Hydra callback (maxent_lightning/conf/hydra/default.yaml): plans a multirun and trains
+    """Hydra callback (conf/hydra/default.yaml): plans a multirun and trains
     the modules its jobs need before the launcher starts them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:

@@ -17,7 +17,7 @@ from maxent_lightning.builders import net_from_record
 from maxent_lightning.merge import path_point, sum_states
 from maxent_lightning.storage import CorruptFile, load_module
 
-# Small versions of every model in maxent_lightning/conf/model/.
+# Small versions of every model in conf/model/.
 MODELS = {
     "mlp_shallow": ["model.hidden=[16]"],
     "mlp_deep": ["model.hidden=[16,8]"],

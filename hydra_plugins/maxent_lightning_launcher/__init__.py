@@ -1,7 +1,7 @@
 """Hydra plugins of maxent_lightning: ``FastSweeper`` and ``FastLauncher``, Hydra's basic sweeper
 and launcher with each job's config composed by ``maxent_lightning.launcher.SweepComposer``
 (one real composition per distinct set of config-group overrides). Configs:
-``maxent_lightning/conf/hydra/{sweeper,launcher}/fast.yaml``, the default of a multirun."""
+``conf/hydra/{sweeper,launcher}/fast.yaml``, the default of a multirun."""
 
 import logging
 from collections.abc import Sequence
