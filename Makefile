@@ -151,6 +151,21 @@ $(PAPER): $(STAMP)
 	  $(PY) -m multirun_analysis $(addprefix $(RUNS)/$@/,$(EXP_$@)) --out $(REPORTS)/$@ \
 	  --table $(OUT_$@))
 
+# ---------------------------------------------------------------- reproduction report
+# Table 4's sweep holds Table 2's (IMP on and off): read it instead when it exists.
+REPORT_DIRS = $(wildcard $(RUNS)/table1) \
+	$(if $(wildcard $(RUNS)/table4),$(RUNS)/table4,$(wildcard $(RUNS)/table2))
+
+.PHONY: report
+## The paper's published values beside ours [SCALE=smoke|mnist5k]: reads the sweeps that
+## `make table1`, `table2`, `table4` wrote under multirun/<scale>/ (table4's instead of table2's
+## when both exist) and writes Tables 1, 2, 4 and paper.md/csv (each published cell, ours, the
+## difference, a flag where they differ beyond the seeds' spread) into reports/<scale>/report/.
+report: $(STAMP)
+	@$(if $(strip $(REPORT_DIRS)),,echo "error: no sweep of table1, table2 or table4 under \
+	  $(RUNS)/; run make table2 SCALE=$(SCALE) (or table1, table4) first" >&2; exit 2)
+	$(PY) -m multirun_analysis $(REPORT_DIRS) --out $(REPORTS)/report --table report
+
 # ---------------------------------------------------------------- benchmark
 .PHONY: bench
 ## Family trainer vs the sequential Lightning path vs a plain PyTorch loop (10 single-class

@@ -7,7 +7,7 @@ writes the requested artifacts into ``out``; see ``python -m multirun_analysis -
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import figures, tables
+from . import compare, figures, tables
 from .circuits import report as circuits_report
 from .load import AnalysisError, NoRows, Runs, load_runs
 
@@ -16,9 +16,12 @@ FIGURES = {f"fig{i}": getattr(figures, f"fig{i}") for i in range(3, 9)}
 # Summaries with both a table and a figure.
 BOTH = {"cifar10": (tables.cifar10, figures.cifar10),
         "cifar100": (tables.cifar100, figures.cifar100)}
-ARTIFACTS = [*TABLES, *FIGURES, "confusion", *BOTH]
+# paper: the published values beside ours (compare.py).
+ARTIFACTS = [*TABLES, "paper", *FIGURES, "confusion", *BOTH]
+# Names for several artifacts, each written where the data support it (else skipped, noted).
+GROUPS = {"all": ARTIFACTS, "report": [*TABLES, "paper"]}
 
-__all__ = ["ARTIFACTS", "AnalysisError", "Report", "Runs", "analyze", "load_runs"]
+__all__ = ["ARTIFACTS", "GROUPS", "AnalysisError", "Report", "Runs", "analyze", "load_runs"]
 
 
 @dataclass
@@ -34,6 +37,8 @@ def _make(name: str, runs: Runs, out: Path) -> list[Path]:
         return [p for t in TABLES[name](df) for p in t.write(out)]
     if name in FIGURES:
         return FIGURES[name](df, out)
+    if name == "paper":
+        return compare.write(runs, out)
     if name == "confusion":
         return figures.confusion(runs.jobs, df, out)
     table, figure = BOTH[name]
@@ -58,23 +63,24 @@ def _index(report: Report, out: Path) -> Path:
 def analyze(dirs, out, which=("all",)) -> Report:
     """Write the artifacts named in ``which`` (or all that the data supports) into ``out``.
 
-    A requested artifact without matching rows raises :class:`AnalysisError`; with ``all``
-    it is skipped and noted in ``Report.notes``.
+    A requested artifact without matching rows raises :class:`AnalysisError`; one requested
+    through a group (``all``, ``report``) is skipped and noted in ``Report.notes``.
     """
     which = list(which)
-    unknown = [w for w in which if w != "all" and w not in ARTIFACTS]
+    unknown = [w for w in which if w not in GROUPS and w not in ARTIFACTS]
     if unknown:
-        raise AnalysisError(f"unknown table/figure {unknown[0]!r}; choose from all, "
-                            + ", ".join(ARTIFACTS))
+        raise AnalysisError(f"unknown table/figure {unknown[0]!r}; choose from "
+                            + ", ".join([*GROUPS, *ARTIFACTS]))
     report = Report(load_runs(dirs))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = ARTIFACTS if "all" in which else list(dict.fromkeys(which))
+    grouped = {a for w in which for a in GROUPS.get(w, [])}
+    names = [a for a in ARTIFACTS if a in grouped or a in which]
     for name in names:
         try:
             report.written += _make(name, report.runs, out)
         except NoRows as err:
-            if "all" not in which:
+            if name not in grouped:
                 raise AnalysisError(f"{name}: {err} in {', '.join(map(str, dirs))}") from None
             report.notes.append(f"skipped {name}: {err}")
     if "all" in which and (report.runs.frame["task"] == "circuits").any():

@@ -14,7 +14,9 @@ def main(argv=None) -> int:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="multirun (sweep) directories")
     parser.add_argument("--out", required=True, help="output directory, e.g. reports/table2")
     parser.add_argument("--table", nargs="+", default=["all"], metavar="NAME",
-                        help=f"what to write: all (default) or any of {', '.join(ARTIFACTS)}")
+                        help="what to write: all (default); report (tables 1, 2, 4 and paper: "
+                             "the paper's published values beside ours), each where the data "
+                             f"support it; or any of {', '.join(ARTIFACTS)}")
     parser.add_argument("--wandb", nargs="?", const="maxent_lightning", metavar="PROJECT",
                         help="also publish the tables (as W&B Tables) and figures to W&B project "
                              "PROJECT (default maxent_lightning; offline unless WANDB_MODE=online)")

@@ -39,6 +39,8 @@ def test_a_wheel_carries_every_config_and_composes_them(tmp_path):
         shipped = {n.removeprefix("maxent_lightning/conf/") for n in z.namelist()
                    if n.startswith("maxent_lightning/conf/")}
     assert shipped == configs
+    assert {f"multirun_analysis/paper/{f}.csv" for f in ("values", "tables", "configurations")
+            } <= set(z.namelist())  # the paper's published values (the report)
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                     str(site), str(wheel)], check=True, capture_output=True, cwd=tmp_path)
