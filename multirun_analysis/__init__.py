@@ -15,7 +15,8 @@ TABLES = {"table1": tables.table1, "table2": tables.table2, "table4": tables.tab
 FIGURES = {f"fig{i}": getattr(figures, f"fig{i}") for i in range(3, 9)}
 # Summaries with both a table and a figure.
 BOTH = {"cifar10": (tables.cifar10, figures.cifar10),
-        "cifar100": (tables.cifar100, figures.cifar100)}
+        "cifar100": (tables.cifar100, figures.cifar100),
+        "width": (tables.width, figures.width)}
 ARTIFACTS = [*TABLES, *FIGURES, "confusion", *BOTH]
 
 __all__ = ["ARTIFACTS", "AnalysisError", "Report", "Runs", "analyze", "load_runs"]
