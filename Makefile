@@ -89,7 +89,7 @@ SET_fig3 := model=mlp_shallow loss=maxent cardinality=1,2 pair=0
 EXP_fig4 := complete_mnist5k
 SET_fig4 := model=mlp_shallow permutation=0
 EXP_fig5 := mode_connectivity_mnist5k
-SET_fig5 := model=mlp_shallow permutation=0 path.points=5
+SET_fig5 := model=mlp_shallow permutation=ordered path.points=5
 EXP_fig6 := temperature_mnist5k
 SET_fig6 := loss.temperature=1,5 permutation=0
 EXP_fig7 := pruning_mnist5k

@@ -24,6 +24,8 @@ NEUTRAL_TRAINER_KEYS = {"_target_", "accelerator", "devices", "num_nodes", "stra
                         "deterministic", "benchmark", "logger", "callbacks", "profiler"}
 # Keys of a model config that describe the training recipe rather than the constructor.
 MODEL_META_KEYS = ("temperature",)
+# conf/model/custom.yaml: a user's backbone (model=custom model._target_=mypkg.Tiny).
+CUSTOM = "custom"
 # Bump when a change alters what a spec trains: every module gets a new fingerprint.
 IDENTITY = 2
 # Backbones a module file may name: the project's own, plus those a user's config names in this
@@ -52,12 +54,21 @@ def trace_calls(net: nn.Module, input_shape, modules) -> list[tuple[nn.Module, t
 
 
 def model_name(cfg: DictConfig) -> str:
-    """The model config name (mlp_shallow, lenet, ...) when Hydra knows it, else the class."""
+    """The model config name (mlp_shallow, lenet, ...) when Hydra knows it, else (and for
+    ``model=custom``) the class."""
     if HydraConfig.initialized():
         choice = HydraConfig.get().runtime.choices.get("model")
-        if choice:
+        if choice and choice != CUSTOM:
             return str(choice)
-    return str(cfg.model._target_).rsplit(".", 1)[-1].lower()
+    return backbone_target(cfg).rsplit(".", 1)[-1].lower()
+
+
+def backbone_target(cfg: DictConfig) -> str:
+    """``model._target_``: the backbone class the config names (``model=custom`` names none)."""
+    if OmegaConf.is_missing(cfg.model, "_target_"):
+        raise UserError("model=custom needs your backbone class; name it: "
+                        "model=custom model._target_=mypkg.Tiny (importable, e.g. on PYTHONPATH)")
+    return str(cfg.model._target_)
 
 
 def plain(cfg: Any) -> Any:
@@ -99,7 +110,8 @@ def recorded_backbone(model_cfg, where: str) -> tuple[type, dict]:
     if target in _TRUSTED:
         return get_class(target), kwargs
     raise UserError(f"{where} names backbone '{target}', which is not a maxent_lightning "
-                    f"backbone; trust it by naming it in your config: model._target_={target}")
+                    f"backbone; trust it by naming it in your config: model=custom "
+                    f"model._target_={target}")
 
 
 def build_net(model_cfg: Mapping, input_shape, num_classes: int, where: str = "") -> nn.Module:
@@ -115,11 +127,47 @@ def build_net(model_cfg: Mapping, input_shape, num_classes: int, where: str = ""
         except Exception as err:  # arguments the class does not take, values it refuses
             raise CorruptFile(f"{where} records a model config that {cls.__name__} refuses "
                               f"({type(err).__name__}: {err})", "retrain it") from None
+    target = cfg.get("_target_")
     try:
-        return instantiate(cfg, **shape)
-    except InstantiationException as err:
-        first = str(err).strip().splitlines()[0]
-        raise UserError(f"cannot build model '{cfg.get('_target_')}': {first}") from None
+        net = instantiate(cfg, **shape)
+    except InstantiationException as err:  # the class's own exception, whole, on one line
+        cause = err.__cause__ if err.__cause__ is not None else err
+        why = one_line(f"{type(cause).__name__}: {cause}")
+        fix = ("start from model=custom (it passes only your +model.KEY=VALUE keys)"
+               if "unexpected keyword argument" in why else
+               "check model._target_ (an importable class) and its arguments (model.*)")
+        raise UserError(f"cannot build model '{target}': {why}; {fix}") from None
+    if target not in BACKBONES:  # a user's class: fail here, in one line, not inside a fit
+        check_backbone(net, tuple(input_shape), int(num_classes), target)
+    return net
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def check_backbone(net, input_shape: tuple, num_classes: int, target: str) -> None:
+    """A user's backbone maps a batch (2, *input_shape) to logits (2, num_classes): one forward
+    of zeros in eval mode, without gradients, leaving the random state as it was."""
+    if not isinstance(net, nn.Module):
+        raise UserError(f"model '{target}' built a {type(net).__name__}, not a torch.nn.Module; "
+                        "name a torch.nn.Module class in model._target_")
+    training = net.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            net.eval()
+            out = net(torch.zeros(2, *input_shape))
+    except Exception as err:
+        raise UserError(f"model '{target}' fails on a batch of shape {(2, *input_shape)}: "
+                        f"{one_line(f'{type(err).__name__}: {err}')}; its forward must map "
+                        f"(batch, *input_shape) to logits (batch, {num_classes})") from None
+    finally:
+        net.train(training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, num_classes):
+        raise UserError(f"model '{target}' returns {shape} for a batch of shape "
+                        f"{(2, *input_shape)}; its forward must return logits of shape "
+                        f"(batch, num_classes) = (2, {num_classes})")
 
 
 def init_theta0(model_cfg: Mapping, input_shape, num_classes: int, seed: int):

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from . import helptext, moduledir, tasks  # noqa: F401  (helptext: the --help resolver)
-from .builders import trust_backbone
+from .builders import backbone_target, trust_backbone
 from .config import CONFIG_DIR, CONFIG_NAME, debug_last
 from .errors import UserError
 from .launcher import register_plugins
@@ -52,7 +52,7 @@ def run_task(cfg: DictConfig):
         print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
         return None
     task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
-    trust_backbone(cfg.model._target_)  # the user's own config names it: module files may too
+    trust_backbone(backbone_target(cfg))  # the user's config names it: module files may too
     with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)):
         return task.run(cfg)
 

@@ -34,7 +34,7 @@ from .loggers import (
     run_tags,
 )
 from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
-from .phases import imp_used, validate
+from .phases import ORDERED, imp_used, permutation_value, validate
 from .plots import confusion_png, wants_figures
 from .results import COLUMNS
 from .storage import ModuleRecord, config_digest, read_module, write_json, write_text
@@ -135,11 +135,13 @@ def pick_pair(cfg: DictConfig, num_classes: int):
     return pairs[int(cfg.pair)] if int(cfg.pair) < len(pairs) else None
 
 
-def class_permutation(num_classes: int, index: int) -> list[int]:
-    """Permutation ``index`` of the classes (seeded by the index only)."""
-    if int(index) < 0:
-        raise UserError(f"permutation={index} must be >= 0")
-    return [int(c) for c in np.random.default_rng(int(index)).permutation(int(num_classes))]
+def class_permutation(num_classes: int, index) -> list[int]:
+    """The class order of ``permutation=index``: 0, 1, 2, ... for ``ordered``, else random
+    permutation ``index`` (seeded by the index only)."""
+    value = permutation_value(index)
+    if value == ORDERED:  # the paper's Figures 5, 19-21, 23, 24 and the authors' README
+        return list(range(int(num_classes)))
+    return [int(c) for c in np.random.default_rng(value).permutation(int(num_classes))]
 
 
 # ---------------------------------------------------------------- evaluation
@@ -288,7 +290,8 @@ class Job:
         row.update(task=self.task, experiment=cfg.experiment_name, data=cfg.data.name,
                    model=model_name(cfg), loss=cfg.loss.targets, imp=imp,
                    sparsity=float(cfg.imp.sparsity) if imp else 0.0,
-                   temperature=float(cfg.loss.temperature), seed=int(cfg.seed))
+                   temperature=float(cfg.loss.temperature), seed=int(cfg.seed),
+                   width=cfg.model.get("width"))
         row.update(values)
         return row
 
@@ -301,7 +304,8 @@ class Job:
         return self.row(data=spec["data"]["name"], model=name.lower(),
                         loss=spec["loss"]["targets"], imp=imp_used(imp),
                         sparsity=float(imp["sparsity"]) if imp_used(imp) else 0.0,
-                        temperature=float(rec.temperature), seed=int(rec.seed), **values)
+                        temperature=float(rec.temperature), seed=int(rec.seed),
+                        width=spec["model"].get("width"), **values)
 
     def image(self, name: str) -> Path:
         """The path of figure ``name`` (a PNG in the job directory, logged with the job)."""

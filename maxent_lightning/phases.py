@@ -30,10 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import masks as M
-from .builders import module_spec
+from .builders import backbone_target, module_spec
 from .errors import UserError
 from .imp import Strategy, strategy
 from .merge import logit_weights
+from .results import ORDERED
 from .storage import config_digest
 
 
@@ -110,6 +111,7 @@ def flag(cfg: DictConfig, key: str) -> bool:
 def validate(cfg: DictConfig) -> None:
     """Checks that need no data; the rewarded set is checked against the data set later."""
     number(cfg, "seed", int, 0, SEED_MAX, example="0")
+    backbone_target(cfg)
     number(cfg, "trainer.max_epochs", int, 1, example="20")
     validate_imp(cfg)
     positive(cfg, "loss.temperature", "5")
@@ -123,8 +125,9 @@ def validate(cfg: DictConfig) -> None:
                         "e.g. data.val_fraction=0.2")
     if "split_seed" in cfg.data:
         number(cfg, "data.split_seed", int, 0, SEED_MAX, example="0")
-    for key in ("cardinality", "pair", "permutation", "pair_seed"):
+    for key in ("cardinality", "pair", "pair_seed"):
         number(cfg, key, int, 0 if key != "cardinality" else 1, example="1")
+    validate_permutation(cfg)
     number(cfg, "n_pairs", int, 1, example="10")
     if not OmegaConf.is_list(cfg.rewarded):
         raise UserError(f"rewarded={cfg.rewarded} must be a list of classes, e.g. "
@@ -134,6 +137,35 @@ def validate(cfg: DictConfig) -> None:
         weights = cfg.merge.logit_weights
         logit_weights(len(weights) if OmegaConf.is_list(weights) else 1, weights)
     validate_trainer(cfg)
+
+
+def permutation_value(value) -> str | int:
+    """``ordered`` or the index (>= 0) of a random class permutation, else one-line UserError."""
+    if value == ORDERED:
+        return ORDERED
+    try:
+        if isinstance(value, bool) or float(value) != int(value) or int(value) < 0:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"permutation={value} must be {ORDERED} (classes 0, 1, 2, ... in "
+                        "increasing order) or the index >= 0 of a random permutation, e.g. "
+                        f"permutation={ORDERED} or permutation=3") from None
+    return int(value)
+
+
+def validate_permutation(cfg: DictConfig) -> None:
+    """A valid ``permutation``; ``ordered`` only where the task follows a class order."""
+    if permutation_value(cfg.permutation) != ORDERED:
+        return  # an index: every config carries one (default 0), used where a task needs it
+    task = str(cfg.task)
+    between = OmegaConf.select(cfg, "path.between")
+    if task == "complete" or (task == "mode_connectivity" and between == "complete"):
+        return
+    where = f"task={task}" + (f" with path.between={between}" if task == "mode_connectivity"
+                              else "")
+    raise UserError(f"permutation={ORDERED} orders the classes of task=complete and "
+                    f"task=mode_connectivity (path.between=complete); {where} follows no "
+                    f"class order: drop permutation={ORDERED}")
 
 
 def validate_imp(cfg: DictConfig) -> None:

@@ -3,15 +3,22 @@
 
 ``model`` is the model config name (mlp_shallow, lenet, ...), else the class name; ``imp`` whether
 IMP pruned the modules; ``class_set`` the rewarded classes joined by "-" (a merge: their union);
-``step`` the number of modules merged; ``loss_value`` KL(ỹ ‖ softmax(z/T)) with MaxEnt targets on
-``class_set``; ``barrier_pct`` the relative loss barrier along a mode-connectivity path.
+``permutation`` the class order of a complete merge (``ordered`` or a random permutation's
+index); ``step`` the number of modules merged; ``loss_value`` KL(ỹ ‖ softmax(z/T)) with MaxEnt
+targets on ``class_set``; ``barrier_pct`` the relative loss barrier along a mode-connectivity
+path; ``width`` the backbone's ``model.width`` (ResNet18, VGG11; empty for others).
 """
 
 KEYS = [
     "task", "experiment", "data", "model", "loss", "imp", "sparsity", "temperature", "seed",
-    "cardinality", "pair", "permutation", "step", "class_set", "merge", "t", "split",
+    "cardinality", "pair", "permutation", "step", "class_set", "merge", "t", "split", "width",
 ]
 METRICS = ["rewarded_acc", "nonrewarded_entropy", "acc", "loss_value", "barrier_pct"]
 COLUMNS = KEYS + METRICS
-NUMERIC = ["sparsity", "temperature", "seed", "cardinality", "pair", "permutation", "step", "t"]
-TEXT = ["task", "experiment", "data", "model", "loss", "class_set", "merge", "split"]
+# ``permutation`` of a complete merge in increasing class order 0, 1, 2, ... (config and column).
+ORDERED = "ordered"
+# Columns added after the first schema: files written before lack them (read as empty).
+ADDED = ["width"]
+NUMERIC = ["sparsity", "temperature", "seed", "cardinality", "pair", "step", "t", "width"]
+TEXT = ["task", "experiment", "data", "model", "loss", "permutation", "class_set", "merge",
+        "split"]

@@ -15,7 +15,8 @@ TABLES = {"table1": tables.table1, "table2": tables.table2, "table4": tables.tab
 FIGURES = {f"fig{i}": getattr(figures, f"fig{i}") for i in range(3, 9)}
 # Summaries with both a table and a figure.
 BOTH = {"cifar10": (tables.cifar10, figures.cifar10),
-        "cifar100": (tables.cifar100, figures.cifar100)}
+        "cifar100": (tables.cifar100, figures.cifar100),
+        "width": (tables.width, figures.width)}
 # paper: the published values beside ours (compare.py).
 ARTIFACTS = [*TABLES, "paper", *FIGURES, "confusion", *BOTH]
 # Names for several artifacts, each written where the data support it (else skipped, noted).

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from maxent_lightning.results import KEYS  # noqa: E402
 
 from .load import NoRows, confusion_matrices  # noqa: E402
-from .tables import ENTROPY, RACC, _need, _rank, _test, name, summary_name  # noqa: E402
+from .tables import ENTROPY, RACC, _need, _rank, _test, name, summary_name, width_rows  # noqa: E402
 
 MERGES = ("weight", "logit")
 STYLE = {"weight": "tab:blue", "logit": "tab:red", "train": "tab:blue", "test": "tab:orange"}
@@ -40,7 +40,8 @@ def _varying(df: pd.DataFrame, keys) -> list[str]:
 
 def _label(keys, values) -> str:
     return ", ".join(f"{k}={name(v)}" if k in ("sparsity", "temperature", "cardinality", "step",
-                                                  "imp", "pair", "permutation") else name(v)
+                                                  "imp", "pair", "permutation", "width", "order")
+                     else name(v)
                      for k, v in zip(keys, values, strict=True))
 
 
@@ -87,7 +88,7 @@ def _slug(key: str, value) -> str:
     """File-name part: imp / noimp, P0.99, T5, size10, else the raw value."""
     if key == "imp":
         return "imp" if value is True else "noimp" if value is False else "impNA"
-    prefix = {"sparsity": "P", "temperature": "T", "size": "size"}.get(key, "")
+    prefix = {"sparsity": "P", "temperature": "T", "size": "size", "width": "width"}.get(key, "")
     text = f"{value:g}" if isinstance(value, float) else str(value)
     return prefix + "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
 
@@ -131,8 +132,8 @@ def fig3(df: pd.DataFrame, out: Path) -> list[Path]:
 
 def _merge_curves(d: pd.DataFrame, stem: str, out: Path, title: str, metric=RACC):
     """Mean ``metric`` per merge step, colour = merge kind, solid = IMP, dashed = no IMP."""
-    panels = _groups(d, _varying(d, ["data", "model", "loss", "sparsity", "temperature"]))
-    keys = _varying(d, ["data", "model", "loss", "sparsity", "temperature"])
+    keys = _varying(d, ["data", "model", "loss", "sparsity", "temperature", "width", "order"])
+    panels = _groups(d, keys)
     fig, axes = _axes(len(panels), 3, sharey=True)
     for ax, (values, part) in zip(axes, panels, strict=False):
         for (merge, imp), p in _groups(part, ["merge", "imp"]):
@@ -157,7 +158,8 @@ def fig5(df: pd.DataFrame, out: Path) -> list[Path]:
     d = df[(df["task"] == "mode_connectivity") & df["t"].notna() & df["barrier_pct"].notna()]
     _need(d, "fig5 (task=mode_connectivity)")
     paths = []
-    for path, label, part in _files(d, ["data", "model", "loss", "imp"], "fig5", out):
+    for path, label, part in _files(d, ["data", "model", "loss", "imp", "width", "order"], "fig5",
+                                    out):
         panel = "step" if part["step"].notna().any() else "cardinality"
         panels = _groups(part, [panel])
         fig, axes = _axes(len(panels), 5, w=3.2, h=2.6, sharey=True)
@@ -182,7 +184,8 @@ def _sweep(df: pd.DataFrame, hue: str, stem: str, out: Path, what: str) -> list[
     d, x = (comp, "step") if len(comp) else (d[d["task"] == "pairwise"], "cardinality")
     _need(d, f"{stem} ({what}: complete or pairwise rows)")
     paths = []
-    for path, label, part in _files(d, ["data", "model", "loss", "imp"], stem, out):
+    for path, label, part in _files(d, ["data", "model", "loss", "imp", "width", "order"], stem,
+                                    out):
         if part[hue].nunique() < 2:
             continue
         merges = _sorted(part["merge"], "merge")
@@ -241,7 +244,7 @@ def cifar10(df: pd.DataFrame, out: Path) -> list[Path]:
     datas = _sorted(d["data"], "data")
     fig, axes = _axes(2 * len(datas), 2, sharey="col")
     for i, (data, metric) in enumerate((da, mt) for da in datas for mt in (RACC, ENTROPY)):
-        groups = ["model", "cardinality"] + _varying(d, ["loss", "imp", "sparsity"])
+        groups = ["model", "cardinality"] + _varying(d, ["loss", "imp", "sparsity", "width"])
         _bars(axes[i], d[d["data"] == data], groups, "merge", metric)
         axes[i].set(title=f"{name(data)}: {name(metric)}", ylabel=name(metric))
         axes[i].legend(fontsize=7)
@@ -256,19 +259,43 @@ def cifar100(df: pd.DataFrame, out: Path) -> list[Path]:
                          "Accuracy vs number of merged modules")
 
 
+def width(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Merged rewarded accuracy vs backbone width (``model.width``) of pairwise merges: colour =
+    merge kind (weight sum, logit average), line style = |R|; one panel per data × model (and
+    loss, IMP, P, T where they vary)."""
+    d = width_rows(df)
+    keys = ["data", "model"] + _varying(d, ["loss", "imp", "sparsity", "temperature"])
+    panels = _groups(d, keys)
+    styles = dict(zip(_sorted(d["cardinality"], "cardinality"), ("-", "--", ":", "-."),
+                      strict=False))
+    fig, axes = _axes(len(panels), 3, sharey=True)
+    for ax, (values, part) in zip(axes, panels, strict=False):
+        for (card, merge), p in _groups(part, ["cardinality", "merge"]):
+            band(ax, p, "width", RACC, color=STYLE.get(merge), ls=styles.get(card, "-"),
+                 label=f"{name(merge)}, |R|={name(card)}")
+        widths = sorted(part["width"].dropna().unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(widths, [name(w) for w in widths])
+        ax.minorticks_off()
+        ax.set(title=_label(keys, values), xlabel="width (model.width)", ylabel=name(RACC))
+        ax.legend(fontsize=7, handlelength=3)
+    fig.suptitle("Pairwise merges: rewarded accuracy vs width")
+    return [_save(fig, out / "width.png")]
+
+
 def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
     """Grids of row-normalized confusion matrices from the jobs' ``confusions.json`` (or
     metrics.json), averaged over seeds; panels per class set / step, at most ``limit`` per
-    file, one file per task × data × model × loss × IMP × merge (what varies). Only the
-    lowest permutation index is shown (averaging other class orders would mix classes)."""
+    file, one file per task × data × model × loss × IMP × merge (what varies). One class order
+    is shown per task × data × model (averaging orders would mix classes): ``ordered`` (0, 1,
+    2, ..., as the paper's Figures 19-21) where there is one, else the lowest permutation."""
     mats = confusion_matrices(jobs)
     if mats.empty:
         raise NoRows("no confusion matrices (confusions.json or metrics.json '*confusion')")
     ident = df.groupby("job")[IDENTITY].first().reset_index()
     ident = ident.drop(columns=["class_set"])
     mats = mats.merge(ident, on="job", how="left")
-    first = mats.groupby(["task", "data", "model"], dropna=False)["permutation"].transform("min")
-    mats = mats[mats["permutation"].isna() | (mats["permutation"] == first)]
+    mats = one_order(mats)
     mats["rate"] = [_normalize(m) for m in mats["matrix"]]
     mats["size"] = [len(m) for m in mats["matrix"]]
     paths = []
@@ -292,6 +319,14 @@ def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
                      fontsize=9, wrap=True)
         paths.append(_save(fig, path))
     return paths
+
+
+def one_order(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one class order per task × data × model: ``ordered`` where there is one, else
+    the lowest random permutation; rows without a permutation all stay."""
+    rank = df["permutation"].map(lambda v: np.nan if pd.isna(v) else _rank("permutation", v)[1])
+    first = rank.groupby([df["task"], df["data"], df["model"]], dropna=False).transform("min")
+    return df[df["permutation"].isna() | (rank == first)]
 
 
 def _normalize(matrix) -> np.ndarray:

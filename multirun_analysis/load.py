@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from maxent_lightning.results import COLUMNS, KEYS, METRICS, NUMERIC, TEXT
+from maxent_lightning.results import ADDED, COLUMNS, KEYS, METRICS, NUMERIC, ORDERED, TEXT
 
 # A circuits job's results.csv starts with these columns (``tasks.circuits.ID_COLUMNS``), then
-# its own; every other job's holds exactly ``COLUMNS``.
+# its own; every other job's holds exactly ``COLUMNS`` (or, written before they were added,
+# ``COLUMNS`` without ``ADDED``).
+LEGACY = [c for c in COLUMNS if c not in ADDED]
 CIRCUIT_KEYS = [*KEYS[:KEYS.index("seed") + 1], "num_classes"]
 
 _TRUE = {"true", "1", "1.0", "yes"}
@@ -46,8 +48,23 @@ def _to_bool(value):
     return True if text in _TRUE else False if text in _FALSE else pd.NA
 
 
+def _permutation(text):
+    """``ordered`` or a random permutation's index ('3', whether the file reads 3 or 3.0)."""
+    if pd.isna(text) or text == ORDERED:
+        return None if pd.isna(text) else text
+    try:
+        return str(int(float(text)))
+    except ValueError:
+        return text
+
+
+def _order(permutation) -> str | None:
+    return None if pd.isna(permutation) else ORDERED if permutation == ORDERED else "random"
+
+
 def normalize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add missing columns and give every column its type (numbers, text, imp as bool)."""
+    """Add missing columns and give every column its type (numbers, text, imp as bool); ``order``
+    tells complete merges in increasing class order (``ordered``) from ``random`` ones."""
     frame = frame.copy()
     for col in COLUMNS:
         if col not in frame:
@@ -57,6 +74,8 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
     for col in TEXT:
         frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
         frame[col] = frame[col].map(lambda v: None if v is None else str(v))
+    frame["permutation"] = frame["permutation"].map(_permutation).astype(object)
+    frame["order"] = frame["permutation"].map(_order).astype(object)
     frame["merge"] = frame["merge"].fillna("none")
     frame["split"] = frame["split"].fillna("test")
     frame["imp"] = frame["imp"].map(_to_bool).astype(object)
@@ -92,7 +111,7 @@ def _metrics(job: Path) -> dict | None:
 
 def _header_problem(header: list[str], task) -> str | None:
     circuits = task == "circuits"
-    want = CIRCUIT_KEYS if circuits else COLUMNS
+    want = CIRCUIT_KEYS if circuits else LEGACY if header == LEGACY else COLUMNS
     got = header[:len(want)] if circuits else header
     for i, (g, w) in enumerate(zip(got, want, strict=False)):
         if g != w:

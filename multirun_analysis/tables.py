@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from maxent_lightning.results import ORDERED
+
 from .load import NoRows
 
 ENTROPY, RACC = "nonrewarded_entropy", "rewarded_acc"
@@ -34,8 +36,9 @@ NAMES = {
 HEADERS = {
     "data": "Data", "model": "Model", "cardinality": "|R|", "loss": "Loss", "imp": "IMP",
     "sparsity": "P", "temperature": "T", "merge": "Merge", "step": "Modules", "metric": "Metric",
+    "width": "Width", "order": "Order",
 }
-EXTRA = ["sparsity", "temperature"]
+EXTRA = ["sparsity", "temperature", "width"]
 # What the .tex tables need in the document preamble (\toprule..., \multirow).
 LATEX_NEEDS = "% needs \\usepackage{booktabs} and \\usepackage{multirow}\n"
 
@@ -151,6 +154,8 @@ def _rank(col: str, value):
     """Sort key: the paper's order for known keys, numbers numerically, missing last."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return (3, 0.0, "")
+    if col == "permutation":  # text: 'ordered' first, then the indices by number
+        value = -1.0 if value == ORDERED else float(value) if str(value).isdigit() else value
     order = ORDER.get(col)
     if order is not None:
         return (0, float(order.index(value)) if value in order else len(order), str(value))
@@ -297,8 +302,29 @@ def cifar100(df: pd.DataFrame) -> list[Table]:
     d = _need(d[d["step"].notna()], "cifar100 (task=complete with steps)")
     d = d[d["step"].isin(_steps(d["step"]))]
     rows = ["data", "model", "step"]
-    rows += [k for k in ("loss", "imp") if d[k].nunique() > 1]
+    rows += [k for k in ("loss", "imp", "order") if d[k].nunique() > 1]
+    rows += _extra(d, rows + ["merge"])
     title = ("Complete merge: rewarded accuracy by number of merged modules, mean (std) over "
              "seeds and permutations; bold = best merge by Welch's test (95%)")
     return [Table(summary_name("cifar100", d), title,
                   summarize(d, rows, "merge", metrics=(RACC,), by="merge"), rows, "merge")]
+
+
+def width_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Pairwise merges (weight sum, logit average) of backbones with a ``model.width``."""
+    d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(["weight", "logit"])])
+    return _need(d[d["width"].notna()], "width (task=pairwise merges of a backbone with "
+                                        "model.width: ResNet18, VGG11)")
+
+
+def width(df: pd.DataFrame) -> list[Table]:
+    """Merged rewarded accuracy per backbone width, weight sum vs logit average; bold = best
+    merge."""
+    d = width_rows(df)
+    rows = ["data", "model", "cardinality", "width"]
+    rows += [k for k in ("loss", "imp") if d[k].nunique() > 1]
+    rows += _extra(d, rows + ["merge"])
+    title = ("Pairwise merges by backbone width (model.width): rewarded accuracy, mean (std) over "
+             "seeds and pairs; bold = best merge by Welch's test (95%)")
+    return [Table("width", title, summarize(d, rows, "merge", metrics=(RACC,), by="merge"),
+                  rows, "merge")]

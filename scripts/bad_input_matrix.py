@@ -172,6 +172,12 @@ CASES = [
          ["task=pairwise", "paths.store_dir={loop_module_store}"], "is a symlink loop"),
     Case("run dir below a symlink loop", ["hydra.run.dir={loop_store}/digits/run"],
          "digits is a symlink loop"),
+    Case("permutation neither ordered nor an index", ["task=complete", "permutation=sorted"],
+         "permutation=sorted must be ordered"),
+    Case("permutation=ordered where no class order is followed",
+         ["task=pairwise", "permutation=ordered"], "task=pairwise follows no class order"),
+    Case("model=custom naming no class", ["model=custom", "data=digits", "logger=none"],
+         "model=custom needs your backbone class", tiny=False),
 ]
 
 

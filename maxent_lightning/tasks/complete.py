@@ -1,6 +1,7 @@
-"""The ``complete`` task (Figures 4, 6, 7): one module per class, added one at a time in the
-order of class permutation ``permutation``; at step k the first k modules are merged (weight
-sum, BatchNorm recalibrated, and logit averaging) and evaluated on the first k classes."""
+"""The ``complete`` task (Figures 4, 6, 7, 19-21): one module per class, added one at a time in
+the order of class permutation ``permutation`` (``ordered``: 0, 1, 2, ...); at step k the first
+k modules are merged (weight sum, BatchNorm recalibrated, and logit averaging) and evaluated on
+the first k classes."""
 
 from omegaconf import DictConfig
 
@@ -9,6 +10,7 @@ from ..errors import UserError
 from ..evaluate import Plan
 from ..jobs import Job, class_permutation, class_set, merge_kinds
 from ..merge import sum_states
+from ..phases import permutation_value
 
 # Confusion matrices of every step go to metrics.json up to this many classes (else the last).
 MAX_CLASSES_ALL_STEPS = 20
@@ -50,7 +52,7 @@ def run(cfg: DictConfig):
         rewarded = order[:k]
         for kind in kinds:
             values, confusion = scored[f"{kind}{k}"]
-            rows.append(job.row(permutation=int(cfg.permutation), step=k, merge=kind,
+            rows.append(job.row(permutation=permutation_value(cfg.permutation), step=k, merge=kind,
                                 class_set=class_set(rewarded), split="test", **values))
             curves[kind][0].append(k)
             curves[kind][1].append(values["rewarded_acc"])

@@ -1,8 +1,9 @@
 """The ``mode_connectivity`` task (Figure 5): MaxEnt loss on R1 ∪ R2 along the piecewise
 linear path γ(t) from θ1 to θ2 (γ(½) = θ1 + θ2), on the test and the train split, and the
 relative barrier in %. ``path.between=complete``: at each step k >= 2 of the complete merge
-of permutation ``permutation``, θ1 = sum of the first k-1 modules and θ2 = module k.
-``path.between=pair``: θ1, θ2 = the two modules of pair ``pair`` of ``cardinality``."""
+of permutation ``permutation`` (``ordered``: 0, 1, 2, ...), θ1 = sum of the first k-1 modules
+and θ2 = module k. ``path.between=pair``: θ1, θ2 = the two modules of pair ``pair`` of
+``cardinality``."""
 
 import numpy as np
 from omegaconf import DictConfig
@@ -12,6 +13,7 @@ from ..errors import UserError
 from ..evaluate import Plan
 from ..jobs import Job, class_permutation, class_set, pick_pair
 from ..merge import path_point, relative_barrier, sum_states
+from ..phases import permutation_value
 
 
 def segments(cfg: DictConfig, num_classes: int):
@@ -47,7 +49,7 @@ def run(cfg: DictConfig):
     connected_pct, splits_scored = float(cfg.path.connected_pct), ("test", "train")
     pair = cfg.path.between == "pair"
     extra = ({"cardinality": int(cfg.cardinality), "pair": int(cfg.pair)} if pair
-             else {"permutation": int(cfg.permutation)})
+             else {"permutation": permutation_value(cfg.permutation)})
     rows, worst, curves = [], {s: {} for s in splits_scored}, {s: {} for s in splits_scored}
     theta1 = None
     for step, last in steps:
