@@ -27,7 +27,6 @@ import copy
 import itertools
 import json
 import os
-import pickle
 import platform
 import resource
 import subprocess
@@ -36,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -44,6 +42,7 @@ from maxent_lightning import masks as M
 from maxent_lightning.builders import build_datamodule, init_theta0, net_from_record
 from maxent_lightning.cli import quiet_libraries
 from maxent_lightning.config import compose_config
+from maxent_lightning.data.cifar_files import write_cifar
 from maxent_lightning.evaluate import Plan, lean_trainer, run_plan
 from maxent_lightning.family import train_family
 from maxent_lightning.loss import kl_to_target
@@ -58,22 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cifar_files(root: Path, images: int) -> Path:
-    """``images`` random 32x32x3 training images (and a fifth as many test images) in the real
+    """``images`` 32x32x3 training images (and a fifth as many test images) in the real
     CIFAR-10 pickle format under ``root``: the loader is the real one, and speed does not
     depend on the pixels (for machines without the data set)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-
-    def batch(n: int) -> bytes:
-        return pickle.dumps({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                             b"labels": [i % 10 for i in range(n)]})
-
-    for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(batch(images // 5))
-    (folder / "test_batch").write_bytes(batch(max(images // 5, 10)))
-    (folder / "batches.meta").write_bytes(
-        pickle.dumps({b"label_names": [f"class{i}" for i in range(10)]}))
+    write_cifar(root, "cifar10", images // 5, max(images // 5, 10), learnable=True)
     return root
 
 

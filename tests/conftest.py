@@ -2,16 +2,14 @@
 Hydra jobs would run them."""
 
 import os
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 from omegaconf import OmegaConf, open_dict
 
 from maxent_lightning.cli import run_task
 from maxent_lightning.config import compose_config
-from maxent_lightning.data.datamodule import split_indices
+from maxent_lightning.data.cifar_files import write_cifar as write_cifar_files
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -92,60 +90,12 @@ def run_job():
 CIFAR100_VAL = 0.5  # cifar_root's CIFAR-100 validation fraction
 
 
-def cycled_labels(n: int, n_cls: int, val_fraction: float = 0.2) -> np.ndarray:
-    """``n`` training labels cycling through the classes in each part of the fixed
-    train/validation split (seed 0): every class has samples in both once there are enough."""
-    labels = np.empty(n, dtype=np.int64)
-    for part in split_indices(n, val_fraction, 0):
-        labels[part.numpy()] = np.arange(len(part)) % n_cls
-    return labels
-
-
-def _cifar_files(root: Path, which: str, n_train: int = 6, n_test: int = 4,
-                 learnable: bool = False, labels=None, val_fraction: float = 0.2) -> Path:
-    """CIFAR python pickle batches (rows channel-major: R, G, B planes) under ``root``. Images
-    are pure red, or with ``learnable`` a fixed random picture per class plus noise. ``labels``:
-    the ``n_train`` labels of each training batch, all batches in order (default:
-    ``cycled_labels`` for ``val_fraction``)."""
-    ten = which == "cifar10"
-    folder = root / ("cifar-10-batches-py" if ten else "cifar-100-python")
-    folder.mkdir(parents=True)
-    n_cls = 10 if ten else 100
-    label_key = b"labels" if ten else b"fine_labels"
-    rng = np.random.default_rng(n_cls)
-    templates = rng.integers(0, 256, (n_cls, 3072))
-    train_files = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
-    if labels is None:
-        labels = cycled_labels(n_train * len(train_files), n_cls, val_fraction)
-    labels = [int(c) for c in labels]
-    assert len(labels) == n_train * len(train_files)
-
-    def batch(labels: list[int]) -> dict:
-        n = len(labels)
-        if learnable:
-            noisy = templates[labels] + rng.integers(-40, 41, (n, 3072))
-            data = noisy.clip(0, 255).astype(np.uint8)
-        else:
-            data = np.zeros((n, 3072), dtype=np.uint8)
-            data[:, :1024] = 255  # pure red images
-        return {b"data": data, label_key: labels}
-
-    for i, f in enumerate(train_files):
-        (folder / f).write_bytes(pickle.dumps(batch(labels[i * n_train:(i + 1) * n_train])))
-    test = batch([i % n_cls for i in range(n_test)])
-    (folder / ("test_batch" if ten else "test")).write_bytes(pickle.dumps(test))
-    names = [f"class{i}" for i in range(n_cls)]
-    meta = {(b"label_names" if ten else b"fine_label_names"): names}
-    (folder / ("batches.meta" if ten else "meta")).write_bytes(pickle.dumps(meta))
-    return folder
-
-
 @pytest.fixture(scope="session")
 def write_cifar():
     """``write_cifar(root, which, n_train=6, n_test=4, learnable=False, labels=None,
     val_fraction=0.2)``: CIFAR-10/100 files in the real pickle format (``n_train`` images per
     training batch)."""
-    return _cifar_files
+    return write_cifar_files
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +105,7 @@ def cifar_root(tmp_path_factory) -> Path:
     samples: CIFAR-10's under the default split, CIFAR-100's (two images a class) under
     ``CIFAR100_VAL`` (give it as data.val_fraction)."""
     root = tmp_path_factory.mktemp("cifar")
-    _cifar_files(root, "cifar10", n_train=16, n_test=40, learnable=True)
-    _cifar_files(root, "cifar100", n_train=200, n_test=100, learnable=True,
+    write_cifar_files(root, "cifar10", n_train=16, n_test=40, learnable=True)
+    write_cifar_files(root, "cifar100", n_train=200, n_test=100, learnable=True,
                  val_fraction=CIFAR100_VAL)
     return root

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cycled_labels
 
+from maxent_lightning.data.cifar_files import cycled_labels
 from maxent_lightning.data.datamodule import MaxEntDataModule, split_indices
 from maxent_lightning.errors import UserError
 from maxent_lightning.family import train_family
