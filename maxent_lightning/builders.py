@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import models
-from .data.datamodule import MaxEntDataModule, cached_source
+from .data.datamodule import MaxEntDataModule, cached_source, normalize_key
 from .errors import UserError
 from .storage import CorruptFile, ModuleRecord, config_digest, state_digest
 
@@ -193,10 +193,12 @@ def net_from_record(record: ModuleRecord, state: Mapping[str, torch.Tensor] | No
     return net.eval()
 
 
-def data_source(cfg: DictConfig, name: str | None = None):
-    """The (cached) tensors of the data set of ``cfg``, or of data set ``name``."""
-    d = cfg.data
-    return cached_source(name or d.name, d.root, bool(d.download))
+def data_source(cfg: DictConfig, recorded: Mapping | None = None):
+    """The (cached) tensors of the data set of ``cfg``, or of a module's ``recorded`` data
+    settings (its name and normalization) read from ``cfg``'s data folder."""
+    d = recorded if recorded is not None else cfg.data
+    return cached_source(d["name"], cfg.data.root, bool(cfg.data.download),
+                         normalize_key(d.get("normalize")))
 
 
 def data_identity(cfg: DictConfig) -> dict:
@@ -221,6 +223,7 @@ def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None)
         val_fraction=d.val_fraction,
         split_seed=d.split_seed,
         shuffle_seed=cfg.seed,
+        normalize=d.get("normalize"),
     )
 
 

@@ -8,23 +8,23 @@ import torch
 from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 
 from . import masks as M
-from .phases import PhasePlan
+from .phases import BestRule, PhasePlan
 
 
-class RestoreBestWeights(Callback):
-    """Keep the weights of the best validation epoch in memory and restore them when the fit
-    ends, so that the model evaluated and saved is the best-validation one."""
+class RestoreBestWeights(BestRule, Callback):
+    """The checkpoint criterion (``phases.BestRule``: ``monitor``, ``mode``, ties keep the
+    earlier epoch) as a Lightning callback: it keeps the weights of the best validation epoch in
+    memory and restores them when the fit ends, so that the model evaluated and saved is that
+    one. ``callbacks.checkpoint`` configures it (by default as the protocol says)."""
 
-    def __init__(self, monitor: str = "val/loss"):
-        self.monitor = monitor
-        self.best_score, self.best_epoch, self.best_state = float("inf"), -1, None
+    def __init__(self, monitor: str = "val/loss", mode: str = "min"):
+        super().__init__(monitor, mode)
+        self.best_state = None
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
-        score = float(trainer.callback_metrics[self.monitor])
-        if score < self.best_score:
-            self.best_score, self.best_epoch = score, trainer.current_epoch
+        if self.update(trainer.callback_metrics[self.monitor], trainer.current_epoch):
             self.best_state = copy.deepcopy(pl_module.state_dict())
 
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -38,7 +38,8 @@ class IterativeMagnitudePruning(Callback):
     During every fit it keeps pruned entries at exactly zero (gradients masked before each
     optimizer step, weights re-masked after it). At the end of each fit before the final phase
     it draws the next masks with ``plan.next_masks`` and rewinds the survivors to θ0.
-    Register it after ``RestoreBestWeights`` so that the best-validation weights are pruned.
+    Register it after ``RestoreBestWeights`` so that the kept (best-validation) weights are
+    pruned.
     """
 
     def __init__(self, plan: PhasePlan, theta0: Mapping[str, torch.Tensor], masks: M.Masks,

@@ -58,7 +58,16 @@ from .loggers import (
 )
 from .loss import MaxEntLoss, kl_to_target
 from .metrics import evaluation_metrics
-from .phases import Phase, StopRule, first_phase_key, phase_callbacks, plan, validate
+from .phases import (
+    VAL_KEYS,
+    BestRule,
+    Phase,
+    StopRule,
+    first_phase_key,
+    phase_callbacks,
+    plan,
+    validate,
+)
 from .plots import wants_figures
 from .sparse import Pattern, family_linears
 from .streams import Streams, steps_per_epoch
@@ -143,10 +152,10 @@ def cannot_train(cfg: DictConfig, net: nn.Module) -> str | None:
     precision = str(cfg.trainer.get("precision", 32))
     if precision not in PRECISIONS:
         return f"precision {precision} is not supported (the family runs {', '.join(PRECISIONS)})"
-    for name, c in cfg.callbacks.items():
-        cb = instantiate(c)
-        if not isinstance(cb, EarlyStopping) or cb.monitor != "val/loss":
-            return f"callback '{name}' is not EarlyStopping on val/loss"
+    for name, cb in zip(cfg.callbacks, phase_callbacks(cfg), strict=True):
+        if not isinstance(cb, BestRule | EarlyStopping) or cb.monitor not in VAL_KEYS:
+            return (f"callback '{name}' is neither the checkpoint criterion nor EarlyStopping on "
+                    f"one of {', '.join(VAL_KEYS)}")
     opt = instantiate(cfg.optimizer)
     opt_name = getattr(getattr(opt, "func", opt), "__name__", str(opt))
     if opt_name not in ELEMENTWISE:
@@ -209,9 +218,8 @@ class Member:
     steps: int = 0
     val_metrics: object = None  # its MetricCollection, built once and reset every epoch
     # per round
+    keeper: BestRule | None = None  # the checkpoint criterion
     stoppers: list = field(default_factory=list)
-    best_score: float = float("inf")
-    best_epoch: int = -1
     best: dict | None = None
     last: dict | None = None
     weights: dict | None = None
@@ -476,8 +484,9 @@ class FamilyTrainer:
         for k in rows:
             m = self.members[k]
             begin_round(m.loggers, r)
-            m.stoppers = [StopRule(cb) for cb in phase_callbacks(self.cfg)]
-            m.best_score, m.best_epoch, m.best, m.last = float("inf"), -1, None, None
+            m.keeper, *others = phase_callbacks(self.cfg)
+            m.stoppers = [StopRule(cb) for cb in others]
+            m.best, m.last = None, None
         gens = {k: generator(self.members[k].first_key if r == 0 else
                              self.members[k].fingerprint, r) for k in rows}
         phase.begin(self.dm)
@@ -497,9 +506,10 @@ class FamilyTrainer:
                        "val/loss": float(val[i]), **(extra[i] if self.track else {})}
                 for logger in m.loggers + (m.twin.loggers if m.twin and r == 0 else []):
                     logger.log_metrics(row, step=m.steps)
-                if float(val[i]) < m.best_score:  # RestoreBestWeights
-                    m.best_score, m.best_epoch, m.best = float(val[i]), epoch, stack.row(i)
-                if any([rule.should_stop(val[i]) for rule in m.stoppers]):
+                if m.keeper.update(row[m.keeper.monitor], epoch):  # RestoreBestWeights
+                    m.best = stack.row(i)
+                if any([rule.should_stop(torch.tensor(row[rule.callback.monitor]))
+                        for rule in m.stoppers]):
                     m.stop_epochs.append(epoch + 1)
                     m.last = stack.row(i)
                     stopped.append(i)
@@ -522,7 +532,7 @@ class FamilyTrainer:
             m.weights = m.best if m.best is not None else m.last
             what = f"module R={m.rewarded} seed={self.cfg.seed} in IMP phase {phase.round}"
             try:
-                moduledir.check_phase(m.best_score, m.weights, what)
+                moduledir.check_phase(m.keeper, m.weights, what)
             except moduledir.Diverged as err:
                 m.failed, m.start = str(err), self.plan.rounds + 1
                 continue
@@ -532,8 +542,8 @@ class FamilyTrainer:
                 m.twin.weights, m.twin.stop_epochs = m.weights, m.stop_epochs[:1]
                 m.twin.steps = m.steps
             m.masks = self.plan.next_masks(m.weights, m.masks)
-            moduledir.save_round(m.out_dir, phase.round, m.masks, m.fingerprint, m.best_epoch,
-                                 m.best_score, m.stop_epochs)
+            moduledir.save_round(m.out_dir, phase.round, m.masks, m.fingerprint, m.keeper,
+                                 m.stop_epochs)
 
     def finish(self, members: list[Member], wall_s: float) -> list[dict]:
         """Test the members together (one ``Trainer.test`` of a plan with one net each, a

@@ -214,9 +214,9 @@ class Job:
         return job
 
     # ------------------------------------------------------------ data and modules
-    def load_data(self, name: str | None = None):
-        """The data set of the job (or ``name``, the data of given checkpoints)."""
-        self.splits = data_source(self.cfg, name)
+    def load_data(self, recorded: Mapping | None = None):
+        """The data set of the job (or the ``recorded`` data settings of given checkpoints)."""
+        self.splits = data_source(self.cfg, recorded)
         return self.splits
 
     def modules(self, rewarded_sets: Sequence[Sequence[int]],
@@ -239,7 +239,7 @@ class Job:
         records = [read_module(p) for p in paths]
         check_composable(records)
         data = records[0].spec["data"]
-        self.load_data(data["name"])
+        self.load_data(data)
         if self.splits.digest != data.get("digest"):
             raise UserError(f"{paths[0]} was trained on other {data['name']} data than "
                             f"data.root={self.cfg.data.root} holds (data digest "

@@ -76,15 +76,14 @@ class NonRewardedEntropy(Metric):
         return (self.entropy_sum / self.count).float()
 
 
+# The keys of ``evaluation_metrics`` (``test/<key>`` in metrics.json, ``val/<key>`` per epoch).
+METRIC_KEYS = ("rewarded_acc", "nonrewarded_entropy", "acc")
+
+
 def evaluation_metrics(rewarded: Sequence[int], num_classes: int) -> MetricCollection:
     """Scalar metrics of a module or composition, keyed as in ``metrics.json``."""
-    return MetricCollection(
-        {
-            "rewarded_acc": RewardedAccuracy(rewarded),
-            "nonrewarded_entropy": NonRewardedEntropy(rewarded),
-            "acc": Top1Accuracy(),
-        }
-    )
+    metrics = (RewardedAccuracy(rewarded), NonRewardedEntropy(rewarded), Top1Accuracy())
+    return MetricCollection(dict(zip(METRIC_KEYS, metrics, strict=True)))
 
 
 def confusion_matrix(num_classes: int) -> MulticlassConfusionMatrix:

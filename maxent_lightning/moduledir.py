@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import masks as M
 from .errors import UserError
+from .phases import BestRule
 from .plots import confusion_png
 from .storage import (
     CorruptFile,
@@ -240,23 +241,25 @@ def resume_point(directory: Path, fingerprint: str, rounds: int) -> Resume | Non
     return None
 
 
-def save_round(directory: Path, r: int, masks: M.Masks, fingerprint: str, best_epoch: int,
-               best_val_loss: float, stop_epochs: list[int]) -> None:
+def save_round(directory: Path, r: int, masks: M.Masks, fingerprint: str, best: BestRule,
+               stop_epochs: list[int]) -> None:
     """The artifacts of finished IMP round ``r`` (what ``resume_point`` reads back, verified
-    by the digest of its masks); ``stop_epochs``: of every phase so far."""
-    record = {"round": r, "sparsity": M.sparsity(masks), "best_epoch": best_epoch,
-              "best_val_loss": best_val_loss, "stop_epochs": list(stop_epochs)}
+    by the digest of its masks); ``best``: the round's checkpoint criterion (its kept epoch and
+    value); ``stop_epochs``: of every phase so far."""
+    record = {"round": r, "sparsity": M.sparsity(masks), "best_epoch": best.best_epoch,
+              "monitor": best.monitor, "best_value": best.best_score,
+              "stop_epochs": list(stop_epochs)}
     save_torch(Path(directory) / ROUNDS / f"round_{r}.pt",
                {"masks": masks, "fingerprint": fingerprint, "digest": state_digest(masks),
                 **record})
     write_json(Path(directory) / ROUNDS / f"round_{r}.json", record)
 
 
-def check_phase(best_val_loss: float, state: dict, what: str) -> None:
-    """The outcome of a training phase (either trainer): a validation loss that never was
-    finite, or a non-finite weight, is a diverged module (Diverged)."""
-    if not math.isfinite(best_val_loss):
-        raise Diverged(f"{what} diverged: its validation loss is not finite; nothing was stored "
+def check_phase(best: BestRule, state: dict, what: str) -> None:
+    """The outcome of a training phase (either trainer): no epoch with a finite value of the
+    checkpoint criterion, or a non-finite weight, is a diverged module (Diverged)."""
+    if not math.isfinite(best.best_score):
+        raise Diverged(f"{what} diverged: its {best.monitor} is not finite; nothing was stored "
                        "for it; lower optimizer.lr or check the data")
     check_finite(state, what)
 

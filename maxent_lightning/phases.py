@@ -16,6 +16,7 @@ from typing import get_args
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.plugins.precision.precision import (
     _PRECISION_INPUT_INT,
@@ -34,6 +35,7 @@ from .builders import backbone_target, module_spec
 from .errors import UserError
 from .imp import Strategy, strategy
 from .merge import logit_weights
+from .metrics import METRIC_KEYS
 from .results import ORDERED
 from .storage import config_digest
 
@@ -133,6 +135,7 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"rewarded={cfg.rewarded} must be a list of classes, e.g. "
                         f"rewarded=[{cfg.rewarded}]")
     validate_family(cfg)
+    phase_callbacks(cfg)  # one checkpoint criterion, on a validation metric
     if cfg.merge.logit_weights is not None:  # the count is checked once the modules are known
         weights = cfg.merge.logit_weights
         logit_weights(len(weights) if OmegaConf.is_list(weights) else 1, weights)
@@ -242,14 +245,56 @@ def _accelerator(given: str):
 
 def tracks_val_metrics(cfg: DictConfig) -> bool:
     """Whether anything reads the per-epoch validation metrics other than the loss: a logger,
-    or a callback monitoring one of them."""
+    or a callback monitoring one of them (the checkpoint criterion, early stopping)."""
     monitored = {str(c.get("monitor", "")) for c in cfg.callbacks.values()}
     return bool(cfg.logger) or any(m.startswith("val/") and m != "val/loss" for m in monitored)
 
 
+# What validation yields each epoch, in both trainers: what a checkpoint criterion may monitor.
+VAL_KEYS = ("val/loss", *(f"val/{k}" for k in METRIC_KEYS))
+
+
+class BestRule:
+    """The checkpoint criterion of a phase: the weights kept are those of the first epoch whose
+    ``monitor`` value is strictly better (lower for ``mode=min``, higher for ``max``) than every
+    earlier epoch's. A tie keeps the earlier epoch; a NaN never counts. Both trainers apply it
+    (``callbacks.RestoreBestWeights`` is this rule as a Lightning callback)."""
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise UserError(f"callbacks.checkpoint.mode={mode} must be min or max; e.g. "
+                            "callbacks.checkpoint.mode=max for val/rewarded_acc")
+        if monitor not in VAL_KEYS:
+            raise UserError(f"callbacks.checkpoint.monitor={monitor} is not a validation "
+                            f"metric; choose one of: {', '.join(VAL_KEYS)}")
+        self.monitor, self.mode = monitor, mode
+        self.best_score = math.inf if mode == "min" else -math.inf
+        self.best_epoch = -1
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record ``epoch``'s value; whether it is the new best (its weights are to be kept)."""
+        value = float(value)
+        if not (value < self.best_score if self.mode == "min" else value > self.best_score):
+            return False
+        self.best_score, self.best_epoch = value, epoch
+        return True
+
+
 def phase_callbacks(cfg: DictConfig) -> list:
-    """Fresh instances of the configured callbacks (early stopping), one set per phase."""
-    return [instantiate(c) for c in cfg.callbacks.values()]
+    """Fresh instances of the configured callbacks, one set per phase: the checkpoint criterion
+    (exactly one ``BestRule``, first) and the others (early stopping)."""
+    try:
+        callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    except InstantiationException as err:  # a setting BestRule refuses: its own one line
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+    rules = [c for c in callbacks if isinstance(c, BestRule)]
+    if len(rules) != 1:
+        raise UserError(f"callbacks hold {len(rules)} checkpoint criteria, not one; e.g. "
+                        "callbacks.checkpoint: {_target_: maxent_lightning.callbacks."
+                        "RestoreBestWeights, monitor: val/loss, mode: min} (callbacks=default)")
+    return rules + [c for c in callbacks if c is not rules[0]]
 
 
 class StopRule:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from . import masks as M
 from . import moduledir
 from .builders import build_datamodule, init_theta0, module_spec, spec_fingerprint
-from .callbacks import IterativeMagnitudePruning, RestoreBestWeights, progress_bar
+from .callbacks import IterativeMagnitudePruning, progress_bar
 from .cpu import denormals_flushed
 from .dropout import begin_stream, stream_dropouts
 from .loggers import (
@@ -61,11 +61,11 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
             begin_stream(drops, first_key if phase.round == 0 else fingerprint, phase.round,
                          dm.batch_size)
             begin_round(loggers, phase.round, steps)
-            best = RestoreBestWeights()
+            best, *others = phase_callbacks(cfg)  # the checkpoint criterion first
             trainer = instantiate(
                 cfg.trainer,
                 max_epochs=phase.epochs,
-                callbacks=[*phase_callbacks(cfg), best, pruner,
+                callbacks=[best, *others, pruner,
                            *([progress_bar(phases.label(phase))] if shown else [])],
                 logger=loggers or False,
                 default_root_dir=str(out_dir),
@@ -75,11 +75,10 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
             stop_epochs.append(trainer.current_epoch)
             if not phase.final:
                 steps += trainer.global_step
-            moduledir.check_phase(best.best_score, best.best_state or {},
-                                  f"{what} in IMP phase {phase.round}")
+            moduledir.check_phase(best, best.best_state or {}, f"{what} in IMP phase {phase.round}")
             if not phase.final:
-                moduledir.save_round(out_dir, phase.round, pruner.masks, fingerprint,
-                                     best.best_epoch, best.best_score, stop_epochs)
+                moduledir.save_round(out_dir, phase.round, pruner.masks, fingerprint, best,
+                                     stop_epochs)
 
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
     metrics = moduledir.save_trained(

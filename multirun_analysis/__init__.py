@@ -32,10 +32,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def _make(name: str, runs: Runs, out: Path) -> list[Path]:
+def _make(name: str, runs: Runs, out: Path, bold) -> list[Path]:
     df = runs.frame
     if name in TABLES:
-        return [p for t in TABLES[name](df) for p in t.write(out)]
+        return [p for t in TABLES[name](df, bold) for p in t.write(out)]
     if name in FIGURES:
         return FIGURES[name](df, out)
     if name == "paper":
@@ -43,7 +43,7 @@ def _make(name: str, runs: Runs, out: Path) -> list[Path]:
     if name == "confusion":
         return figures.confusion(runs.jobs, df, out)
     table, figure = BOTH[name]
-    return [p for t in table(df) for p in t.write(out)] + figure(df, out)
+    return [p for t in table(df, bold) for p in t.write(out)] + figure(df, out)
 
 
 def _index(report: Report, out: Path) -> Path:
@@ -61,8 +61,9 @@ def _index(report: Report, out: Path) -> Path:
     return index
 
 
-def analyze(dirs, out, which=("all",)) -> Report:
-    """Write the artifacts named in ``which`` (or all that the data supports) into ``out``.
+def analyze(dirs, out, which=("all",), bold=tables.BOLD) -> Report:
+    """Write the artifacts named in ``which`` (or all that the data supports) into ``out``;
+    the tables bold the best values of the metrics in ``bold`` (the paper's: R-Acc only).
 
     A requested artifact without matching rows raises :class:`AnalysisError`; one requested
     through a group (``all``, ``report``) is skipped and noted in ``Report.notes``.
@@ -79,7 +80,7 @@ def analyze(dirs, out, which=("all",)) -> Report:
     names = [a for a in ARTIFACTS if a in grouped or a in which]
     for name in names:
         try:
-            report.written += _make(name, report.runs, out)
+            report.written += _make(name, report.runs, out, tuple(bold))
         except NoRows as err:
             if name not in grouped:
                 raise AnalysisError(f"{name}: {err} in {', '.join(map(str, dirs))}") from None

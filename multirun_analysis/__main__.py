@@ -5,6 +5,7 @@ import sys
 
 from . import ARTIFACTS, AnalysisError, analyze
 from .publish import publish
+from .tables import BOLD, ENTROPY, RACC
 
 
 def main(argv=None) -> int:
@@ -17,12 +18,16 @@ def main(argv=None) -> int:
                         help="what to write: all (default); report (tables 1, 2, 4 and paper: "
                              "the paper's published values beside ours), each where the data "
                              f"support it; or any of {', '.join(ARTIFACTS)}")
+    parser.add_argument("--bold-entropy", action="store_true",
+                        help="bold the best non-rewarded entropy too (default: the best rewarded "
+                             "accuracy only, as the paper)")
     parser.add_argument("--wandb", nargs="?", const="maxent_lightning", metavar="PROJECT",
                         help="also publish the tables (as W&B Tables) and figures to W&B project "
                              "PROJECT (default maxent_lightning; offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
     try:
-        report = analyze(args.dirs, args.out, args.table)
+        bold = (RACC, ENTROPY) if args.bold_entropy else BOLD
+        report = analyze(args.dirs, args.out, args.table, bold)
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

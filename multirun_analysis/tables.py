@@ -39,6 +39,9 @@ HEADERS = {
     "width": "Width", "order": "Order",
 }
 EXTRA = ["sparsity", "temperature", "width"]
+# Metrics whose best values are bold: the paper bolds the rewarded accuracy only
+# (``--bold-entropy`` adds the non-rewarded entropy).
+BOLD = (RACC,)
 # What the .tex tables need in the document preamble (\toprule..., \multirow).
 LATEX_NEEDS = "% needs \\usepackage{booktabs} and \\usepackage{multirow}\n"
 
@@ -182,9 +185,10 @@ def _extra(df: pd.DataFrame, keys: list[str]) -> list[str]:
 
 
 def summarize(df: pd.DataFrame, rows: list[str], col: str = "data",
-              metrics=(ENTROPY, RACC), by: str | None = None) -> pd.DataFrame:
-    """Long stats: rows + col + metric → mean, std (ddof=1), n, and bold (the best values of
-    ``by`` within each group of the other keys, see :func:`welch_bold`)."""
+              metrics=(ENTROPY, RACC), by: str | None = None, bold=BOLD) -> pd.DataFrame:
+    """Long stats: rows + col + metric → mean, std (ddof=1), n, and bold (for the metrics in
+    ``bold``: the best values of ``by`` within each group of the other keys, see
+    :func:`welch_bold`)."""
     keys = rows + [col]
     group = [k for k in keys if k != by]
     out = []
@@ -192,7 +196,7 @@ def summarize(df: pd.DataFrame, rows: list[str], col: str = "data",
         cells = [c for _, c in part.groupby(keys, dropna=False, sort=False)]
         for metric in metrics:
             values = [c[metric].dropna().to_numpy(float) for c in cells]
-            best = welch_bold(dict(enumerate(values))) if by else set()
+            best = welch_bold(dict(enumerate(values))) if by and metric in bold else set()
             for i, (c, v) in enumerate(zip(cells, values, strict=True)):
                 out.append({**{k: c[k].iloc[0] for k in keys}, "metric": metric,
                             "mean": v.mean() if len(v) else np.nan,
@@ -214,8 +218,9 @@ def _test(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["split"] == "test"]
 
 
-def table1(df: pd.DataFrame) -> list[Table]:
-    """Single modules (task=single, no merge): per data × model × IMP, over classes and seeds."""
+def table1(df: pd.DataFrame, bold=BOLD) -> list[Table]:
+    """Single modules (task=single, no merge): per data × model × IMP, over classes and seeds
+    (nothing bold: the paper's Table 1 compares no alternatives)."""
     d = _need(_test(df[(df["task"] == "single") & (df["merge"] == "none")]), "table1 (task=single)")
     rows = ["model"] + (["loss"] if d["loss"].nunique() > 1 else []) + ["imp"]
     rows += _extra(d, rows + ["data"])
@@ -234,10 +239,16 @@ def _merges(df: pd.DataFrame, what: str) -> list[str]:
     return merges
 
 
+def bolded(what: str, bold) -> str:
+    """The title's note on bold cells: '<what> R-Acc by Welch's test (95%)'."""
+    return f"bold = {what} {' and '.join(NAMES[m] for m in bold)} by Welch's test (95%)"
+
+
 def _pairwise_tables(df: pd.DataFrame, name: str, rows: list[str], title: str,
-                     imp_only: bool) -> list[Table]:
+                     imp_only: bool, bold) -> list[Table]:
     """One table per merge kind of the pairwise rows, grouped by ``rows`` (extra varying
-    columns go before the last, the loss); ``title`` is formatted with the merge's name."""
+    columns go before the last, the loss); ``title`` is formatted with the merge's name and
+    the note on ``bold``."""
     out = []
     for merge in _merges(df, name):
         d = _pairwise(df, merge)
@@ -245,27 +256,29 @@ def _pairwise_tables(df: pd.DataFrame, name: str, rows: list[str], title: str,
         d = pruned if imp_only and len(pruned) else d
         keys = rows[:-1] + _extra(d, rows + ["data"]) + rows[-1:]
         suffix = "" if merge == "weight" else f"_{merge}"
-        out.append(Table(f"{name}{suffix}", title.format(merge=NAMES[merge].lower()),
-                         summarize(d, keys, by="loss"), keys, "data"))
+        out.append(Table(f"{name}{suffix}", title.format(merge=NAMES[merge].lower(),
+                                                         bold=bolded("best loss's", bold)),
+                         summarize(d, keys, by="loss", bold=bold), keys, "data"))
     return out
 
 
-def table2(df: pd.DataFrame) -> list[Table]:
+def table2(df: pd.DataFrame, bold=BOLD) -> list[Table]:
     """Pairwise merges with IMP (IMP rows only when there are any), bold = best loss."""
     title = ("Table 2 ({merge} merge): pairwise entropy and rewarded accuracy, mean (std) over "
-             "seeds and pairs; bold = best loss by Welch's test (95%)")
-    return _pairwise_tables(df, "table2", ["model", "cardinality", "loss"], title, imp_only=True)
+             "seeds and pairs; {bold}")
+    return _pairwise_tables(df, "table2", ["model", "cardinality", "loss"], title,
+                            imp_only=True, bold=bold)
 
 
-def table4(df: pd.DataFrame) -> list[Table]:
+def table4(df: pd.DataFrame, bold=BOLD) -> list[Table]:
     """Pairwise merges with and without IMP, bold = best loss per (model, |R|, IMP, data)."""
     title = ("Table 4 ({merge} merge): pairwise merges with and without IMP, mean (std); "
-             "bold = best loss per group by Welch's test (95%)")
+             "{bold} per group")
     return _pairwise_tables(df, "table4", ["model", "cardinality", "imp", "loss"], title,
-                            imp_only=False)
+                            imp_only=False, bold=bold)
 
 
-def cifar10(df: pd.DataFrame) -> list[Table]:
+def cifar10(df: pd.DataFrame, bold=BOLD) -> list[Table]:
     """Logit vs weight merge of pairwise modules per data × model × |R|; bold = best merge."""
     d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(["weight", "logit"])])
     d = _need(d, "cifar10 (task=pairwise)")
@@ -273,9 +286,9 @@ def cifar10(df: pd.DataFrame) -> list[Table]:
     rows += [k for k in ("loss", "imp") if d[k].nunique() > 1]
     rows += _extra(d, rows + ["merge"])
     title = ("Logit averaging vs weight sum on pairwise merges, mean (std); "
-             "bold = best merge by Welch's test (95%)")
-    return [Table(summary_name("cifar10", d), title, summarize(d, rows, "merge", by="merge"),
-                  rows, "merge")]
+             + bolded("best merge's", bold))
+    return [Table(summary_name("cifar10", d), title,
+                  summarize(d, rows, "merge", by="merge", bold=bold), rows, "merge")]
 
 
 # The CIFAR summaries on other data are named for what they show, not for CIFAR.
@@ -296,7 +309,7 @@ def _steps(steps) -> list:
     return sorted(keep)
 
 
-def cifar100(df: pd.DataFrame) -> list[Table]:
+def cifar100(df: pd.DataFrame, bold=BOLD) -> list[Table]:
     """Complete merges: rewarded accuracy per number of merged modules, logit vs weight."""
     d = _test(df[(df["task"] == "complete") & df["merge"].isin(["weight", "logit"])])
     d = _need(d[d["step"].notna()], "cifar100 (task=complete with steps)")
@@ -307,7 +320,8 @@ def cifar100(df: pd.DataFrame) -> list[Table]:
     title = ("Complete merge: rewarded accuracy by number of merged modules, mean (std) over "
              "seeds and permutations; bold = best merge by Welch's test (95%)")
     return [Table(summary_name("cifar100", d), title,
-                  summarize(d, rows, "merge", metrics=(RACC,), by="merge"), rows, "merge")]
+                  summarize(d, rows, "merge", metrics=(RACC,), by="merge", bold=bold), rows,
+                  "merge")]
 
 
 def width_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -317,7 +331,7 @@ def width_rows(df: pd.DataFrame) -> pd.DataFrame:
                                         "model.width: ResNet18, VGG11)")
 
 
-def width(df: pd.DataFrame) -> list[Table]:
+def width(df: pd.DataFrame, bold=BOLD) -> list[Table]:
     """Merged rewarded accuracy per backbone width, weight sum vs logit average; bold = best
     merge."""
     d = width_rows(df)
@@ -326,5 +340,5 @@ def width(df: pd.DataFrame) -> list[Table]:
     rows += _extra(d, rows + ["merge"])
     title = ("Pairwise merges by backbone width (model.width): rewarded accuracy, mean (std) over "
              "seeds and pairs; bold = best merge by Welch's test (95%)")
-    return [Table("width", title, summarize(d, rows, "merge", metrics=(RACC,), by="merge"),
-                  rows, "merge")]
+    return [Table("width", title, summarize(d, rows, "merge", metrics=(RACC,), by="merge",
+                                             bold=bold), rows, "merge")]

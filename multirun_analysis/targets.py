@@ -59,7 +59,7 @@ def each(experiments, overrides: str = "") -> tuple[Sweep, ...]:
 
 
 FOUR = "mnist fashion_mnist har yeast"
-ME = "loss=maxent imp=global"
+ME = "loss=maxent imp=protocol"
 PAIRS16 = "n_pairs=16 pair=range(16)"
 LENET_SMOKE = "model.channels=[8] model.hidden=[32,16]"
 
@@ -83,7 +83,7 @@ def pairwise(doc: str, full_exp: str, model: str, grid: str, outputs=("confusion
 
 def incremental(doc: str, task: str, full_exp: str, model: str, outputs) -> Target:
     """Figures 19-21, 23, 24: merges in increasing class order (confusions or barriers)."""
-    over = f"model={model} imp=global permutation=ordered"
+    over = f"model={model} imp=protocol permutation=ordered"
     small = f"{over}" + (f" {LENET_SMOKE}" if model == "lenet" else "") + (
         " path.points=3" if task == "mode_connectivity" else "")
     return Target(doc, outputs, each(f"{task}_{full_exp}", over),
@@ -101,13 +101,13 @@ TARGETS: dict[str, Target] = {
         "Table 1: single-class modules, ME loss with and without IMP", ("table1", "paper"),
         each(f"single_{' single_'.join(FOUR.split())}"),
         each("single_mnist5k", "model=mlp_shallow"),
-        each("single_mnist5k", "model=mlp_shallow imp=global,none classes=[0,1,2]")),
+        each("single_mnist5k", "model=mlp_shallow imp=protocol,none classes=[0,1,2]")),
     "table2": Target(
         "Table 2: pairwise weight-sum merges with IMP, XE/QME/ME, |R| = 1, 2, 5",
         ("table2", "paper", "confusion"),
-        each(f"pairwise_{' pairwise_'.join(FOUR.split())}", "imp=global"),
+        each(f"pairwise_{' pairwise_'.join(FOUR.split())}", "imp=protocol"),
         each("pairwise_mnist5k", "model=mlp_shallow"),
-        each("pairwise_mnist5k", "model=mlp_shallow imp=global cardinality=1 pair=0,1")),
+        each("pairwise_mnist5k", "model=mlp_shallow imp=protocol cardinality=1 pair=0,1")),
     "table4": Target(
         "Table 4: pairwise merges with and without IMP", ("table4", "paper"),
         each(f"pairwise_{' pairwise_'.join(FOUR.split())}"),
@@ -153,11 +153,11 @@ TARGETS: dict[str, Target] = {
     "fig11": single("Figure 11: single modules without pruning, CNN, Fashion-MNIST",
                     "single_fashion_mnist", "lenet", "none"),
     "fig12": single("Figure 12: single modules with IMP, shallow MLP, MNIST",
-                    "single_mnist", "mlp_shallow", "global"),
+                    "single_mnist", "mlp_shallow", "protocol"),
     "fig13": single("Figure 13: single modules with IMP, deep MLP, HAR",
-                    "single_har", "mlp_deep", "global"),
+                    "single_har", "mlp_deep", "protocol"),
     "fig14": single("Figure 14: single modules with IMP, CNN, Fashion-MNIST",
-                    "single_fashion_mnist", "lenet", "global"),
+                    "single_fashion_mnist", "lenet", "protocol"),
     "fig15": pairwise("Figure 15: 16 pairwise merges, shallow MLP, MNIST", "pairwise_mnist",
                       "mlp_shallow", f"cardinality=1 {PAIRS16}"),
     "fig16": pairwise("Figure 16: 10 pairwise merges, deep MLP, HAR", "pairwise_har",
@@ -175,11 +175,11 @@ TARGETS: dict[str, Target] = {
     "fig22": Target(
         "Figure 22: loss barriers of pairwise merges of |R| = 1, 2, 5, CNN, Fashion-MNIST",
         ("fig5",),
-        each("mode_connectivity_fashion_mnist", "model=lenet imp=global path.between=pair "
+        each("mode_connectivity_fashion_mnist", "model=lenet imp=protocol path.between=pair "
                                                 "permutation=0 cardinality=1,2,5 pair=0"),
-        each("mode_connectivity_mnist5k", "model=lenet imp=global path.between=pair "
+        each("mode_connectivity_mnist5k", "model=lenet imp=protocol path.between=pair "
                                           "permutation=0 cardinality=1,2,5 pair=0"),
-        each("mode_connectivity_mnist5k", "model=lenet imp=global path.between=pair "
+        each("mode_connectivity_mnist5k", "model=lenet imp=protocol path.between=pair "
                                           f"permutation=0 cardinality=1 pair=0 path.points=3 "
                                           f"{LENET_SMOKE}")),
     "fig23": incremental("Figure 23: loss barriers of incremental merges in increasing order, "
@@ -189,16 +189,16 @@ TARGETS: dict[str, Target] = {
                          ("fig5",)),
     "cifar10": cifar("ICLR: CIFAR-10 pairwise merges, logit average vs weight sum, ResNet18 "
                      "and VGG11", ("cifar10", "confusion"), "pairwise_cifar10",
-                     "imp=global cardinality=1 pair=0"),
+                     "imp=protocol cardinality=1 pair=0"),
     "cifar100": cifar("ICLR: CIFAR-100, complete merges of up to 100 modules", ("cifar100",),
                       "complete_cifar100", "model=resnet18 permutation=0 data.val_fraction=0.5"),
     "cifar10_complete": cifar("ICLR: CIFAR-10 complete merges (ResNet18, VGG11)",
                               ("fig4", "cifar100"), "complete_cifar10",
-                              "imp=global permutation=ordered"),
+                              "imp=protocol permutation=ordered"),
     "cifar10_barriers": cifar("ICLR: CIFAR-10 mode connectivity, pairwise and incremental",
                               ("fig5",), "mode_connectivity_pairwise_cifar10 "
                               "mode_connectivity_cifar10",
-                              "model=resnet18 imp=global cardinality=1 pair=0 path.points=3"),
+                              "model=resnet18 imp=protocol cardinality=1 pair=0 path.points=3"),
     "cifar10_losses": cifar("ICLR: XE and QME vs ME on CIFAR-10 pairwise merges",
                             ("table2",), "pairwise_losses_cifar10", "cardinality=1 pair=0"),
     "width": cifar("ICLR: width helps weight-space composability (model.width)", ("width",),

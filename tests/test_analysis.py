@@ -146,7 +146,23 @@ def test_tables_known_values_and_bold(multirun, tmp_path):
     assert cell["mean"] == pytest.approx(0.995) and cell["n"] == 20
     assert cell["std"] == pytest.approx(np.std([1.0, 0.99] * 10, ddof=1))
     t4 = pd.read_csv(out / "table4.csv")
-    assert set(t4.imp) == {True} and t4.bold.sum() == 2 * 1 + 3  # ME ent+acc |R|=1, 3 at |R|=2
+    # the paper bolds R-Acc only: ME at |R|=1, ME and QME (tied) at |R|=2
+    assert set(t4.imp) == {True} and t4.bold.sum() == 3
+    assert not t4[t4.metric == "nonrewarded_entropy"].bold.any()
+    assert "2.295 (0.005)" in md and "**2.29" not in md and "bold = best loss's R-Acc" in md
+
+
+def test_bold_entropy_on_request(multirun, tmp_path):
+    """--bold-entropy also bolds the best non-rewarded entropy (ME's, in every group)."""
+    root, _ = multirun
+    assert main([str(root), "--out", str(tmp_path / "r"), "--table", "table4",
+                 "--bold-entropy"]) == 0
+    t4 = pd.read_csv(tmp_path / "r" / "table4.csv")
+    entropy = t4[t4.metric == "nonrewarded_entropy"]
+    assert t4.bold.sum() == 3 + 2 and entropy.bold.sum() == 2
+    assert set(entropy[entropy.bold].loss) == {"maxent"}
+    md = (tmp_path / "r" / "table4.md").read_text()
+    assert "**2.295** (0.005)" in md and "R-Acc and Entropy by Welch's test" in md
 
 
 def test_figures_written(multirun, tmp_path):

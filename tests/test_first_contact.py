@@ -63,7 +63,8 @@ def test_debug_configs_use_their_own_dirs(name):
                 "limit": {"limit_train_batches": 5, "max_epochs": 3},
                 "profiler": {"detect_anomaly": False}}[name]
     assert {k: cfg.trainer[k] for k in expected} == expected
-    assert (name == "overfit") == (not cfg.callbacks)  # overfit: no early stopping
+    assert (name == "overfit") == ("early_stopping" not in cfg.callbacks)  # overfit: none
+    assert "checkpoint" in cfg.callbacks  # the best validation epoch is kept in every case
 
 
 def test_debug_wins_over_an_experiment_and_the_command_line_over_debug():

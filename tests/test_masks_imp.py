@@ -77,7 +77,7 @@ def test_layerwise_prunes_biases_and_output_layer_at_half_rate():
 def test_rewind_restores_theta0_times_mask_and_callback_prunes_at_fit_end(make_cfg):
     net = _net()
     theta0 = {k: v.clone() for k, v in net.state_dict().items()}
-    phases = plan(make_cfg("imp.rounds=2", "imp.sparsity=0.75"), net)
+    phases = plan(make_cfg("imp=global", "imp.rounds=2", "imp.sparsity=0.75"), net)
     pruner = IterativeMagnitudePruning(phases, theta0, phases.full_masks(net))
     with torch.no_grad():
         for p in net.parameters():

@@ -20,7 +20,7 @@ def _net():
 
 
 def test_plan_lists_rounds_then_the_final_phase(make_cfg):
-    phases = plan(make_cfg("seed=3", "imp.rounds=2", "imp.sparsity=0.99",
+    phases = plan(make_cfg("seed=3", "imp=global", "imp.rounds=2", "imp.sparsity=0.99",
                            "trainer.max_epochs=6", "imp.round_epochs=null"), _net())
     assert phases.rounds == 2 and [p.round for p in phases.phases] == [0, 1, 2]
     assert [p.final for p in phases.phases] == [False, False, True]

