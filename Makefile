@@ -62,21 +62,28 @@ clean-store:
 PAPER := table1 table2 table4 $(foreach i,2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 \
 	22 23 24,fig$(i)) cifar10 cifar100 cifar10_complete cifar10_barriers cifar10_losses width
 SCALE ?= full
-RUNS := $(if $(filter full,$(SCALE)),multirun,multirun/$(SCALE))
-REPORTS := $(if $(filter full,$(SCALE)),reports,reports/$(SCALE))
+# authors: the released code, which produced the published numbers; paper: its text.
+PROTOCOL ?= authors
+# multirun[/<scale>][/<protocol>]: a protocol other than authors gets its own folders.
+SUBDIR := $(if $(filter full,$(SCALE)),,/$(SCALE))$(if $(filter authors,$(PROTOCOL)),,/$(PROTOCOL))
+RUNS := multirun$(SUBDIR)
+REPORTS := reports$(SUBDIR)
 
 .PHONY: $(PAPER) targets
 ## make table1 | table2 | table4 | fig2 ... fig24 | cifar10 | cifar100 | cifar10_complete |
-## cifar10_barriers | cifar10_losses | width [SCALE=smoke|mnist5k|full] [ARGS=...]: run the
+## cifar10_barriers | cifar10_losses | width [SCALE=smoke|mnist5k|full] [PROTOCOL=authors|paper]
+## [ARGS=...]: run the
 ## target's Hydra sweeps into multirun[/<scale>]/<target>/<experiment> (finished jobs are skipped,
 ## modules come from the shared store), then `python -m multirun_analysis` into
 ## reports[/<scale>]/<target>/ (markdown, CSV, LaTeX, PNG; index.md shows them all). SCALE=full
 ## (default): the paper's grids on the real data sets; mnist5k: the same on the embedded MNIST-5k
 ## where MNIST can stand in (not CIFAR); smoke: the whole pipeline in a minute or two on 2 CPU
 ## cores (one seed, a few classes or pairs, few epochs; CIFAR targets on small CIFAR-format files
-## it writes). ARGS: extra Hydra overrides for every sweep (ARGS=plan_only=true prints the plans).
+## it writes). PROTOCOL: authors (default; the released code behind the published numbers) or
+## paper (its text), into multirun[/<scale>]/paper/. ARGS: extra Hydra overrides for every sweep
+## (ARGS=plan_only=true prints the plans).
 $(PAPER): $(STAMP)
-	$(PY) -m multirun_analysis.targets $@ --scale $(SCALE) $(ARGS)
+	$(PY) -m multirun_analysis.targets $@ --scale $(SCALE) --protocol $(PROTOCOL) $(ARGS)
 
 ## List the paper targets with what each reproduces and its scales.
 targets: $(STAMP)
@@ -88,10 +95,11 @@ REPORT_DIRS = $(wildcard $(RUNS)/table1) \
 	$(if $(wildcard $(RUNS)/table4),$(RUNS)/table4,$(wildcard $(RUNS)/table2))
 
 .PHONY: report
-## The paper's published values beside ours [SCALE=smoke|mnist5k]: reads the sweeps that
-## `make table1`, `table2`, `table4` wrote under multirun/<scale>/ (table4's instead of table2's
-## when both exist) and writes Tables 1, 2, 4 and paper.md/csv (each published cell, ours, the
-## difference, a flag where they differ beyond the seeds' spread) into reports/<scale>/report/.
+## The paper's published values beside ours [SCALE=smoke|mnist5k] [PROTOCOL=...]: reads the
+## sweeps that `make table1`, `table2`, `table4` wrote under multirun/<scale>[/<protocol>]/
+## (table4's instead of table2's when both exist) and writes Tables 1, 2, 4 and paper.md/csv (each
+## published cell, ours, the difference, a flag where they differ beyond the seeds' spread) into
+## reports/<scale>[/<protocol>]/report/.
 report: $(STAMP)
 	@$(if $(strip $(REPORT_DIRS)),,echo "error: no sweep of table1, table2 or table4 under \
 	  $(RUNS)/; run make table2 SCALE=$(SCALE) (or table1, table4) first" >&2; exit 2)

@@ -109,3 +109,21 @@ def test_bad_scale_and_listing(capsys):
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == len(TARGETS) and listed[0].startswith("table1 ")
     assert any(line.startswith("width ") and line.endswith("[smoke, full]") for line in listed)
+
+
+def test_another_protocol_runs_into_its_own_folders(tmp_path):
+    *sweeps, analysis = commands("table2", "mnist5k", protocol="paper")
+    experiment, overrides = sweep_overrides(sweeps[0])
+    assert sweeps[0][-1] == "hydra.sweep.dir=" + str(Path("multirun/mnist5k/paper/table2",
+                                                          experiment))
+    assert analysis[analysis.index("--out") + 1] == str(Path("reports/mnist5k/paper/table2"))
+    cfg = compose_config([f"+experiment={experiment}", *first_job(overrides)],
+                         output_dir=tmp_path)
+    assert cfg.protocol.name == "paper" and cfg.imp.scope == "global"
+    # the default protocol keeps the plain folders and prunes as the authors' code
+    *sweeps, _ = commands("table2", "mnist5k", protocol="authors")
+    assert sweeps[0][-1].endswith(str(Path("multirun/mnist5k/table2", experiment)))
+    experiment, overrides = sweep_overrides(sweeps[0])
+    cfg = compose_config([f"+experiment={experiment}", *first_job(overrides)],
+                         output_dir=tmp_path)
+    assert cfg.imp.scope == "layerwise"
