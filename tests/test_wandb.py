@@ -101,7 +101,7 @@ def test_pairwise_job_and_its_modules_tell_the_story(tmp_path, monkeypatch, run_
         assert run["config"]["data"]["name"] == "digits"
     assert job["job_type"] == "pairwise" and {m["job_type"] for m in modules} == {"train"}
     names = [r["name"] for r in [job, *modules]]
-    assert len(set(names)) == 3 and all("mlp_shallow-maxent-global" in n for n in names)
+    assert len(set(names)) == 3 and all("mlp_shallow-maxent-layerwise" in n for n in names)
     assert sorted(m["config"]["rewarded"] for m in modules) == [[0], [8]]
 
     for m in modules:  # live per epoch, the step rising across the IMP rounds

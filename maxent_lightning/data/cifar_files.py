@@ -7,6 +7,7 @@ loader. Learnable images: a fixed random picture per class plus noise.
 
 import argparse
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,16 @@ def cycled_labels(n: int, n_cls: int, val_fraction: float = 0.2) -> np.ndarray:
 def write_cifar(root: Path, which: str, n_train: int = 6, n_test: int = 4,
                 learnable: bool = False, labels=None, val_fraction: float = 0.2) -> Path:
     """CIFAR python pickle batches (rows channel-major: R, G, B planes) under ``root``; the
-    folder written. Images are pure red, or with ``learnable`` a fixed random picture per class
-    plus noise. ``n_train`` images per training batch (CIFAR-10: 5 batches, CIFAR-100: one);
-    ``labels``: all training labels in batch order (default: ``cycled_labels`` for
-    ``val_fraction``)."""
+    folder written, whole or not at all (built beside it, then renamed). Images are pure red,
+    or with ``learnable`` a fixed random picture per class plus noise. ``n_train`` images per
+    training batch (CIFAR-10: 5 batches, CIFAR-100: one); ``labels``: all training labels in
+    batch order (default: ``cycled_labels`` for ``val_fraction``)."""
     ten = which == "cifar10"
     folder = Path(root) / ("cifar-10-batches-py" if ten else "cifar-100-python")
-    folder.mkdir(parents=True)
+    if folder.exists():
+        raise FileExistsError(f"{folder} exists")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     n_cls = 10 if ten else 100
     label_key = b"labels" if ten else b"fine_labels"
     rng = np.random.default_rng(n_cls)
@@ -55,12 +59,14 @@ def write_cifar(root: Path, which: str, n_train: int = 6, n_test: int = 4,
         return {b"data": data, label_key: labels}
 
     for i, f in enumerate(train_files):
-        (folder / f).write_bytes(pickle.dumps(batch(labels[i * n_train:(i + 1) * n_train])))
+        (building / f).write_bytes(pickle.dumps(batch(labels[i * n_train:(i + 1) * n_train])))
     test = batch([i % n_cls for i in range(n_test)])
-    (folder / ("test_batch" if ten else "test")).write_bytes(pickle.dumps(test))
+    (building / ("test_batch" if ten else "test")).write_bytes(pickle.dumps(test))
     names = [f"class{i}" for i in range(n_cls)]
     meta = {(b"label_names" if ten else b"fine_label_names"): names}
-    (folder / ("batches.meta" if ten else "meta")).write_bytes(pickle.dumps(meta))
+    (building / ("batches.meta" if ten else "meta")).write_bytes(pickle.dumps(meta))
+    building.chmod(folder.parent.stat().st_mode & 0o777)  # not mkdtemp's 0700
+    building.rename(folder)
     return folder
 
 
