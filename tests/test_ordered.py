@@ -3,13 +3,11 @@ the random permutations, through the real CLI (plan, run, shared modules), and t
 keeping the class orders apart."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_experiments import cli
 
 from maxent_lightning import jobs
 from maxent_lightning.errors import UserError
@@ -26,12 +24,6 @@ _spec.loader.exec_module(matrix)
 TINY = ["data=digits", "model.hidden=[16]", "imp=none", "trainer.max_epochs=1", "logger=none",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
 
-
-def cli(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "maxent_lightning", *args, f"paths.log_dir={tmp}",
-                           f"paths.store_dir={tmp}/store"], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def steps(frame: pd.DataFrame) -> list[str]:
