@@ -148,6 +148,8 @@ class OutputDirCheck(Callback):
         output_dir_or_exit(config.hydra.run.dir, "run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if config.get("plan_only"):  # prints the plan, writes nothing: no directory to make
+            return
         output_dir_or_exit(config.hydra.sweep.dir, "sweep")
 
 

@@ -123,7 +123,7 @@ def test_plan_only_prints_and_launches_nothing(tmp_path, fast_overrides):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "plan: 4 job(s), 0 already finished" in proc.stdout
     assert "plan_only=true: nothing launched" in proc.stdout
-    assert not (tmp_path / "sweep" / "0").exists() and not (tmp_path / "store").exists()
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "store").exists()
 
 
 def test_multirun_trains_first_then_jobs_only_evaluate(tmp_path, fast_overrides):

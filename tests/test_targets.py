@@ -99,7 +99,7 @@ def test_plan_only_plans_every_sweep_through_the_cli_and_skips_the_analysis(tmp_
     assert res.returncode == 0, res.stderr[-2000:]
     assert "+experiment=pairwise_mnist5k" in res.stdout and "plan: 12 job(s)" in res.stdout
     assert "multirun_analysis" not in res.stdout  # nothing to analyze
-    assert not (tmp_path / "reports").exists()
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "multirun").exists()
 
 
 def test_bad_scale_and_listing(capsys):
