@@ -152,7 +152,7 @@ def cannot_train(cfg: DictConfig, net: nn.Module) -> str | None:
     precision = str(cfg.trainer.get("precision", 32))
     if precision not in PRECISIONS:
         return f"precision {precision} is not supported (the family runs {', '.join(PRECISIONS)})"
-    for name, cb in zip(cfg.callbacks, phase_callbacks(cfg), strict=True):
+    for name, cb in phase_callbacks(cfg).items():
         if not isinstance(cb, BestRule | EarlyStopping) or cb.monitor not in VAL_KEYS:
             return (f"callback '{name}' is neither the checkpoint criterion nor EarlyStopping on "
                     f"one of {', '.join(VAL_KEYS)}")
@@ -484,7 +484,7 @@ class FamilyTrainer:
         for k in rows:
             m = self.members[k]
             begin_round(m.loggers, r)
-            m.keeper, *others = phase_callbacks(self.cfg)
+            m.keeper, *others = phase_callbacks(self.cfg).values()
             m.stoppers = [StopRule(cb) for cb in others]
             m.best, m.last = None, None
         gens = {k: generator(self.members[k].first_key if r == 0 else

@@ -280,21 +280,21 @@ class BestRule:
         return True
 
 
-def phase_callbacks(cfg: DictConfig) -> list:
-    """Fresh instances of the configured callbacks, one set per phase: the checkpoint criterion
-    (exactly one ``BestRule``, first) and the others (early stopping)."""
+def phase_callbacks(cfg: DictConfig) -> dict:
+    """Fresh instances of the configured callbacks by name, one set per phase: the checkpoint
+    criterion (exactly one ``BestRule``, first) and the others (early stopping)."""
     try:
-        callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+        callbacks = {name: instantiate(c) for name, c in cfg.callbacks.items()}
     except InstantiationException as err:  # a setting BestRule refuses: its own one line
         if isinstance(err.__cause__, UserError):
             raise err.__cause__ from None
         raise
-    rules = [c for c in callbacks if isinstance(c, BestRule)]
+    rules = [name for name, c in callbacks.items() if isinstance(c, BestRule)]
     if len(rules) != 1:
         raise UserError(f"callbacks hold {len(rules)} checkpoint criteria, not one; e.g. "
                         "callbacks.checkpoint: {_target_: maxent_lightning.callbacks."
                         "RestoreBestWeights, monitor: val/loss, mode: min} (callbacks=default)")
-    return rules + [c for c in callbacks if c is not rules[0]]
+    return {rules[0]: callbacks.pop(rules[0]), **callbacks}
 
 
 class StopRule:

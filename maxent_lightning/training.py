@@ -61,7 +61,7 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
             begin_stream(drops, first_key if phase.round == 0 else fingerprint, phase.round,
                          dm.batch_size)
             begin_round(loggers, phase.round, steps)
-            best, *others = phase_callbacks(cfg)  # the checkpoint criterion first
+            best, *others = phase_callbacks(cfg).values()  # the checkpoint criterion first
             trainer = instantiate(
                 cfg.trainer,
                 max_epochs=phase.epochs,

@@ -12,7 +12,7 @@ from test_sources import _write_har, _write_mnist, _write_yeast
 from maxent_lightning.builders import data_source, module_spec, spec_fingerprint
 from maxent_lightning.data.sources import HAR_FEATURES, load_source
 from maxent_lightning.errors import UserError
-from maxent_lightning.phases import BestRule, validate
+from maxent_lightning.phases import BestRule, phase_callbacks, validate
 
 PROTOCOLS = ("authors", "paper")
 FMNIST = {"mean": [0.1307], "std": [0.3081]}
@@ -229,3 +229,13 @@ def test_bad_settings_through_the_cli(tmp_path, args, message):
     assert len(lines) == 1 and message in lines[0] and "; " in lines[0], res.stderr
     assert not list((tmp_path / "store").rglob("module.pt"))
 
+
+
+def test_phase_callbacks_keep_their_names_with_the_criterion_first():
+    stop = {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "monitor": "val/acc"}
+    keep = {"_target_": "maxent_lightning.callbacks.RestoreBestWeights",
+            "monitor": "val/rewarded_acc", "mode": "max"}
+    cfg = OmegaConf.create({"callbacks": {"stop": stop, "keep": keep}})
+    callbacks = phase_callbacks(cfg)
+    assert list(callbacks) == ["keep", "stop"]
+    assert isinstance(callbacks["keep"], BestRule) and callbacks["stop"].monitor == "val/acc"
