@@ -20,6 +20,7 @@ from omegaconf.errors import InterpolationResolutionError
 from . import moduledir
 from .builders import model_name, plain
 from .errors import UserError
+from .extras import require
 from .phases import imp_used
 
 
@@ -66,6 +67,7 @@ class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
     every run printed)."""
 
     def __init__(self, *args, log_model: bool | str = False, settings=None, **kwargs):
+        require("wandb", "wandb", "logger=wandb (the default logger)", "logger=csv")
         kwargs.setdefault("reinit", "create_new")
         settings = dict(OmegaConf.to_container(settings, resolve=True)
                         if OmegaConf.is_config(settings) else settings or {})

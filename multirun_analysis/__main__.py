@@ -3,6 +3,8 @@
 import argparse
 import sys
 
+from maxent_lightning.extras import missing
+
 from . import ARTIFACTS, AnalysisError, analyze
 from .publish import publish
 from .tables import BOLD, ENTROPY, RACC
@@ -25,6 +27,9 @@ def main(argv=None) -> int:
                         help="also publish the tables (as W&B Tables) and figures to W&B project "
                              "PROJECT (default maxent_lightning; offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
+    if args.wandb and (problem := missing("wandb", "wandb", "--wandb")):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         bold = (RACC, ENTROPY) if args.bold_entropy else BOLD
         report = analyze(args.dirs, args.out, args.table, bold)

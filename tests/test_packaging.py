@@ -57,3 +57,63 @@ def test_a_wheel_carries_every_config_and_composes_them(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     config_dir, composed = json.loads(res.stdout.strip().splitlines()[-1])
     assert Path(config_dir).is_relative_to(site) and composed == len(experiments) > 20
+
+
+# ---------------------------------------------------------------- optional extras
+# The process runs as if W&B were not installed: every import of it fails, and is recorded.
+WITHOUT_WANDB = """import runpy, sys
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'wandb':
+            with open(LOG, 'a') as log:
+                log.write(name + '\\n')
+            raise ModuleNotFoundError(f"No module named '{name}'")
+sys.meta_path.insert(0, NotInstalled())
+LOG, module, sys.argv = sys.argv[1], sys.argv[2], sys.argv[2:]
+runpy.run_module(module, run_name='__main__')
+"""
+
+
+def _without_wandb(tmp_path, module: str, *args: str) -> tuple[subprocess.CompletedProcess, str]:
+    log = tmp_path / "wandb_imports.txt"
+    res = subprocess.run([sys.executable, "-c", WITHOUT_WANDB, str(log), module, *args],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    return res, log.read_text() if log.exists() else ""
+
+
+TINY = ["data=digits", "trainer.max_epochs=1", "model.hidden=[16]", "imp=none",
+        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
+
+
+def test_logger_csv_trains_without_wandb_and_never_imports_it(tmp_path):
+    res, imports = _without_wandb(tmp_path, "maxent_lightning", *TINY, "logger=csv",
+                                  f"hydra.run.dir={tmp_path}/run")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert imports == "" and "rewarded accuracy" in res.stdout
+    assert list((tmp_path / "store").rglob("metrics.csv")), "no CSV log"
+
+
+def test_wandb_without_its_extra_is_one_line_naming_the_extra(tmp_path):
+    res, _ = _without_wandb(tmp_path, "maxent_lightning", *TINY,
+                            f"hydra.run.dir={tmp_path}/run")  # the default logger: wandb
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert lines[0].startswith("error: logger=wandb") and "maxent_lightning[wandb]" in lines[0]
+    assert "logger=csv" in lines[0]
+    res, _ = _without_wandb(tmp_path, "multirun_analysis", str(tmp_path), "--out",
+                            str(tmp_path / "report"), "--wandb")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert lines[0].startswith("error: --wandb") and "maxent_lightning[wandb]" in lines[0]
+    assert not (tmp_path / "report").exists()  # refused before any work
+
+
+def test_the_dev_extra_holds_what_the_tests_import():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert "wandb" not in " ".join(project["dependencies"])  # W&B is an extra...
+    assert "maxent_lightning[wandb]" in extras["dev"]  # ...that `.[dev]` (tests, CI) pulls
+    assert any(r.startswith("pytest") for r in extras["dev"])
+    assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT")
