@@ -16,11 +16,13 @@ help:
 	  for (i = 1; i <= n; i++) {if (length(line) + length(w[i]) > 96) {print line; line = "   "} \
 	  line = line " " w[i]} print line} {doc = ""}' $(MAKEFILE_LIST)
 
+# An install the README's quickstart made (this checkout's maxent_lightning[dev], editable,
+# newer than pyproject.toml: scripts/installed.py) is kept; otherwise (re)install.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	@test -x $(PY) && $(PY) -I scripts/installed.py || { \
+	  test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]'; }
+	@touch $(STAMP)
 
 ## Create .venv and install the package with its dev tools.
 setup: $(STAMP)

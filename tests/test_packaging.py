@@ -2,11 +2,15 @@
 links to it); a wheel carries a copy, so a non-editable install composes every config too."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a checkout may hold besides its sources (top level only: conf/store/ is a config group).
@@ -117,3 +121,72 @@ def test_the_dev_extra_holds_what_the_tests_import():
     assert "maxent_lightning[wandb]" in extras["dev"]  # ...that `.[dev]` (tests, CI) pulls
     assert any(r.startswith("pytest") for r in extras["dev"])
     assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT")
+
+
+# ---------------------------------------------------------------- the make stamp
+def _quickstart_venv(checkout: Path, url: str, requires: list[str]) -> Path:
+    """A venv (without pip: any install attempt fails) holding what `pip install -e '.[dev]'`
+    records of an editable install from ``url`` requiring ``requires``, and ``packaging``
+    (the check reads the requirements with it)."""
+    venv = checkout / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.run([venv / "bin" / "python", "-c", "import sysconfig; "
+                                "print(sysconfig.get_paths()['purelib'])"], check=True,
+                               capture_output=True, text=True).stdout.strip())
+    import packaging
+
+    shutil.copytree(Path(packaging.__file__).parent, site / "packaging")
+    (meta,) = Path(packaging.__file__).parents[1].glob(f"packaging-{packaging.__version__}."
+                                                         "dist-info")
+    shutil.copytree(meta, site / meta.name)
+    info = site / "maxent_lightning-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: maxent_lightning\n"
+                                   "Version: 0.1.0\n" + "".join(f"Requires-Dist: {r}\n"
+                                                                  for r in requires))
+    (info / "direct_url.json").write_text(json.dumps({"url": url,
+                                                      "dir_info": {"editable": True}}))
+    (info / "RECORD").write_text("".join(f"{info.name}/{n},,\n"
+                                         for n in ("METADATA", "direct_url.json", "RECORD")))
+    return venv
+
+
+def _make_setup(checkout: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "PYTHON"))}
+    return subprocess.run(["make", "setup"], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_keeps_the_install_of_the_quickstart_and_redoes_any_other(tmp_path):
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("Makefile", "pyproject.toml", "scripts"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, checkout / name)
+    past = time.time() - 60  # the install after pyproject.toml's last change
+    os.utime(checkout / "pyproject.toml", (past, past))
+    dev = ["packaging", 'packaging>=20; extra == "dev"']
+    venv = _quickstart_venv(checkout, checkout.as_uri(), dev)
+    stamp = venv / ".installed"
+    res = _make_setup(checkout)  # the quickstart's install: kept, the stamp written
+    assert res.returncode == 0 and stamp.exists(), res.stdout + res.stderr
+    assert "installing" not in res.stdout
+    assert "Nothing to be done" in _make_setup(checkout).stdout
+
+    stamp.unlink()
+    (record,) = venv.glob("lib/*/site-packages/maxent_lightning-*.dist-info/direct_url.json")
+    os.utime(record, (0, 0))  # pyproject.toml changed since the install
+    res = _make_setup(checkout)  # reinstalls (and fails here: this venv has no pip)
+    assert "installing: pyproject.toml changed" in res.stdout and "No module named pip" in (
+        res.stderr) and res.returncode != 0 and not stamp.exists()
+
+    for url, requires, why in [
+        ((tmp_path / "other").as_uri(), [], "not installed editable from"),
+        (checkout.as_uri(), ['no-such-package-zz; extra == "dev"'], "no-such-package-zz"),
+    ]:
+        shutil.rmtree(venv)
+        _quickstart_venv(checkout, url, requires)
+        os.utime(checkout / "pyproject.toml", (0, 0))
+        res = _make_setup(checkout)
+        assert res.returncode != 0 and why in res.stdout and not stamp.exists(), res.stdout
