@@ -25,6 +25,15 @@ FAST = [
 ]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped where no CUDA GPU is visible."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not __import__("torch").cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+        for item in gpu:
+            item.add_marker(skip)
+
+
 def _with_dirs(overrides, tmp, fast: bool) -> list[str]:
     extra = list(FAST if fast else []) + list(overrides)
     if tmp is not None:
