@@ -3,6 +3,7 @@ links to it); a wheel carries a copy, so a non-editable install composes every c
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def test_wandb_without_its_extra_is_one_line_naming_the_extra(tmp_path):
 
 
 def test_the_dev_extra_holds_what_the_tests_import():
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
@@ -190,3 +191,16 @@ def test_make_keeps_the_install_of_the_quickstart_and_redoes_any_other(tmp_path)
         os.utime(checkout / "pyproject.toml", (0, 0))
         res = _make_setup(checkout)
         assert res.returncode != 0 and why in res.stdout and not stamp.exists(), res.stdout
+
+
+def test_the_quickstart_cpu_wheels_are_the_supported_versions():
+    """The README's CPU-only command asks for exactly the torch/torchvision ranges of
+    pyproject.toml (a newer torch would be replaced by the CUDA build)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    line = next(x for x in (ROOT / "README.md").read_text().splitlines()
+                if "download.pytorch.org/whl/cpu" in x and x.startswith("python3 -m venv"))
+    asked = re.findall(r"'([^']+)'", line)
+    assert asked == [d for d in deps if re.match(r"torch(vision)?\b", d)] and len(asked) == 2
+    assert line.endswith("--index-url https://download.pytorch.org/whl/cpu")
