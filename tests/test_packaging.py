@@ -121,6 +121,9 @@ def test_the_dev_extra_holds_what_the_tests_import():
     assert "wandb" not in " ".join(project["dependencies"])  # W&B is an extra...
     assert "maxent_lightning[wandb]" in extras["dev"]  # ...that `.[dev]` (tests, CI) pulls
     assert any(r.startswith("pytest") for r in extras["dev"])
+    hook = re.search(r"ruff-pre-commit\n\s+rev: v(\S+)",
+                     (ROOT / ".pre-commit-config.yaml").read_text())
+    assert hook and f"ruff=={hook[1]}" in extras["dev"]  # pre-commit lints as `make lint` does
     assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT")
 
 
