@@ -107,12 +107,12 @@ report: $(STAMP)
 
 # ---------------------------------------------------------------- W&B upload
 WANDB ?= $(if $(wildcard $(VENV)/bin/wandb),$(VENV)/bin/wandb,wandb)
-SYNC_DIRS ?= multirun $(STORE) reports
+SYNC_DIRS ?= multirun outputs $(STORE) reports
 
 .PHONY: sync
 ## Upload every offline W&B run (after `wandb login`): every <dir>/**/wandb/offline-run-* under
-## SYNC_DIRS (default: multirun, the store and reports: each sweep's jobs, each module, each
-## analysis), one `wandb sync` for them all. DRY=1 prints the command instead of running it.
+## SYNC_DIRS (default: multirun outputs store reports: each job of a sweep or a single run, each
+## module, each analysis), one `wandb sync` for them all. DRY=1 prints the command instead.
 sync:
 	@runs=$$(find $(SYNC_DIRS) -type d -path '*/wandb/offline-run-*' -prune -print \
 	  2>/dev/null | sort); \
