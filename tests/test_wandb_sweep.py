@@ -57,3 +57,16 @@ def test_sweep_runs_one_name_one_group_and_make_sync_finds_them_all(tmp_path):
     count, command = out.strip().splitlines()
     assert count == "7 offline W&B run(s) under multirun outputs store reports"
     assert command.split()[1] == "sync" and sorted(command.split()[2:]) == written
+
+
+def test_modules_of_a_training_pass_carry_the_sweeps_model_name(tmp_path):
+    """sweep_training=passes: the modules are trained by ``task=train_pass`` jobs, whose own model
+    choice is the default one; their runs still carry the sweep's model (mlp_deep)."""
+    _run([sys.executable, "-m", "maxent_lightning", "+experiment=pairwise_digits", "-m",
+          "seed=0", "model=mlp_deep", "model.hidden=[16,8]", "loss=maxent", "imp=none",
+          "cardinality=1", "pair=0", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+          "sweep_training=passes", "hydra.sweep.dir=multirun/p"], tmp_path)
+    modules = runs_under(tmp_path / "store")
+    assert sorted(r["name"].split("-")[0] for r in modules) == ["R0", "R8"]
+    assert all("-mlp_deep-maxent-dense-" in r["name"] for r in modules), [
+        r["name"] for r in modules]
