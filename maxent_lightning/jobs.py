@@ -448,10 +448,12 @@ def _number(x) -> int | float:
 
 
 def define_axes(run) -> None:
-    """``merge/*`` plotted against ``merge/step``, ``barrier/*`` against ``barrier/t``."""
+    """``merge/*`` plotted against ``merge/step`` (summary: the last step's), ``barrier/*``
+    against ``barrier/t`` (summary: the highest barrier)."""
     for axis, step in AXES.items():
         run.define_metric(step, hidden=True)
-        run.define_metric(f"{axis}/*", step_metric=step)
+        run.define_metric(f"{axis}/*", step_metric=step,
+                          summary="max" if axis == "barrier" else "last")
 
 
 def wandb_results(frame: pd.DataFrame, curves: dict, images: dict) -> dict:
