@@ -107,6 +107,21 @@ report: $(STAMP)
 	  $(RUNS)/; run make table2 SCALE=$(SCALE) (or table1, table4) first" >&2; exit 2)
 	$(PY) -m multirun_analysis $(REPORT_DIRS) --out $(REPORTS)/report --table report
 
+# ---------------------------------------------------------------- W&B upload
+WANDB ?= $(if $(wildcard $(VENV)/bin/wandb),$(VENV)/bin/wandb,wandb)
+SYNC_DIRS ?= multirun outputs $(STORE) reports
+
+.PHONY: sync
+## Upload every offline W&B run (after `wandb login`): every <dir>/**/wandb/offline-run-* under
+## SYNC_DIRS (default: multirun outputs store reports: each job of a sweep or a single run, each
+## module, each analysis), one `wandb sync` for them all. DRY=1 prints the command instead.
+sync:
+	@runs=$$(find $(SYNC_DIRS) -type d -path '*/wandb/offline-run-*' -prune -print \
+	  2>/dev/null | sort); \
+	if [ -z "$$runs" ]; then echo "no offline W&B runs under $(SYNC_DIRS)"; exit 0; fi; \
+	echo "$$(echo "$$runs" | wc -l | tr -d ' ') offline W&B run(s) under $(SYNC_DIRS)"; \
+	echo "$$runs" | xargs $(if $(DRY),echo) $(WANDB) sync
+
 # ---------------------------------------------------------------- benchmark
 .PHONY: bench
 ## Family trainer vs the sequential Lightning path vs a plain PyTorch loop (10 single-class

@@ -1,6 +1,8 @@
 """Build nets, θ0, data modules and module specs from the Hydra config."""
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -53,9 +55,28 @@ def trace_calls(net: nn.Module, input_shape, modules) -> list[tuple[nn.Module, t
     return calls
 
 
+# The model config name of the modules being trained where Hydra's runtime config is another
+# job's (the sweep planner's training passes, ``task=train_pass``): set by ``named_model``.
+_MODEL_NAME: ContextVar[str | None] = ContextVar("model_name", default=None)
+
+
+@contextmanager
+def named_model(name: str | None) -> Iterator[None]:
+    """Inside: ``model_name`` is ``name`` (the model choice of the jobs whose modules these are),
+    so a module is called the same in a sweep as in a single run (``mlp_shallow``, not the
+    class ``mlp``)."""
+    token = _MODEL_NAME.set(None if name in (None, "None", CUSTOM) else str(name))
+    try:
+        yield
+    finally:
+        _MODEL_NAME.reset(token)
+
+
 def model_name(cfg: DictConfig) -> str:
-    """The model config name (mlp_shallow, lenet, ...) when Hydra knows it, else (and for
-    ``model=custom``) the class."""
+    """The model config name (mlp_shallow, lenet, ...) where known (``named_model``, else
+    Hydra's model choice), else (and for ``model=custom``) the class."""
+    if _MODEL_NAME.get() is not None:
+        return _MODEL_NAME.get()
     if HydraConfig.initialized():
         choice = HydraConfig.get().runtime.choices.get("model")
         if choice and choice != CUSTOM:

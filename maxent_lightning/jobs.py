@@ -44,6 +44,10 @@ from .store import ModuleStore
 IGNORED_KEYS = ("paths", "logger", "store", "family", "tags", "plan_only", "sweep_training",
                 "figures")
 IGNORED_TRAINER_KEYS = ("devices", "accelerator", "enable_progress_bar")
+# The x axes of a job's W&B curves (``wandb.define_metric``): the number of modules merged (the
+# complete merge's R-Acc and entropy, the highest barrier at each step) and t along the path
+# γ(t) (the barrier curves). Runs grouped in the W&B UI average their curves on these axes.
+AXES = {"merge": "merge/step", "barrier": "barrier/t"}
 GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 
 
@@ -358,8 +362,14 @@ class Job:
         loggers = build_loggers(self.cfg, self.out, self.run_name(run_name), job_type=self.task)
         flat = flat_numbers(metrics)
         for logger in loggers:
-            if isinstance(logger, WandbLogger):  # one row: one step, one write
-                logger.experiment.log({**flat, **wandb_results(frame, self.curves, self.images)})
+            if isinstance(logger, WandbLogger):  # the summary and tables: one row, one write
+                run = logger.job_run()
+                define_axes(run)
+                run.log({**flat, **modules_alone(frame),
+                         **wandb_results(frame, self.curves, self.images)})
+                for rows in curve_history(frame).values():
+                    for row in rows:
+                        run.log(row)
             else:
                 logger.log_metrics(flat)
             logger.save()
@@ -379,6 +389,71 @@ def flat_numbers(tree: Mapping, prefix: str = "") -> dict:
         elif isinstance(value, bool | int | float | np.bool_ | np.number):
             out[name] = value.item() if isinstance(value, np.generic) else value
     return out
+
+
+def modules_alone(frame: pd.DataFrame) -> dict:
+    """The scores of each module alone in a composition job (``merge=none`` rows beside merged
+    ones) as ``module_a/rewarded_acc``, ``module_a/nonrewarded_entropy``, ``module_a/class_set``,
+    then ``module_b/...`` in the job's order; nothing for jobs that merge nothing."""
+    if not set(COLUMNS) <= set(frame.columns) or not frame["merge"].isin(["weight",
+                                                                           "logit"]).any():
+        return {}
+    alone = frame[frame["merge"].eq("none") & frame["split"].fillna("test").eq("test")]
+    out = {}
+    for letter, row in zip("abcdefghijklmnopqrstuvwxyz", alone.itertuples(), strict=False):
+        out[f"module_{letter}/class_set"] = str(row.class_set)
+        for key in ("rewarded_acc", "nonrewarded_entropy"):
+            if not pd.isna(getattr(row, key)):
+                out[f"module_{letter}/{key}"] = float(getattr(row, key))
+    return out
+
+
+def curve_history(frame: pd.DataFrame) -> dict[str, list[dict]]:
+    """A job's curves as W&B history rows on the ``AXES`` (``wandb.define_metric`` binds
+    ``merge/*`` to ``merge/step`` and ``barrier/*`` to ``barrier/t``):
+
+    - complete merge: at ``merge/step`` k, ``merge/<kind>/rewarded_acc`` and
+      ``merge/<kind>/nonrewarded_entropy`` of the first k modules merged (Figure 4);
+    - mode connectivity: at ``barrier/t`` t, ``barrier/<split>/step<k>`` (or ``/pair``), the
+      relative barrier in % (Figure 5), and along the merge ``merge/max_barrier_pct/<split>``.
+    """
+    out = {axis: {} for axis in AXES}
+
+    def put(axis: str, x, key: str, value) -> None:
+        if not pd.isna(value):
+            row = out[axis].setdefault(float(x), {AXES[axis]: _number(x)})
+            row[f"{axis}/{key}"] = float(value)
+
+    if frame.empty or not set(COLUMNS) <= set(frame.columns):  # (circuits: other columns)
+        return {}
+    merged = frame[frame["merge"].isin(["weight", "logit"]) & frame["step"].notna()
+                   & frame["t"].isna() & frame["split"].fillna("test").eq("test")]
+    if (frame["task"] == "complete").any():
+        for row in merged.itertuples():
+            for key in ("rewarded_acc", "nonrewarded_entropy"):
+                put("merge", row.step, f"{row.merge}/{key}", getattr(row, key))
+    path = frame[frame["t"].notna() & frame["barrier_pct"].notna()]
+    for row in path.itertuples():
+        curve = "pair" if pd.isna(row.step) else f"step{int(row.step)}"
+        put("barrier", row.t, f"{row.split}/{curve}", row.barrier_pct)
+    if path["step"].notna().any():
+        worst = path.groupby(["step", "split"])["barrier_pct"].max()
+        for (step, split), value in worst.items():
+            put("merge", step, f"max_barrier_pct/{split}", value)
+    return {axis: [rows[x] for x in sorted(rows)] for axis, rows in out.items() if rows}
+
+
+def _number(x) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def define_axes(run) -> None:
+    """``merge/*`` plotted against ``merge/step`` (summary: the last step's), ``barrier/*``
+    against ``barrier/t`` (summary: the highest barrier)."""
+    for axis, step in AXES.items():
+        run.define_metric(step, hidden=True)
+        run.define_metric(f"{axis}/*", step_metric=step,
+                          summary="max" if axis == "barrier" else "last")
 
 
 def wandb_results(frame: pd.DataFrame, curves: dict, images: dict) -> dict:

@@ -79,6 +79,16 @@ class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
 
+    def job_run(self):
+        """The run of a composition job, opened without Lightning's ``trainer/global_step``
+        axis: a job trains nothing, so its rows carry no training step (else its summary
+        says ``trainer/global_step: 0``); its curves have their own axes (``jobs.AXES``)."""
+        if self._experiment is None:
+            import wandb  # only with logger=wandb
+
+            self._experiment = wandb.init(**self._wandb_init)
+        return self._experiment
+
     def log_module(self, path: Path, fingerprint: str, metadata: Mapping) -> None:
         """The module checkpoint ``path`` as a ``model`` artifact (when ``log_model``)."""
         if not self.log_modules:

@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from . import moduledir
-from .builders import build_net, data_source, module_spec, spec_fingerprint
+from .builders import build_net, data_source, module_spec, named_model, spec_fingerprint
 from .cli import RUNNING
 from .errors import UserError
 from .family import passes, pick_device, plan_sizes, unsupported_reason
@@ -282,13 +282,15 @@ def train(plan: Plan) -> None:
     then any dense twin that its IMP module did not yield (e.g. resumed after round 0)."""
     for g in plan.groups.values():
         if g.missing:
-            ModuleStore(g.store).get_many(g.cfg, [r for r, _ in g.missing], g.twins)
+            with named_model(g.model):
+                ModuleStore(g.store).get_many(g.cfg, [r for r, _ in g.missing], g.twins)
     for g in plan.groups.values():
         if g.deferred:
             store = ModuleStore(g.store)
             left = [r for r, d in g.deferred if store.check(d) is not None]
             if left:
-                store.get_many(g.cfg, left)
+                with named_model(g.model):
+                    store.get_many(g.cfg, left)
 
 
 # ---------------------------------------------------------------- training passes as jobs
@@ -298,7 +300,8 @@ def pass_records(plan: Plan) -> list[dict]:
     for g in plan.groups.values():
         cfg = OmegaConf.to_container(g.cfg)
         cfg["store"]["root"] = str(g.store.resolve())
-        records += [{"config": cfg, "rewarded": [g.missing[i][0] for i in ix]} for ix in g.split]
+        records += [{"config": cfg, "model": g.model, "rewarded": [g.missing[i][0] for i in ix]}
+                    for ix in g.split]
     return records
 
 

@@ -23,9 +23,11 @@ def main(argv=None) -> int:
     parser.add_argument("--bold-entropy", action="store_true",
                         help="bold the best non-rewarded entropy too (default: the best rewarded "
                              "accuracy only, as the paper)")
-    parser.add_argument("--wandb", nargs="?", const="maxent_lightning", metavar="PROJECT",
-                        help="also publish the tables (as W&B Tables) and figures to W&B project "
-                             "PROJECT (default maxent_lightning; offline unless WANDB_MODE=online)")
+    parser.add_argument("--wandb", nargs="?", const="", metavar="PROJECT",
+                        help="also publish the tables (as W&B Tables) and figures as one W&B run "
+                             "in the jobs' project, entity, group and tags (their logger.wandb; "
+                             "PROJECT overrides the project; offline unless the jobs' mode or "
+                             "WANDB_MODE says online)")
     args = parser.parse_args(argv)
     if args.wandb and (problem := missing("wandb", "wandb", "--wandb")):
         print(f"error: {problem}", file=sys.stderr)
@@ -41,8 +43,8 @@ def main(argv=None) -> int:
         print(note)
     for path in report.written:
         print(f"wrote {path}")
-    if args.wandb:
-        run_dir = publish(report, args.out, args.wandb)
+    if args.wandb is not None:
+        run_dir = publish(report, args.out, args.wandb or None)
         print(f"W&B run {run_dir} (upload: wandb sync {run_dir})")
     return 0
 

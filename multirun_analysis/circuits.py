@@ -208,14 +208,16 @@ def report(frames: pd.DataFrame, out_dir) -> list[Path]:
         labels = [str(int(c)) for c in next(iter(matrices.values())).index]
         title = f"mean Jaccard overlap over seeds {seeds} — {experiment}"
         written.append(matrix_csv)
-        written.append(overlap_png(out / f"circuits_overlap_{experiment}.png",
-                                   {k: m.to_numpy() for k, m in matrices.items()}, labels, title))
         nec_mean = (part[part.analysis == "necessity"]
                     .groupby(["merge", "class"])[["class_acc", "full_class_acc", "other_drop"]]
                     .mean().reset_index().to_dict("records"))
-        written.append(necessity_png(out / f"circuits_necessity_{experiment}.png", nec_mean,
-                                     {}, target,
-                                     f"necessity, mean over seeds {seeds} — {experiment}"))
+        for suffix in (".png", ".pdf"):  # the PDF: vector, for the paper
+            written.append(overlap_png(out / f"circuits_overlap_{experiment}{suffix}",
+                                       {k: m.to_numpy() for k, m in matrices.items()}, labels,
+                                       title))
+            written.append(necessity_png(out / f"circuits_necessity_{experiment}{suffix}",
+                                         nec_mean, {}, target,
+                                         f"necessity, mean over seeds {seeds} — {experiment}"))
     md = out / "circuits.md"
     md.write_text("\n".join(lines))
     return [md, *written]

@@ -1,4 +1,5 @@
-"""The paper's figures as PNG (matplotlib, Agg): mean lines with ±1 std (ddof=1) bands/bars."""
+"""The paper's figures (matplotlib, Agg): mean lines with ±1 std (ddof=1) bands/bars, each as a
+PDF (vector, for the paper) and a PNG at print resolution (``DPI``) beside it."""
 
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .tables import ENTROPY, RACC, _need, _rank, _test, name, summary_name, widt
 
 MERGES = ("weight", "logit")
 STYLE = {"weight": "tab:blue", "logit": "tab:red", "train": "tab:blue", "test": "tab:orange"}
+DPI = 300  # print resolution of the PNGs
 IDENTITY = [k for k in KEYS if k not in ("seed", "step", "merge", "t", "split", "experiment")]
 
 
@@ -56,13 +58,16 @@ def _axes(n: int, ncols: int, w: float = 4.0, h: float = 3.0, sharey=False, **kw
     return fig, list(axes.flat)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path) -> list[Path]:
+    """``path`` (PNG at ``DPI``) and the same figure as a PDF beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    paths = [path, path.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=DPI)
     plt.close(fig)
-    return path
+    return paths
 
 
 def band(ax, df: pd.DataFrame, x: str, y: str, **kw):
@@ -113,6 +118,7 @@ def fig3(df: pd.DataFrame, out: Path) -> list[Path]:
     d = _need(_test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)]), "fig3 (pairwise)")
     if d["loss"].eq("maxent").any():
         d = d[d["loss"] == "maxent"]
+    contrast(d, "imp", "fig3", "runs with IMP and without (imp=none)")
     paths = []
     for merge in _sorted(d["merge"], "merge"):
         m = d[d["merge"] == merge]
@@ -126,8 +132,17 @@ def fig3(df: pd.DataFrame, out: Path) -> list[Path]:
             ax.set(title=f"{name(data)}: {name(metric)}", ylabel=name(metric))
             ax.legend(fontsize=7)
         fig.suptitle(f"IMP vs no IMP, pairwise merges ({name(merge)})")
-        paths.append(_save(fig, out / ("fig3.png" if merge == "weight" else f"fig3_{merge}.png")))
+        paths += _save(fig, out / ("fig3.png" if merge == "weight" else f"fig3_{merge}.png"))
     return paths
+
+
+def contrast(df: pd.DataFrame, key: str, what: str, needed: str) -> None:
+    """A figure that sets values of ``key`` against each other needs two of them in ``df``."""
+    values = df[key].dropna().unique()
+    if len(values) < 2:
+        only = ", ".join(f"{key}={name(v)}" for v in values) or f"no {key}"
+        raise NoRows(f"only {only} in the data, nothing to contrast; {what} needs "
+                     f"{needed}")
 
 
 def _merge_curves(d: pd.DataFrame, stem: str, out: Path, title: str, metric=RACC):
@@ -143,7 +158,7 @@ def _merge_curves(d: pd.DataFrame, stem: str, out: Path, title: str, metric=RACC
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7, handlelength=3)
     fig.suptitle(title)
-    return [_save(fig, out / f"{stem}.png")]
+    return _save(fig, out / f"{stem}.png")
 
 
 def fig4(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -172,7 +187,7 @@ def fig5(df: pd.DataFrame, out: Path) -> list[Path]:
             ax.set(title=_label([panel], values), xlabel="t", ylabel="barrier %")
             ax.legend(fontsize=7)
         fig.suptitle(f"Relative loss barrier along γ(t) {label}".strip())
-        paths.append(_save(fig, path))
+        paths += _save(fig, path)
     return paths
 
 
@@ -199,7 +214,7 @@ def _sweep(df: pd.DataFrame, hue: str, stem: str, out: Path, what: str) -> list[
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(title=what, fontsize=7)
         fig.suptitle(f"{what} sweep {label}".strip())
-        paths.append(_save(fig, path))
+        paths += _save(fig, path)
     if not paths:
         values = ", ".join(name(v) for v in _sorted(d[hue], hue))
         raise NoRows(f"no {what} sweep for {stem}: {hue} takes one value ({values}) in each "
@@ -234,13 +249,14 @@ def fig8(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set(title=_label(keys, values), xlabel="pruning ratio P", ylabel=name(RACC))
         ax.legend(fontsize=7, handlelength=3)
     fig.suptitle("Pairwise merges: rewarded accuracy vs pruning ratio")
-    return [_save(fig, out / "fig8.png")]
+    return _save(fig, out / "fig8.png")
 
 
 def cifar10(df: pd.DataFrame, out: Path) -> list[Path]:
     """Logit vs weight merge bars per model × |R| (one panel per data × metric)."""
     d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)])
     _need(d, "cifar10 (pairwise)")
+    contrast(d, "merge", "the logit-vs-weight figure", "both merge kinds (merge.kind=both)")
     datas = _sorted(d["data"], "data")
     fig, axes = _axes(2 * len(datas), 2, sharey="col")
     for i, (data, metric) in enumerate((da, mt) for da in datas for mt in (RACC, ENTROPY)):
@@ -248,7 +264,7 @@ def cifar10(df: pd.DataFrame, out: Path) -> list[Path]:
         _bars(axes[i], d[d["data"] == data], groups, "merge", metric)
         axes[i].set(title=f"{name(data)}: {name(metric)}", ylabel=name(metric))
         axes[i].legend(fontsize=7)
-    return [_save(fig, out / f"{summary_name('cifar10', d)}.png")]
+    return _save(fig, out / f"{summary_name('cifar10', d)}.png")
 
 
 def cifar100(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -280,7 +296,7 @@ def width(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set(title=_label(keys, values), xlabel="width (model.width)", ylabel=name(RACC))
         ax.legend(fontsize=7, handlelength=3)
     fig.suptitle("Pairwise merges: rewarded accuracy vs width")
-    return [_save(fig, out / "width.png")]
+    return _save(fig, out / "width.png")
 
 
 def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
@@ -303,22 +319,31 @@ def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
     for path, label, part in _files(mats, keys, "confusion", out):
         panel = [k for k in ("step", "cardinality", "class_set") if part[k].notna().any()]
         cells = _groups(part, panel)[:limit]
-        fig, axes = _axes(len(cells), 6, w=max(2.4, 3.6 / min(len(cells), 6)), h=2.5,
+        fig, axes = _axes(len(cells), 4, w=3.2, h=3.2,
                           layout="constrained")  # room for the title and the colorbar
         for ax, (values, p) in zip(axes, cells, strict=False):
             image = ax.imshow(np.mean(np.stack(p["rate"].to_list()), axis=0), cmap="Blues",
                               vmin=0, vmax=1)
-            title = ", ".join(f"{'R' if k == 'class_set' else k}={name(v)}"
-                              for k, v in zip(panel, values, strict=True))
-            ax.set_title(f"{title} (n={len(p)})", fontsize=6)
+            title = ", ".join(_panel_title(k, v) for k, v in zip(panel, values, strict=True))
+            ax.set_title(f"{title} (n={len(p)})", fontsize=10)
             ticks = range(len(p["rate"].iloc[0])) if len(p["rate"].iloc[0]) <= 10 else []
-            ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true")
-            ax.tick_params(labelsize=5, length=0)
+            ax.set(xticks=ticks, yticks=ticks)
+            ax.set_xlabel("predicted", fontsize=9)
+            ax.set_ylabel("true", fontsize=9)
+            ax.tick_params(labelsize=8, length=0)
         fig.colorbar(image, ax=axes[:len(cells)], shrink=0.8, label="fraction of the true class")
         fig.suptitle(f"Confusion matrices (row-normalized, mean over seeds) {label}".strip(),
-                     fontsize=9, wrap=True)
-        paths.append(_save(fig, path))
+                     fontsize=11, wrap=True)
+        paths += _save(fig, path)
     return paths
+
+
+def _panel_title(key: str, value) -> str:
+    """``R={0,8}`` for a class set (stored as ``0-8``, which reads as a range), ``|R|=2``,
+    else ``key=value``."""
+    if key == "class_set" and isinstance(value, str):
+        return "R={" + value.replace("-", ",") + "}"
+    return f"{'|R|' if key == 'cardinality' else key}={name(value)}"
 
 
 def one_order(df: pd.DataFrame) -> pd.DataFrame:

@@ -2,9 +2,12 @@
 
 Statistics: mean and sample standard deviation (``ddof=1``, pandas' default; the paper does
 not say which it uses) over every row of a cell, i.e. over seeds and classes (Table 1) or
-seeds and pairs (Tables 2 and 4). A cell with one value shows ``(-)`` for its std.
+seeds and pairs (Tables 2 and 4). A cell with one value shows ``(-)`` for its std. Every
+caption states n, the number of values per cell; nothing is bold where a cell of the group has
+fewer than ``MIN_N`` values (Welch's test cannot decide on so few).
 """
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,8 @@ EXTRA = ["sparsity", "temperature", "width"]
 # Metrics whose best values are bold: the paper bolds the rewarded accuracy only
 # (``--bold-entropy`` adds the non-rewarded entropy).
 BOLD = (RACC,)
+# Fewer values than this in a cell of a group: no bold in the group (the test cannot decide).
+MIN_N = 3
 # What the .tex tables need in the document preamble (\toprule..., \multirow).
 LATEX_NEEDS = "% needs \\usepackage{booktabs} and \\usepackage{multirow}\n"
 
@@ -69,27 +74,27 @@ def fmt(mean: float, std: float, n: int, bold: bool = False, style: str = "md",
 
 
 def _differ(a: np.ndarray, b: np.ndarray, alpha: float) -> bool:
-    """Welch's two-sided t-test at level ``alpha``; untestable (fewer than two values on a
-    side, or no variance on either) → the means decide."""
-    if len(a) < 2 or len(b) < 2 or (np.var(a) == 0 and np.var(b) == 0):
+    """Welch's two-sided t-test at level ``alpha``; no variance on either side → the means
+    decide."""
+    if np.var(a) == 0 and np.var(b) == 0:
         return bool(a.mean() != b.mean())
     with warnings.catch_warnings():  # near-identical samples: scipy warns, the p-value stands
         warnings.simplefilter("ignore", RuntimeWarning)
         return bool(stats.ttest_ind(a, b, equal_var=False).pvalue < alpha)
 
 
-def welch_bold(samples: dict, alpha: float = 0.05) -> set:
+def welch_bold(samples: dict, alpha: float = 0.05, min_n: int = MIN_N) -> set:
     """Keys to bold in one group (higher is better for every metric we bold).
 
     Definition: the key with the highest mean is bold, and so is every other key whose values
     are *not* significantly different from the best's by Welch's t-test (``scipy.stats.ttest_ind``
-    with ``equal_var=False``, two-sided, p < ``alpha``). Where no test is possible (fewer than
-    two values on a side) only equal means tie. A group with fewer than two keys has no bold.
+    with ``equal_var=False``, two-sided, p < ``alpha``). A group with fewer than two keys, or
+    with a key of fewer than ``min_n`` values (the test cannot decide), has no bold.
     """
     samples = {k: np.asarray(v, float) for k, v in samples.items()}
     samples = {k: v[~np.isnan(v)] for k, v in samples.items()}
     samples = {k: v for k, v in samples.items() if len(v)}
-    if len(samples) < 2:
+    if len(samples) < 2 or min(map(len, samples.values())) < min_n:
         return set()
     best = max(samples, key=lambda k: samples[k].mean())
     return {k for k, v in samples.items() if k == best or not _differ(v, samples[best], alpha)}
@@ -104,6 +109,18 @@ class Table:
     stats: pd.DataFrame
     rows: list[str]
     col: str
+
+    def caption(self) -> str:
+        """The title with n (values per cell) and, where some group had too few values to
+        test, why nothing there is bold."""
+        n = self.stats.loc[self.stats["n"] > 0, "n"]
+        if n.empty:
+            return self.title
+        low, high = int(n.min()), int(n.max())
+        text = f"{self.title}; n = {low if low == high else f'{low}-{high}'} per cell"
+        if "bold =" in self.title and low < MIN_N:
+            text += f" (no bold where n < {MIN_N}: Welch's test cannot decide)"
+        return text
 
     def wide(self, style: str) -> pd.DataFrame:
         cells = self.stats.assign(cell=[
@@ -130,7 +147,7 @@ class Table:
         for a, b in wide.columns:
             flat[f"{name(a)} {name(b)}"] = wide[(a, b)].to_numpy()
         flat = pd.DataFrame(flat)
-        return f"**{self.title}**\n\n" + flat.to_markdown(index=False, disable_numparse=True)
+        return f"**{self.caption()}**\n\n" + flat.to_markdown(index=False, disable_numparse=True)
 
     def latex(self) -> str:
         wide = self.wide("tex")
@@ -139,10 +156,10 @@ class Table:
                                                     (t if isinstance(t, tuple) else (t,))))
         wide.columns = pd.MultiIndex.from_tuples([(_tex(name(a)), _tex(name(b)))
                                                   for a, b in wide.columns])
-        return wide.to_latex(escape=False, multirow=True, multicolumn=True,
-                             multicolumn_format="c", caption=_tex(self.title),
-                             label=f"tab:{self.name}",
-                             column_format="l" * len(self.rows) + "c" * wide.shape[1])
+        return booktabs_rules(wide.to_latex(
+            escape=False, multirow=True, multicolumn=True, multicolumn_format="c",
+            caption=_tex(self.caption()), label=f"tab:{self.name}",
+            column_format="l" * len(self.rows) + "c" * wide.shape[1]))
 
     def write(self, out: Path) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +168,28 @@ class Table:
         self.stats.to_csv(paths[1], index=False)
         paths[2].write_text(LATEX_NEEDS + self.latex())
         return paths
+
+
+CLINES = re.compile(r"^(\\cline\{\d+-\d+\}\s*)+$")
+
+
+def booktabs_rules(tex: str) -> str:
+    """pandas' group rules made booktabs: a line of ``\\cline`` s becomes one ``\\cmidrule``
+    of its widest span (pandas writes nested groups' rules on one line), and none is left
+    right above ``\\bottomrule`` or another rule."""
+    lines = tex.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not CLINES.match(line.strip()):
+            out.append(line)
+            continue
+        following = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if following.startswith(("\\bottomrule", "\\midrule", "\\cline")):
+            continue
+        spans = [tuple(map(int, m)) for m in re.findall(r"\\cline\{(\d+)-(\d+)\}", line)]
+        a, b = min(spans, key=lambda s: s[0] - s[1])
+        out.append(f"\\cmidrule(lr){{{a}-{b}}}")
+    return "\n".join(out) + ("\n" if tex.endswith("\n") else "")
 
 
 def _rank(col: str, value):

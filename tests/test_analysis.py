@@ -115,7 +115,10 @@ def test_format_and_welch():
     assert welch_bold({k[1]: v for k, v in RACC.items() if k[0] == 1}) == {"maxent"}
     assert welch_bold({k[1]: v for k, v in RACC.items() if k[0] == 2}) == {
         "maxent", "quasi_maxent"}
-    assert welch_bold({"a": [0.9], "b": [0.5, 0.5], "c": [0.9, np.nan]}) == {"a", "c"}
+    # fewer than 3 values in a cell: the test cannot decide, nothing is bold
+    assert welch_bold({"a": [0.9], "b": [0.5, 0.5], "c": [0.9, np.nan]}) == set()
+    assert welch_bold({"a": [0.9, 0.9, 0.9], "b": [0.5, 0.5, 0.5]}) == {"a"}
+    assert welch_bold({"a": [0.9, 0.9, 0.9], "b": [0.5, 0.5, 0.5]}, min_n=4) == set()
     assert welch_bold({"only": [1.0, 0.9]}) == set()
 
 
@@ -167,6 +170,9 @@ def test_bold_entropy_on_request(multirun, tmp_path):
 
 def test_figures_written(multirun, tmp_path):
     root, _ = multirun
+    _write_job(root, 99, [_row(task="pairwise", imp=False, seed=s, cardinality=1, pair=0, merge=m,
+                               rewarded_acc=0.8, nonrewarded_entropy=2.0)
+                          for s in range(3) for m in ("weight", "logit")])  # fig3's contrast
     report = analyze([root], tmp_path / "report")
     names = {p.name for p in report.written}
     # Files split by what varies: IMP for the sweeps, the loss for confusion grids.
@@ -192,10 +198,14 @@ def test_only_supported_sweeps(tmp_path):
     _write_job(root, 0, rows)
     report = analyze([root], tmp_path / "r")
     names = {p.name for p in report.written}
-    assert "fig3.png" in names and "table2.md" in names
-    assert not any(n.startswith(("fig6", "fig7", "fig8")) for n in names), names
+    assert "table2.md" in names and "logit_vs_weight.png" in names
+    assert not any(n.startswith(("fig3", "fig6", "fig7", "fig8")) for n in names), names
     assert [n.split(":")[0] for n in report.notes if "sweep" in n] == [
         "skipped fig6", "skipped fig7", "skipped fig8"]
+    # IMP-only rows: no "IMP vs no IMP" figure, one line says why
+    assert [n for n in report.notes if n.startswith("skipped fig3")] == [
+        "skipped fig3: only imp=Yes in the data, nothing to contrast; fig3 needs runs with "
+        "IMP and without (imp=none)"]
     assert main([str(root), "--out", str(tmp_path / "r2"), "--table", "fig6"]) == 2
 
 

@@ -102,6 +102,9 @@ def test_circuits_task_writes_every_table_and_the_report(tmp_path, capsys, run_c
     for title in ("Necessity", "Sufficiency", "Unlearning", "Editing", "Anatomy", "Overlap"):
         assert title in md
     assert (tmp_path / "report" / "circuits_overlap_circuits_mnist5k.png").is_file()
+    for kind in ("overlap", "necessity"):  # vector copies beside the PNGs
+        pdf = tmp_path / "report" / f"circuits_{kind}_circuits_mnist5k.pdf"
+        assert pdf.read_bytes()[:5] == b"%PDF-"
     assert all(p.is_file() for p in paths)
 
     assert main([str(tmp_path), "--out", str(tmp_path / "cli")]) == 0  # the standalone CLI

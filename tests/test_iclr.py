@@ -152,10 +152,10 @@ def test_width_sweep_on_cifar10_and_its_figure(run, tmp_path):
 
 
 # ------------------------------------------------------------------ the width analysis
-def _width_sweep(root: Path) -> Path:
-    """Pairwise jobs at widths 8, 16, 32 (2 seeds): weight-sum accuracy rises with width (0.3 +
-    width / 50, + 0.01 for seed 1), logit averaging stays at 0.95."""
-    for num, (width, seed) in enumerate((w, s) for w in (8, 16, 32) for s in (0, 1)):
+def _width_sweep(root: Path, seeds: int = 2) -> Path:
+    """Pairwise jobs at widths 8, 16, 32 (``seeds`` seeds): weight-sum accuracy rises with width
+    (0.3 + width / 50, + 0.01 per seed), logit averaging stays at 0.95."""
+    for num, (width, seed) in enumerate((w, s) for w in (8, 16, 32) for s in range(seeds)):
         job = root / str(num)
         job.mkdir(parents=True)
         rows = [dict(task="pairwise", experiment="width_cifar10", data="cifar10",
@@ -179,6 +179,11 @@ def test_width_table_known_values(tmp_path):
         assert stats.loc[(width, "weight"), "std"] == pytest.approx(np.std([0, 0.01], ddof=1))
         assert stats.loc[(width, "logit"), "mean"] == pytest.approx(0.95)
         assert stats.loc[(width, "logit"), "n"] == 2
+    assert not stats["bold"].any()  # two seeds: too few for Welch's test
+    assert "n = 2 per cell (no bold where n < 3" in (tmp_path / "out" / "width.md").read_text()
+    _width_sweep(tmp_path / "sweep3", seeds=3)
+    analyze([tmp_path / "sweep3"], tmp_path / "out3", ["width"])
+    stats = pd.read_csv(tmp_path / "out3" / "width.csv").set_index(["width", "merge"])
     # narrow: logit averaging wins; at width 32 the weight sum ties it (Welch's test)
     assert stats.loc[(8, "logit"), "bold"] and not stats.loc[(8, "weight"), "bold"]
     assert stats.loc[(32, "weight"), "bold"] and stats.loc[(32, "logit"), "bold"]

@@ -62,17 +62,20 @@ def finished_runs(root: Path) -> list[Path]:
 
 
 def read_run(path: Path) -> dict:
-    """group, job_type, name, tags, config, history rows and final summary of an offline run."""
-    out = {"config": {}, "history": [], "summary": {}}
+    """group, job_type, name, tags, project, config, history rows, final summary and the axes
+    of ``define_metric`` ({name or glob: step metric}) of an offline run."""
+    out = {"config": {}, "history": [], "summary": {}, "axes": {}}
     for r in records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out.update(group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name,
-                       tags=list(r.run.tags))
+                       tags=list(r.run.tags), project=r.run.project)
             out["config"].update({i.key: json.loads(i.value_json) for i in r.run.config.update})
         elif kind == "config":  # nested keys: W&B's own (_wandb/visualize/<chart>)
             out["config"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
                                   for i in r.config.update})
+        elif kind == "metric":
+            out["axes"][r.metric.name or r.metric.glob_name] = r.metric.step_metric
         elif kind == "history":
             out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
                                    for i in r.history.item})
@@ -116,10 +119,23 @@ def test_pairwise_job_and_its_modules_tell_the_story(tmp_path, monkeypatch, run_
     for key in ("weight/rewarded_acc", "weight/nonrewarded_entropy", "logit/rewarded_acc",
                 "logit/nonrewarded_entropy", "wall_s", "rows"):
         assert isinstance(summary[key], int | float), key
+    assert not any(k.startswith("trainer/") for k in summary)  # a job trains nothing
     table = next(out.rglob("media/table/results_*.table.json"))
     frame = pd.DataFrame(**{k: json.loads(table.read_text())[k] for k in ("columns", "data")})
     assert frame["rewarded_acc"].dtype.kind == "f" and frame["pair"].dtype.kind == "i"
     assert list(frame["merge"]) == ["none", "none", "weight", "logit"]
+    # the two modules alone, in the summary beside the merges, as results.csv has them
+    results = pd.read_csv(out / "results.csv", dtype={"class_set": str})
+    for letter, row in zip("ab", results[results["merge"] == "none"].itertuples(), strict=True):
+        assert summary[f"module_{letter}/class_set"] == row.class_set
+        for key in ("rewarded_acc", "nonrewarded_entropy"):
+            assert summary[f"module_{letter}/{key}"] == pytest.approx(getattr(row, key))
+    assert {summary["module_a/class_set"], summary["module_b/class_set"]} == {"0", "8"}
+    for m in modules:  # each module's own run scores it as the job does
+        rewarded = "-".join(map(str, m["config"]["rewarded"]))
+        letter = "a" if summary["module_a/class_set"] == rewarded else "b"
+        assert m["summary"]["test/rewarded_acc"] == pytest.approx(
+            summary[f"module_{letter}/rewarded_acc"], abs=1e-5)
 
 
 def test_curves_are_line_series_and_modules_artifacts(tmp_path, monkeypatch, run_job):
@@ -136,10 +152,41 @@ def test_curves_are_line_series_and_modules_artifacts(tmp_path, monkeypatch, run
         assert chart["stringSettings"]["xname"] == "t"
         assert job["summary"][f"barrier_{split}_table/nrows"] == 3
     assert isinstance(job["summary"]["max_barrier_pct/test/pair"], int | float)
+    # the barrier curves as history on their own axis t, so grouped runs average them
+    assert job["axes"]["barrier/*"] == "barrier/t"
+    results = pd.read_csv(out / "results.csv")
+    rows = [h for h in job["history"] if "barrier/t" in h]
+    assert [h["barrier/t"] for h in rows] == [0, 0.5, 1]
+    for split in ("test", "train"):
+        ours = results[results["split"] == split].sort_values("t")["barrier_pct"]
+        assert [h[f"barrier/{split}/pair"] for h in rows] == pytest.approx(list(ours))
+    assert not any(k.startswith("trainer/") for k in job["summary"])
     modules = finished_runs(tmp_path / "store")
     assert len(modules) == 2
     for run_file in modules:
         assert "artifact" in {r.WhichOneof("record_type") for r in records(run_file)}
+
+
+def test_complete_merge_curves_on_the_merge_step_axis(tmp_path, monkeypatch, run_job):
+    """R-Acc and entropy of the complete merge at each step as history on ``merge/step``
+    (``define_metric``): a W&B group of such runs averages them into Figure 4's curve."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "complete"
+    run_job(out, "task=complete", "permutation=ordered", "logger=wandb", "imp=none",
+            "trainer.max_epochs=1", "model.hidden=[16]")
+    (job,) = runs_under(out)
+    assert job["axes"]["merge/*"] == "merge/step"
+    rows = [h for h in job["history"] if "merge/step" in h]
+    results = pd.read_csv(out / "results.csv")
+    steps = sorted(results["step"].unique())
+    assert [h["merge/step"] for h in rows] == steps and len(steps) >= 3
+    for kind in ("weight", "logit"):
+        ours = results[results["merge"] == kind].sort_values("step")
+        for key in ("rewarded_acc", "nonrewarded_entropy"):
+            logged = [h.get(f"merge/{kind}/{key}", float("nan")) for h in rows]
+            assert logged == pytest.approx(list(ours[key]), nan_ok=True)  # no entropy at 10
+    assert "trainer/global_step" not in job["summary"]
+    assert "module_a/rewarded_acc" not in job["summary"]  # no module is scored alone here
 
 
 def test_tags_are_checked():

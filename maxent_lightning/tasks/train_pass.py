@@ -5,6 +5,7 @@ as its jobs; rerunning the sweep's command afterwards finds every module stored.
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..builders import named_model
 from ..errors import UserError
 from ..storage import read_json
 from ..store import ModuleStore
@@ -21,7 +22,8 @@ def run(cfg: DictConfig) -> dict:
         return {"trained": 0}
     record = passes[int(opts.index)]
     job_cfg = OmegaConf.create(record["config"])
-    paths = ModuleStore(job_cfg.store.root).get_many(job_cfg, record["rewarded"])
+    with named_model(record.get("model")):  # the sweep's model name, not this job's
+        paths = ModuleStore(job_cfg.store.root).get_many(job_cfg, record["rewarded"])
     print(f"train_pass {opts.index}: {len(paths)} module(s) of seed {job_cfg.seed} stored in "
           f"{job_cfg.store.root}")
     return {"trained": len(paths)}
