@@ -138,19 +138,26 @@ class MaxEntModule(L.LightningModule):
         return self.loss.scale(self.net(x))
 
     def on_train_epoch_start(self) -> None:
-        self._train_loss = [torch.zeros((), device=self.device), 0]
+        self._train_loss = None
+
+    def _epoch_loss(self) -> list:
+        """[sum, count] of this epoch's training losses (a fit resumed mid-epoch starts one)."""
+        if getattr(self, "_train_loss", None) is None:
+            self._train_loss = [torch.zeros((), device=self.device), 0]
+        return self._train_loss
 
     def training_step(self, batch, batch_idx):
         x, target, _ = batch
         loss = self.loss(self.net(x), target)
         # The epoch mean is accumulated here and logged once: a self.log per step costs more
         # than a small net's step. Same value as Lightning's batch-size weighted epoch mean.
-        self._train_loss[0] = self._train_loss[0] + loss.detach() * len(x)
-        self._train_loss[1] += len(x)
+        epoch = self._epoch_loss()
+        epoch[0] = epoch[0] + loss.detach() * len(x)
+        epoch[1] += len(x)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        total, count = self._train_loss
+        total, count = self._epoch_loss()
         self.log("train/loss", total / max(count, 1), prog_bar=True)
 
     def _evaluate(self, batch, stage: str, metrics) -> torch.Tensor:
