@@ -23,6 +23,7 @@ from .storage import (
     module_hparams,
     record_of,
     seal,
+    state_digest,
     stored_fields,
 )
 from .targets import TARGET_KINDS
@@ -30,6 +31,8 @@ from .targets import TARGET_KINDS
 NOT_RESUMABLE = ("a module.pt holds a finished module, not a fit's state (no optimizer or loop "
                  "state); load it with MaxEntModule.load_from_checkpoint and call fit without "
                  "ckpt_path")
+WEIGHTS_ONLY = ("the checkpoint holds weights only, not a fit's state (no optimizer state); load "
+                "it with MaxEntModule.load_from_checkpoint and call fit without ckpt_path")
 
 
 class MaxEntModule(L.LightningModule):
@@ -94,8 +97,14 @@ class MaxEntModule(L.LightningModule):
         with torch.random.fork_rng(devices=[]):  # building draws weights: leave the RNG as it was
             module = cls(**module_hparams(record), val_metrics=False)
         module.net.load_state_dict(record.state_dict)
-        module.masks, module.stored = record.masks, stored_fields(record)
+        module._store(record)
         return module
+
+    def _store(self, record: ModuleRecord) -> None:
+        """Hold the store's fields of ``record`` (whose weights this module has or gets) and its
+        masks; they are written back only while weights and masks are still the record's."""
+        self.masks, self.stored = record.masks, stored_fields(record)
+        self._stored_content = _content(record.state_dict, record.masks)
 
     @property
     def masks(self) -> dict[str, torch.Tensor]:
@@ -190,12 +199,13 @@ class MaxEntModule(L.LightningModule):
         return checkpoint
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Adds the masks; a module of the store (read from it, not fitted since) also gets the
-        store's fields, format tag and digest (``storage.seal``). A checkpoint of a fit (e.g.
-        Lightning's ModelCheckpoint) holds the masks and hyper-parameters, and claims nothing
-        of the store."""
+        """Adds the masks; a module of the store (read from it, its weights and masks still
+        those stored, not fitted since) also gets the store's fields, format tag and digest
+        (``storage.seal``). A checkpoint of a fit (e.g. Lightning's ModelCheckpoint) or of an
+        edited module holds the masks and hyper-parameters, and claims nothing of the store."""
         checkpoint["masks"] = {k: v.cpu() for k, v in self.masks.items()}
-        if self.stored is not None:
+        if self.stored is not None and \
+                _content(self.net.state_dict(), self.masks) == self._stored_content:
             seal(checkpoint, self.stored)
 
     @classmethod
@@ -227,19 +237,25 @@ class MaxEntModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A module.pt is checked as the store checks it (format, digest, finite weights) and
-        restores masks and store fields; a fit's checkpoint restores its masks. A module.pt
-        cannot resume a fit (it holds no optimizer or loop state): UserError."""
+        restores masks and store fields; a fit's checkpoint restores its masks. A module.pt or a
+        weights-only checkpoint cannot resume a fit (no optimizer or loop state): UserError."""
         fitting = self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING
-        if fitting and "optimizer_states" not in checkpoint:
+        if fitting and "format" in checkpoint:
             raise UserError(NOT_RESUMABLE)
+        if fitting and not checkpoint.get("optimizer_states"):
+            raise UserError(WEIGHTS_ONLY)
         if "format" in checkpoint:
-            record = record_of(checkpoint, "the checkpoint")
-            self.masks, self.stored = record.masks, stored_fields(record)
+            self._store(record_of(checkpoint, "the checkpoint"))
         elif "masks" in checkpoint:
             self.masks = checked_masks(checkpoint["masks"], self.net)
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())
+
+
+def _content(state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> str:
+    return state_digest({**{f"state/{k}": v for k, v in state.items()},
+                         **{f"mask/{k}": v for k, v in masks.items()}})
 
 
 def checked_masks(masks, net: nn.Module) -> dict[str, torch.Tensor]:

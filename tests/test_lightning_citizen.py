@@ -134,3 +134,21 @@ def test_module_files_are_written_by_the_module_hooks(pruned, tmp_path):
     assert saved.digest == record.digest  # the same file content, field by field
     stored = torch.load(pruned, weights_only=True)
     assert set(stored) == set(payload) and stored["digest"] == payload["digest"]
+
+
+def test_only_the_stored_weights_are_sealed_as_the_stored_module(pruned, tmp_path):
+    module = MaxEntModule.load_from_checkpoint(pruned)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.test(module, datamodule=datamodule(module), verbose=False)
+    trainer.save_checkpoint(tmp_path / "tested.ckpt")  # untouched: still the stored module
+    assert load_module(tmp_path / "tested.ckpt").fingerprint == load_module(pruned).fingerprint
+    with pytest.raises(UserError, match="holds a finished module, not a fit's state"):
+        fit(module, tmp_path, 2, ckpt=tmp_path / "tested.ckpt")
+    with torch.no_grad():
+        next(iter(module.net.parameters())).add_(1.0)
+    trainer.save_checkpoint(tmp_path / "edited.ckpt")
+    assert "format" not in torch.load(tmp_path / "edited.ckpt", weights_only=True)
+    with pytest.raises(CorruptFile, match="not a maxent_lightning module checkpoint"):
+        load_module(tmp_path / "edited.ckpt")
+    assert MaxEntModule.load_from_checkpoint(tmp_path / "edited.ckpt").masks.keys() == \
+        module.masks.keys()
