@@ -21,8 +21,9 @@ import torch
 from .errors import UserError
 
 # /3: a Lightning checkpoint (``MaxEntModule.load_from_checkpoint``, ``Trainer.test(ckpt_path=)``)
-# whose state_dict holds the backbone under ``net.``, with a digest of the whole record. Files of
-# /1 and /2 (digests of the tensors only) are refused: their other fields cannot be verified.
+# whose state_dict holds the backbone under ``net.``, with a digest of the whole record; written
+# by the module's own ``on_save_checkpoint`` (``seal``). Files of /1 and /2 (digests of the
+# tensors only) are refused: their other fields cannot be verified.
 MODULE_FORMAT = "maxent_lightning.module/3"
 OLD_FORMATS = ("maxent_lightning.module/1", "maxent_lightning.module/2")
 NET_PREFIX = "net."
