@@ -31,6 +31,7 @@ from .targets import TARGET_KINDS
 NOT_RESUMABLE = ("a module.pt holds a finished module, not a fit's state (no optimizer or loop "
                  "state); load it with MaxEntModule.load_from_checkpoint and call fit without "
                  "ckpt_path")
+REQUIRED_HPARAMS = {"net", "loss", "rewarded", "num_classes"}
 WEIGHTS_ONLY = ("the checkpoint holds weights only, not a fit's state (no optimizer state); load "
                 "it with MaxEntModule.load_from_checkpoint and call fit without ckpt_path")
 
@@ -227,7 +228,7 @@ class MaxEntModule(L.LightningModule):
                                                              dict):
             raise CorruptFile(f"{checkpoint_path} is not a checkpoint of a MaxEntModule",
                               "give a module.pt or a .ckpt of a MaxEntModule's fit")
-        elif set(payload["hyper_parameters"]) - set(HPARAMS):
+        elif not REQUIRED_HPARAMS <= set(payload["hyper_parameters"]) <= set(HPARAMS):
             raise CorruptFile(f"{checkpoint_path} records hyper-parameters other than a "
                               f"MaxEntModule's ({', '.join(HPARAMS)})",
                               "give a checkpoint of a MaxEntModule")

@@ -109,13 +109,23 @@ def test_a_model_checkpoint_of_a_module_built_from_configs_reloads(pruned, tmp_p
     assert all(torch.equal(v, state[k]) for k, v in reloaded.net.state_dict().items())
 
 
-def test_a_checkpoint_naming_other_hyper_parameters_is_refused(pruned, tmp_path):
+@pytest.mark.parametrize("edit", ["extra", "missing", "hostile_net"])
+def test_a_fit_checkpoint_runs_no_code_and_names_only_the_recipe(pruned, tmp_path, edit):
     module = MaxEntModule.load_from_checkpoint(pruned)
-    checkpoint = {"state_dict": module.state_dict(),
-                  "hyper_parameters": {**module.hparams, "backbones": ["os.system"]}}
-    torch.save(checkpoint, tmp_path / "bad.ckpt")
-    with pytest.raises(CorruptFile, match="hyper-parameters other than"):
+    marker = tmp_path / "marker"
+    hparams = dict(module.hparams)
+    if edit == "extra":
+        hparams["backbones"] = ["pathlib.Path"]
+    elif edit == "missing":
+        del hparams["loss"]
+    else:
+        hparams["net"] = {**hparams["net"], "hidden": {
+            "_target_": "pathlib.Path.write_text", "self": str(marker), "data": "pwned"}}
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": L.__version__}, tmp_path / "bad.ckpt")
+    with pytest.raises(CorruptFile, match="hyper-parameters other than|names no code"):
         MaxEntModule.load_from_checkpoint(tmp_path / "bad.ckpt")
+    assert not marker.exists()
 
 
 def test_a_module_file_cannot_resume_a_fit_and_says_why(pruned, tmp_path):
