@@ -51,7 +51,8 @@ class MaxEntModule(L.LightningModule):
 
     ``masks`` (pruned entries False) are enforced by the module in every fit: gradients masked
     before each optimizer step, weights re-masked after it, so no fit revives a pruned weight.
-    A module loaded from the store keeps the store's fields until a fit changes its weights."""
+    A module read from the store writes the store's fields back into its checkpoints only while
+    its weights and masks are those stored (never after a fit)."""
 
     def __init__(
         self,
