@@ -35,11 +35,11 @@ class RestoreBestWeights(BestRule, Callback):
 class IterativeMagnitudePruning(Callback):
     """Lightning adapter of the IMP strategy of a phase plan, for one module across fits.
 
-    During every fit it keeps pruned entries at exactly zero (gradients masked before each
-    optimizer step, weights re-masked after it). At the end of each fit before the final phase
-    it draws the next masks with ``plan.next_masks`` and rewinds the survivors to θ0.
-    Register it after ``RestoreBestWeights`` so that the kept (best-validation) weights are
-    pruned.
+    At the start of every fit it hands the module its current masks, which the module enforces
+    itself (``MaxEntModule``: gradients masked before each optimizer step, weights re-masked
+    after it). At the end of each fit before the final phase it draws the next masks with
+    ``plan.next_masks`` and rewinds the survivors to θ0. Register it after
+    ``RestoreBestWeights`` so that the kept (best-validation) weights are pruned.
     """
 
     def __init__(self, plan: PhasePlan, theta0: Mapping[str, torch.Tensor], masks: M.Masks,
@@ -51,21 +51,7 @@ class IterativeMagnitudePruning(Callback):
         return self.round >= self.plan.rounds
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        M.apply_masks(pl_module.net, self.masks)
-        # Per fit: (parameter, mask as 0/1 of its dtype); a bool factor is ~10x slower per step.
-        params = dict(pl_module.net.named_parameters())
-        self._factors = [(params[n], m.to(params[n].device, params[n].dtype))
-                         for n, m in self.masks.items()]
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        for param, factor in self._factors:
-            if param.grad is not None:
-                param.grad.mul_(factor)
-
-    @torch.no_grad()
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        for param, factor in self._factors:
-            param.mul_(factor)
+        pl_module.masks = self.masks
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.final_phase:
@@ -73,6 +59,7 @@ class IterativeMagnitudePruning(Callback):
         net = pl_module.net
         self.masks = self.plan.next_masks(dict(net.named_parameters()), self.masks)
         M.rewind(net, self.theta0, self.masks)
+        pl_module.masks = self.masks
         self.round += 1
 
 

@@ -21,8 +21,9 @@ import torch
 from .errors import UserError
 
 # /3: a Lightning checkpoint (``MaxEntModule.load_from_checkpoint``, ``Trainer.test(ckpt_path=)``)
-# whose state_dict holds the backbone under ``net.``, with a digest of the whole record. Files of
-# /1 and /2 (digests of the tensors only) are refused: their other fields cannot be verified.
+# whose state_dict holds the backbone under ``net.``, with a digest of the whole record; written
+# by the module's own ``on_save_checkpoint`` (``seal``). Files of /1 and /2 (digests of the
+# tensors only) are refused: their other fields cannot be verified.
 MODULE_FORMAT = "maxent_lightning.module/3"
 OLD_FORMATS = ("maxent_lightning.module/1", "maxent_lightning.module/2")
 NET_PREFIX = "net."
@@ -219,6 +220,12 @@ def record_digest(payload: dict) -> str:
     return hashlib.sha256(f"{state_digest(tensors)};{text}".encode()).hexdigest()[:16]
 
 
+# A MaxEntModule's hyper-parameters (its constructor's recipe arguments).
+HPARAMS = ("net", "input_shape", "loss", "rewarded", "num_classes")
+# The store's fields of a module that its hyper-parameters and state do not give.
+STORED = ("theta0_id", "seed", "spec", "fingerprint", "metrics")
+
+
 def module_hparams(record: ModuleRecord) -> dict:
     """The ``MaxEntModule`` arguments of a module: backbone and loss as ``_target_`` configs."""
     return {"net": record.spec["model"], "input_shape": list(record.input_shape),
@@ -227,24 +234,33 @@ def module_hparams(record: ModuleRecord) -> dict:
             "rewarded": list(record.rewarded), "num_classes": int(record.num_classes)}
 
 
+def stored_fields(record: ModuleRecord) -> dict:
+    return {k: getattr(record, k) for k in STORED}
+
+
 @cache
-def _lightning_version() -> str:
+def lightning_version() -> str:
     return version("lightning")  # reads the package metadata: once per process
+
+
+def seal(checkpoint: dict, stored: dict) -> None:
+    """Make a module's Lightning checkpoint (state_dict, hyper_parameters, masks) a store
+    module file: the record's fields, the format tag and the digest of the whole
+    (``MaxEntModule.on_save_checkpoint``; ``record_of`` verifies it)."""
+    hp = checkpoint["hyper_parameters"]
+    checkpoint.update(format=MODULE_FORMAT, rewarded=list(hp["rewarded"]),
+                      num_classes=int(hp["num_classes"]), input_shape=list(hp["input_shape"]),
+                      temperature=float(hp["loss"]["temperature"]), **stored)
+    checkpoint["digest"] = record_digest(checkpoint)  # of the record as stored
 
 
 def save_module(path: Path, record: ModuleRecord) -> Path:
     """``record`` as a Lightning checkpoint that also keeps every field of the record, the
-    format tag and the content digest; written atomically."""
-    state = {k: v.detach().cpu() for k, v in record.state_dict.items()}
-    masks = {k: v.detach().cpu() for k, v in record.masks.items()}
-    state = {NET_PREFIX + k: v for k, v in state.items()}
-    fields_ = {k: v for k, v in record.__dict__.items() if k != "digest"}
-    payload = {"format": MODULE_FORMAT, **fields_, "masks": masks, "state_dict": state,
-               "pytorch-lightning_version": _lightning_version(), "epoch": 0, "global_step": 0,
-               "hyper_parameters": module_hparams(record)}
-    payload["input_shape"] = list(payload["input_shape"])
-    payload["digest"] = record_digest(payload)  # of the record as stored
-    return save_torch(path, payload)
+    format tag and the content digest, written atomically: the checkpoint of the module built
+    from it (``MaxEntModule.checkpoint``, the module's own hooks)."""
+    from .module import MaxEntModule  # Lightning: imported where a module is saved
+
+    return save_torch(path, MaxEntModule.from_record(record).checkpoint())
 
 
 def _fields_ok(p: dict) -> bool:

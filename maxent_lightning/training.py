@@ -40,9 +40,10 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     drops = stream_dropouts(net, dm.input_shape)
     first_key = first_phase_key(cfg, dm.rewarded)
     phases = plan(cfg, net)
-    loss = instantiate(cfg.loss)
-    module = MaxEntModule(net, loss, dm.rewarded, dm.num_classes, instantiate(cfg.optimizer),
-                          val_metrics=phases.val_metrics)
+    # built from the recipe's configs (its hyper-parameters), on the θ0 net already built
+    module = MaxEntModule(spec["model"], instantiate(cfg.loss), dm.rewarded, dm.num_classes,
+                          instantiate(cfg.optimizer), val_metrics=phases.val_metrics,
+                          input_shape=dm.input_shape, backbone=net)
 
     resumed = moduledir.resume_point(out_dir, fingerprint, phases.rounds)
     masks, start, stop_epochs = resumed or (phases.full_masks(net), 0, [])
@@ -84,8 +85,8 @@ def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = Fa
     metrics = moduledir.save_trained(
         out_dir, cfg.seed, dm, dm.rewarded, {k: float(v) for k, v in results.items()},
         module.test_confusion.compute(), net.cpu().state_dict(), pruner.masks, spec,
-        fingerprint, theta0_id, loss.temperature, stop_epochs, time.perf_counter() - start_time,
-        figure=wants_figures(cfg))
+        fingerprint, theta0_id, module.loss.temperature, stop_epochs,
+        time.perf_counter() - start_time, figure=wants_figures(cfg))
     log_trained(loggers, out_dir, metrics, wants_figures(cfg), dm.splits.classes)
     finish_loggers(loggers)
     moduledir.mark_done(out_dir, metrics)

@@ -231,6 +231,19 @@ class _WritesMarker:
         return (Path.write_text, (self.marker, "a crafted file ran code"))
 
 
+def crafted(source, target: Path, edit) -> Path:
+    """A copy of the module file ``source`` with ``edit(payload)`` applied and its digest
+    recomputed, as a forger would (the store writes only modules it can rebuild)."""
+    import torch
+
+    from maxent_lightning.storage import record_digest, save_torch
+
+    payload = torch.load(source, weights_only=True)
+    edit(payload)
+    payload["digest"] = record_digest(payload)
+    return save_torch(target, payload)
+
+
 def _crafted_modules(work: Path, genuine: str) -> dict:
     """Module files a loader must refuse without running anything: a nested ``_target_`` in
     the recorded model config, code as the backbone, a pickled object, an edited field."""
@@ -238,18 +251,18 @@ def _crafted_modules(work: Path, genuine: str) -> dict:
 
     import torch
 
-    from maxent_lightning.storage import config_digest, load_module, save_module
+    from maxent_lightning.storage import config_digest
 
     marker = str(work / MARKER)
     call = {"_target_": "pathlib.Path.write_text", "self": marker, "data": "pwned"}
     out = {}
     for key, edit in (("X_nested", lambda m: m.__setitem__("hidden", call)),
                       ("X_top", lambda m: (m.clear(), m.update(call)))):
-        rec = load_module(genuine)
-        rec.spec = copy.deepcopy(rec.spec)
-        edit(rec.spec["model"])
-        rec.fingerprint = config_digest(rec.spec)  # consistent: only the content is hostile
-        out[key] = str(save_module(work / "crafted" / key / "module.pt", rec))
+        def hostile(p, edit=edit):
+            edit(p["spec"]["model"])
+            p["hyper_parameters"]["net"] = copy.deepcopy(p["spec"]["model"])
+            p["fingerprint"] = config_digest(p["spec"])  # consistent: only the content is hostile
+        out[key] = str(crafted(genuine, work / "crafted" / key / "module.pt", hostile))
     payload = torch.load(genuine, weights_only=True)
     payload["metrics"]["note"] = _WritesMarker(work / MARKER)
     out["X_pickle"] = str(work / "crafted" / "pickle.pt")
@@ -322,7 +335,7 @@ def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=(
     ``cheap``: extra overrides for training the modules."""
     from maxent_lightning.builders import module_spec, spec_fingerprint
     from maxent_lightning.jobs import pick_pair
-    from maxent_lightning.storage import load_module, save_module, write_json
+    from maxent_lightning.storage import write_json
     from maxent_lightning.store import ModuleStore
     from maxent_lightning.training import train_module
 
@@ -332,13 +345,13 @@ def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=(
         out = work / "modules" / key
         train_module(compose([*TINY, *cheap, *extra]), out, rewarded, quiet=True)
         paths[key], paths[f"{key}_dir"] = str(out / "module.pt"), str(out)
-    rec = load_module(paths["B"])
-    rec.num_classes = 9  # a module of another class count (no embedded 9-class data set)
-    paths["F"] = str(save_module(work / "modules" / "F" / "module.pt", rec))
+    def nine_classes(p):  # a module of another class count (no embedded 9-class data set)
+        p["num_classes"] = p["hyper_parameters"]["num_classes"] = 9
+
+    paths["F"] = str(crafted(paths["B"], work / "modules" / "F" / "module.pt", nine_classes))
     if "C" not in paths:  # not trained: B as if of another seed (θ0)
-        rec = load_module(paths["B"])
-        rec.theta0_id, rec.seed = "0" * 16, 1
-        paths["C"] = str(save_module(work / "modules" / "C" / "module.pt", rec))
+        paths["C"] = str(crafted(paths["B"], work / "modules" / "C" / "module.pt",
+                                 lambda p: p.update(theta0_id="0" * 16, seed=1)))
     blob = Path(paths["B"]).read_bytes()
     paths["T"] = str(work / "truncated.pt")
     Path(paths["T"]).write_bytes(blob[: len(blob) // 2])

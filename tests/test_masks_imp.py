@@ -5,7 +5,9 @@ from torch import nn
 from maxent_lightning import masks as M
 from maxent_lightning.builders import init_theta0
 from maxent_lightning.callbacks import IterativeMagnitudePruning
+from maxent_lightning.loss import MaxEntLoss
 from maxent_lightning.models import MLP
+from maxent_lightning.module import MaxEntModule
 from maxent_lightning.phases import plan
 from maxent_lightning.storage import load_module
 from maxent_lightning.training import train_module
@@ -93,20 +95,25 @@ def test_rewind_restores_theta0_times_mask_and_callback_prunes_at_fit_end(make_c
 
 
 def test_masked_gradients_and_weights_stay_zero_through_adam_steps(make_cfg):
+    """The module enforces its masks (the IMP callback only hands them over): gradients masked
+    before each optimizer step, weights re-masked after it."""
     net = _net()
     phases = plan(make_cfg("imp.rounds=1", "imp.sparsity=0.7"), net)
     masks = M.prune_global(dict(net.named_parameters()), phases.full_masks(net), 0.7)
+    config = {"_target_": "maxent_lightning.models.MLP", "hidden": [16, 8], "dropout": 0.0}
+    module = MaxEntModule(config, MaxEntLoss(), [0], 4, input_shape=(20,), backbone=net)
     pruner = IterativeMagnitudePruning(phases, {}, masks)
-    holder = nn.Module()
-    holder.net = net
-    pruner.on_fit_start(None, holder)
+    pruner.on_fit_start(None, module)
+    module.on_fit_start()
     opt = torch.optim.Adam(net.parameters(), lr=0.1, weight_decay=0.1)
     for _ in range(5):
         opt.zero_grad()
         net(torch.randn(8, 20)).pow(2).sum().backward()
-        pruner.on_before_optimizer_step(None, holder, opt)
+        module.on_before_optimizer_step(opt)
         opt.step()
-        pruner.on_train_batch_end(None, holder, None, None, 0)
+        module.apply_masks()  # what module.optimizer_step does after the step
+        assert all(torch.count_nonzero(opt.state[p]["exp_avg"][~masks[n]]) == 0
+                   for n, p in net.named_parameters() if n in masks)
     params = dict(net.named_parameters())
     for n, mask in masks.items():
         assert torch.count_nonzero(params[n][~mask]) == 0
