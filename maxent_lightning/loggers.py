@@ -1,6 +1,6 @@
 """The configured Lightning loggers of one module or composition job, and their end.
 
-With ``logger=wandb`` each module and each job is one W&B run: grouped by experiment and seed
+With ``logger=wandb`` each module and each job is one W&B run: grouped by experiment
 (``conf/logger/wandb.yaml``), job type ``train`` or the task, a name unique within a sweep
 (coordinates + fingerprint), the resolved config and the ``tags`` of the config. Several runs
 may be open at once (``reinit='create_new'``: the family trainer logs its modules live). The

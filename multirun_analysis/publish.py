@@ -4,9 +4,8 @@ figure as an image.
 
 The run joins the analysed jobs' runs: the project, entity, tags and mode of their W&B logger
 (``logger.wandb`` in each job's ``config.yaml``; ``WANDB_MODE`` wins, as for the jobs) and
-their group: the one group of the jobs (``<experiment>-seed<seed>``) where they share one, else
-the experiment's name (``<experiment>``, several seeds), else ``analysis`` (several
-experiments). A project given as ``--wandb PROJECT`` wins over the jobs'. ``wandb sync`` (or
+their group: the one group of the jobs (``<experiment>``) where they share one, else the
+experiment's name, else ``analysis`` (several experiments). A project given as ``--wandb PROJECT`` wins over the jobs'. ``wandb sync`` (or
 ``make sync``) uploads the run."""
 
 import os

@@ -1,4 +1,4 @@
-"""W&B: one group per experiment and seed, job types, unique names, config, tags, numeric
+"""W&B: one group per experiment, job types, unique names, config, tags, numeric
 summaries and Tables, a step rising across IMP rounds; read back from the offline run files."""
 
 import json
@@ -99,7 +99,7 @@ def test_pairwise_job_and_its_modules_tell_the_story(tmp_path, monkeypatch, run_
     modules = runs_under(tmp_path / "store")
     assert len(modules) == 2
     for run in [job, *modules]:
-        assert run["group"] == "story-seed0" and run["tags"] == ["smoke", "c13"]
+        assert run["group"] == "story" and run["tags"] == ["smoke", "c13"]
         assert run["config"]["seed"] == 0 and run["config"]["tags"] == ["smoke", "c13"]
         assert run["config"]["data"]["name"] == "digits"
     assert job["job_type"] == "pairwise" and {m["job_type"] for m in modules} == {"train"}

@@ -42,7 +42,7 @@ def test_sweep_runs_one_name_one_group_and_make_sync_finds_them_all(tmp_path):
         r["name"] for r in jobs + modules]
     for run in jobs + modules + [analysis]:
         assert (run["group"], run["project"], run["tags"]) == (
-            "pairwise_digits-seed0", "p23", ["sweep23"]), run["name"]
+            "pairwise_digits", "p23", ["sweep23"]), run["name"]
     assert analysis["job_type"] == "analysis"
     assert analysis["config"]["experiment_name"] == "pairwise_digits"
 
