@@ -1,10 +1,14 @@
 """Hydra as its users expect: experiments, debug configs and tasks through the defaults list,
 a config composed in a notebook resolves, and the model and data module instantiate from it."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
@@ -82,3 +86,33 @@ def test_a_modules_spec_keeps_its_recorded_layout():
     lenet = module_spec(compose_config(["data=digits", "model=lenet", "protocol=paper"],
                                        output_dir="unused"))
     assert lenet["model"]["temperature"] == 1.0 == lenet["loss"]["temperature"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maxent_lightning", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"})
+
+
+def test_a_run_keeps_hydras_record_and_a_task_log_and_reruns(tmp_path, fast_overrides):
+    run = tmp_path / "run"
+    args = [*fast_overrides, "imp.rounds=1", "trainer.max_epochs=1", f"hydra.run.dir={run}",
+            f"paths.store_dir={tmp_path}/store"]
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert {"config.yaml", "hydra.yaml", "overrides.yaml", "config.pickle"} <= {
+        p.name for p in (run / ".hydra").iterdir()}
+    assert yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["task"] == "train"
+    log = (run / "train.log").read_text()  # named after the task, with its summary
+    assert "rewarded accuracy" in log and "final phase, epoch 1/1" in log
+    again = cli("--experimental-rerun", str(run / ".hydra" / "config.pickle"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "rewarded accuracy" in again.stdout  # the finished run, reported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "store"]
+
+
+def test_plan_only_in_a_single_run_makes_no_directory(tmp_path):
+    res = cli("plan_only=true", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "plan_only=true: nothing run" in res.stdout
+    assert list(tmp_path.iterdir()) == []
