@@ -1,6 +1,7 @@
 """Command line: ``python -m maxent_lightning [overrides]`` (Hydra)."""
 
 import contextlib
+import copy
 import errno
 import importlib
 import logging
@@ -19,7 +20,7 @@ from hydra.core.utils import setup_globals
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 # Only what --help, -sc completion and --cfg need: torch and Lightning are imported when a task
 # runs (run_task), so the CLI answers at once (tests/test_cli_startup.py).
@@ -171,9 +172,13 @@ class RerunRecord(Callback):
         if subdir is None:
             return
         out = Path(config.hydra.runtime.output_dir) / str(subdir)
+        record = copy.deepcopy(config)
+        with read_write(record.hydra), open_dict(record.hydra):
+            for key in ("launcher", "sweeper"):  # plugin classes a joblib worker cannot pickle
+                record.hydra[key] = OmegaConf.create(OmegaConf.to_container(record.hydra[key]))
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "config.pickle", "wb") as fh:
-            pickle.dump(config, fh, protocol=4)
+            pickle.dump(record, fh, protocol=4)
 
 
 class _LoggedOutput:
