@@ -162,6 +162,16 @@ class OutputDirCheck(Callback):
         output_dir_or_exit(config.hydra.sweep.dir, "sweep")
 
 
+class PlanSweep(Callback):
+    """Hydra callback: a multirun's plan (planner.SweepPlanner), imported only when a multirun
+    starts (the planner loads torch; a single run, --cfg or --help need none of it)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from .planner import SweepPlanner
+
+        SweepPlanner().on_multirun_start(config, **kwargs)
+
+
 class RerunRecord(Callback):
     """Hydra callback: the job's config as ``.hydra/config.pickle``, which
     ``--experimental-rerun`` reads (Hydra's PickleJobInfoCallback, without its return value
