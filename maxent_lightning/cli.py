@@ -147,6 +147,16 @@ def path_error(err: BaseException) -> UserError | None:
     return UserError(f"{loop} is a symlink loop; remove it or make it point to a directory")
 
 
+def keep_record(config: DictConfig, output_dir: str | Path) -> None:
+    """A directory that already holds Hydra's record of a run (``.hydra/``) keeps it: the job
+    about to run there writes none (a rerun of the same config, or one that its task refuses
+    as another config's, loses nothing)."""
+    subdir = config.hydra.output_subdir
+    if subdir is not None and (Path(output_dir) / str(subdir)).exists():
+        with read_write(config.hydra):
+            config.hydra.output_subdir = None
+
+
 class OutputDirCheck(Callback):
     """Hydra callback (conf/hydra/default.yaml): checks the output directory first."""
 
@@ -155,6 +165,7 @@ class OutputDirCheck(Callback):
             print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
             sys.exit(0)
         output_dir_or_exit(config.hydra.run.dir, "run")
+        keep_record(config, config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if config.get("plan_only"):  # prints the plan, writes nothing: no directory to make
