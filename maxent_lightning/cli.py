@@ -54,11 +54,12 @@ def run_task(cfg: DictConfig):
     if cfg.get("plan_only"):  # a multirun's planner printed the plan and stopped before
         print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
         return None
-    from . import moduledir
-    from .builders import backbone_target, trust_backbone
-
+    # loaded here, as the task is (they import torch): --help, -sc and --cfg need none of them
     task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
-    trust_backbone(backbone_target(cfg))  # the user's config names it: module files may too
+    builders = importlib.import_module("maxent_lightning.builders")
+    moduledir = importlib.import_module("maxent_lightning.moduledir")
+    # the user's config names the backbone: module files may too
+    builders.trust_backbone(builders.backbone_target(cfg))
     with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)), logged_output():
         return task.run(cfg)
 
@@ -178,9 +179,8 @@ class PlanSweep(Callback):
     starts (the planner loads torch; a single run, --cfg or --help need none of it)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from .planner import SweepPlanner
-
-        SweepPlanner().on_multirun_start(config, **kwargs)
+        planner = importlib.import_module("maxent_lightning.planner")  # (it imports this one)
+        planner.SweepPlanner().on_multirun_start(config, **kwargs)
 
 
 class RerunRecord(Callback):
