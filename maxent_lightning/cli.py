@@ -197,9 +197,9 @@ class RerunRecord(Callback):
         with read_write(record.hydra), open_dict(record.hydra):
             for key in ("launcher", "sweeper"):  # plugin classes a joblib worker cannot pickle
                 record.hydra[key] = OmegaConf.create(OmegaConf.to_container(record.hydra[key]))
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "config.pickle", "wb") as fh:
-            pickle.dump(record, fh, protocol=4)
+        # storage's atomic writer (storage imports torch: loaded here, when a job runs)
+        write_bytes = importlib.import_module("maxent_lightning.storage").write_bytes
+        write_bytes(out / "config.pickle", pickle.dumps(record, protocol=4))
 
 
 class _LoggedOutput:
