@@ -24,8 +24,12 @@ NEUTRAL_TRAINER_KEYS = {"_target_", "accelerator", "devices", "num_nodes", "stra
                         "num_sanity_val_steps", "enable_checkpointing", "enable_model_summary",
                         "enable_progress_bar", "log_every_n_steps", "default_root_dir",
                         "deterministic", "benchmark", "logger", "callbacks", "profiler"}
-# Keys of a model config that describe the training recipe rather than the constructor.
+# Keys of a module's recorded model that describe the training recipe rather than the
+# constructor (the config keeps the model's temperature beside ``model``: see ``model_identity``).
 MODEL_META_KEYS = ("temperature",)
+# Keys of ``cfg.data`` that are not the data settings of a module: where the files are, and
+# what the DataModule's ``_target_`` takes from the rest of the config (conf/train.yaml).
+DATA_RUNTIME_KEYS = ("root", "download", "_target_", "rewarded", "targets", "shuffle_seed")
 # conf/model/custom.yaml: a user's backbone (model=custom model._target_=mypkg.Tiny).
 CUSTOM = "custom"
 # Bump when a change alters what a spec trains: every module gets a new fingerprint.
@@ -226,15 +230,15 @@ def data_identity(cfg: DictConfig) -> dict:
     """The data settings of ``cfg`` that decide what a module sees: its config without where
     the files are, plus the digest of the loaded tensors (a moved copy is the same data; another
     folder, a partial copy or an edited file is not)."""
-    data = {k: v for k, v in plain(cfg.data).items() if k not in ("root", "download")}
+    data = {k: v for k, v in plain(cfg.data).items() if k not in DATA_RUNTIME_KEYS}
     return {**data, "digest": data_source(cfg).digest}
 
 
 def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None):
-    """The data module of ``cfg`` for one rewarded set (each phase sets its shuffle seed);
-    ``targets`` overrides the loss's target kind."""
+    """The data module of ``cfg`` for one rewarded set (each phase sets its shuffle seed), its
+    data loaded (``prepare_data``, ``setup``); ``targets`` overrides the loss's target kind."""
     d = cfg.data
-    return MaxEntDataModule(
+    dm = MaxEntDataModule(
         name=d.name,
         rewarded=list(rewarded if rewarded is not None else cfg.rewarded),
         targets=targets or cfg.loss.targets,
@@ -246,6 +250,19 @@ def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None)
         shuffle_seed=cfg.seed,
         normalize=d.get("normalize"),
     )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def model_identity(cfg: DictConfig) -> dict:
+    """The ``model`` of a module's spec: the backbone config with the model's softmax
+    temperature (``cfg.temperature``, set by conf/model/*.yaml beside ``model`` so that
+    ``instantiate(cfg.model)`` builds the net), as recorded since the first identity."""
+    model = plain(cfg.model)
+    if cfg.get("temperature") is not None:
+        model["temperature"] = plain(cfg.temperature)
+    return model
 
 
 def module_spec(cfg: DictConfig, rewarded=None) -> dict:
@@ -259,7 +276,7 @@ def module_spec(cfg: DictConfig, rewarded=None) -> dict:
     return {
         "identity": IDENTITY,
         "data": data_identity(cfg),
-        "model": plain(cfg.model),
+        "model": model_identity(cfg),
         "loss": plain(cfg.loss),
         "imp": plain(cfg.imp),
         "optimizer": plain(cfg.optimizer),

@@ -1,10 +1,12 @@
 """Command line: ``python -m maxent_lightning [overrides]`` (Hydra)."""
 
+import contextlib
+import copy
 import errno
 import importlib
 import logging
 import os
-import pkgutil
+import pickle
 import re
 import signal
 import sys
@@ -14,19 +16,20 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import setup_globals
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from . import helptext, moduledir, tasks  # noqa: F401  (helptext: the --help resolver)
-from .builders import backbone_target, trust_backbone
-from .config import CONFIG_DIR, CONFIG_NAME, debug_last
+# Only what --help, -sc completion and --cfg need: torch and Lightning are imported when a task
+# runs (run_task), so the CLI answers at once (tests/test_cli_startup.py).
+from . import helptext  # noqa: F401  (the --help resolver)
+from .config import CONFIG_DIR, CONFIG_NAME, normalize_overrides
 from .errors import UserError
 from .launcher import register_plugins
 
-TASKS = tuple(sorted(m.name for m in pkgutil.iter_modules(tasks.__path__)))
+TASKS = tuple(sorted(p.stem for p in helptext.TASK_DIR.glob("*.py") if p.stem != "__init__"))
 
 
 def quiet_libraries() -> None:
@@ -51,9 +54,13 @@ def run_task(cfg: DictConfig):
     if cfg.get("plan_only"):  # a multirun's planner printed the plan and stopped before
         print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
         return None
+    # loaded here, as the task is (they import torch): --help, -sc and --cfg need none of them
     task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
-    trust_backbone(backbone_target(cfg))  # the user's config names it: module files may too
-    with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)):
+    builders = importlib.import_module("maxent_lightning.builders")
+    moduledir = importlib.import_module("maxent_lightning.moduledir")
+    # the user's config names the backbone: module files may too
+    builders.trust_backbone(builders.backbone_target(cfg))
+    with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)), logged_output():
         return task.run(cfg)
 
 
@@ -141,16 +148,98 @@ def path_error(err: BaseException) -> UserError | None:
     return UserError(f"{loop} is a symlink loop; remove it or make it point to a directory")
 
 
+def keep_record(config: DictConfig, output_dir: str | Path) -> None:
+    """A directory that already holds Hydra's record of a run (``.hydra/``) keeps it: the job
+    about to run there writes none (a rerun of the same config, or one that its task refuses
+    as another config's, loses nothing)."""
+    subdir = config.hydra.output_subdir
+    if subdir is not None and (Path(output_dir) / str(subdir)).exists():
+        with read_write(config.hydra):
+            config.hydra.output_subdir = None
+
+
 class OutputDirCheck(Callback):
     """Hydra callback (conf/hydra/default.yaml): checks the output directory first."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if config.get("plan_only"):  # before Hydra makes the run directory: none is left
+            print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
+            sys.exit(0)
         output_dir_or_exit(config.hydra.run.dir, "run")
+        keep_record(config, config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if config.get("plan_only"):  # prints the plan, writes nothing: no directory to make
             return
         output_dir_or_exit(config.hydra.sweep.dir, "sweep")
+
+
+class PlanSweep(Callback):
+    """Hydra callback: a multirun's plan (planner.SweepPlanner), imported only when a multirun
+    starts (the planner loads torch; a single run, --cfg or --help need none of it)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        planner = importlib.import_module("maxent_lightning.planner")  # (it imports this one)
+        planner.SweepPlanner().on_multirun_start(config, **kwargs)
+
+
+class RerunRecord(Callback):
+    """Hydra callback: the job's config as ``.hydra/config.pickle``, which
+    ``--experimental-rerun`` reads (Hydra's PickleJobInfoCallback, without its return value
+    and log lines: the results are in the run's files)."""
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        subdir = config.hydra.output_subdir
+        if subdir is None:
+            return
+        out = Path(config.hydra.runtime.output_dir) / str(subdir)
+        record = copy.deepcopy(config)
+        with read_write(record.hydra), open_dict(record.hydra):
+            for key in ("launcher", "sweeper"):  # plugin classes a joblib worker cannot pickle
+                record.hydra[key] = OmegaConf.create(OmegaConf.to_container(record.hydra[key]))
+        # storage's atomic writer (storage imports torch: loaded here, when a job runs)
+        write_bytes = importlib.import_module("maxent_lightning.storage").write_bytes
+        write_bytes(out / "config.pickle", pickle.dumps(record, protocol=4))
+
+
+class _LoggedOutput:
+    """``sys.stdout`` that also writes each complete line to the job log's file handlers (not
+    the console handler: the line is printed once)."""
+
+    def __init__(self, stream, handlers):
+        self.stream, self.handlers, self.pending = stream, handlers, ""
+
+    def write(self, text: str) -> int:
+        n = self.stream.write(text)
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.strip() and "\r" not in line:  # no progress-bar redraws
+                record = logging.LogRecord(TASK_LOG, logging.INFO, __file__, 0, line, None, None)
+                for handler in self.handlers:
+                    handler.handle(record)
+        return n
+
+    def __getattr__(self, name):  # isatty, flush, fileno, encoding: the real stream's
+        return getattr(self.stream, name)
+
+
+TASK_LOG = "maxent_lightning.task"
+
+
+@contextlib.contextmanager
+def logged_output():
+    """What the task prints (its summary, epoch lines) also goes into the job log
+    (``<task>.log``: conf/hydra/default.yaml, hydra.job_logging)."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if not handlers:
+        yield
+        return
+    stream = sys.stdout
+    sys.stdout = _LoggedOutput(stream, handlers)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
 
 
 class JobFailed(CompactHydraException):
@@ -159,6 +248,7 @@ class JobFailed(CompactHydraException):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
 def main(cfg: DictConfig):
+    quiet_libraries()  # also in joblib / submitit workers, which never run entry()
     install_interrupts(only_default=True)  # joblib workers too; submitit keeps its own
     hc = HydraConfig.get()
     RUNNING.update(job=hc.job.num if hc.mode == RunMode.MULTIRUN else None,
@@ -217,6 +307,15 @@ def flags_first(argv: list[str]) -> list[str]:
     return flags + [a for a in argv if a not in flags]
 
 
+def _lightning_sigterm(err: BaseException) -> bool:
+    """Lightning's SIGTERMException (only where a task imported Lightning)."""
+    if "lightning.pytorch" not in sys.modules:
+        return False
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return isinstance(err, SIGTERMException)
+
+
 def interrupted_line(signum: int) -> str:
     name = signal.Signals(signum).name
     job, out = RUNNING.get("job"), RUNNING.get("out", "the run directory")
@@ -239,18 +338,27 @@ def entry() -> None:
 
 
 def _entry() -> None:
-    sys.argv[1:] = debug_last(flags_first(sys.argv[1:]))
+    sys.argv[1:] = normalize_overrides(flags_first(sys.argv[1:]))
     problem = unknown_option(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+    if {"-h", "--help"} & set(sys.argv[1:]) and not any(
+            a.startswith("hydra.help") for a in sys.argv[1:]):
+        # Hydra's --help lists every config group option first (~1 s of compositions), which
+        # this help (conf/hydra/default.yaml: hydra.help.template) does not show
+        print(helptext.help_text())
+        return
     register_plugins()  # the default multirun sweeper and launcher (launcher.py)
+    setup_globals()  # the hydra: and now: resolvers, also for --experimental-rerun (without)
     try:
         main()
     except BaseException as err:
         signum = RUNNING.get("signal") or getattr(err, "signum", None)
-        if signum is None and isinstance(err, SIGTERMException | KeyboardInterrupt):
-            signum = signal.SIGTERM if isinstance(err, SIGTERMException) else signal.SIGINT
+        if signum is None and isinstance(err, KeyboardInterrupt):
+            signum = signal.SIGINT
+        elif signum is None and _lightning_sigterm(err):
+            signum = signal.SIGTERM
         if signum is None:
             raise
         print(interrupted_line(signum), file=sys.stderr)

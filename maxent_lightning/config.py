@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, open_dict, read_write
 
 # The repository's top-level conf/ (maxent_lightning/conf links to it); a wheel carries a copy
 # there, so a non-editable install finds every config too.
@@ -15,33 +15,33 @@ CONFIG_DIR = str((Path(__file__).resolve().parent / "conf").resolve())
 CONFIG_NAME = "train"
 
 
-def debug_last(args: Sequence[str]) -> list[str]:
-    """``debug=NAME`` as ``+debug=NAME`` after the other overrides: a debug config is appended
-    last, so it wins over an experiment's epochs and paths (``+experiment=X debug=limit``).
-    Flags (``--cfg job``) keep their places."""
-    args = [f"+{a}" if a.startswith("debug=") else a for a in args]
-    debug = [a for a in args if a.startswith("+debug=")]
-    rest = [a for a in args if a not in debug]
-    overrides = [i for i, a in enumerate(rest) if "=" in a and not a.startswith("-")]
-    if not debug or not overrides:
-        return args
-    return rest[:overrides[-1] + 1] + debug + rest[overrides[-1] + 1:]
+# Groups of the main defaults list that default to null (conf/train.yaml): ``+GROUP=NAME``
+# (appending, the long-documented form) means the same as ``GROUP=NAME`` there.
+NULL_GROUPS = ("experiment", "debug")
+
+
+def normalize_overrides(args: Sequence[str]) -> list[str]:
+    """``+experiment=X`` and ``+debug=X`` as ``experiment=X`` and ``debug=X``: Hydra 1.3 refuses
+    to append a group the defaults list already holds ("Multiple values for experiment"), so
+    both spellings choose the experiment and debug entries of conf/train.yaml."""
+    return [a[1:] if a.startswith(tuple(f"+{g}=" for g in NULL_GROUPS)) else a for a in args]
 
 
 def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None,
                    keep_hydra: bool = False) -> DictConfig:
-    """The main config with ``overrides``. With ``output_dir`` it is a job's config: Hydra's
-    runtime config is set (as in a CLI job writing to ``output_dir``), so ``${hydra:...}``
-    interpolations resolve and tasks can run; the ``hydra`` node is dropped unless
-    ``keep_hydra``."""
+    """The main config with ``overrides``, as a CLI job gets it (a notebook's entry point):
+    Hydra's runtime config is set, so ``${hydra:...}`` interpolations (an experiment's recipe,
+    ``trainer.max_epochs``) resolve. The job writes to ``output_dir``, by default where a
+    single run would (``hydra.run.dir``); the ``hydra`` node is dropped unless ``keep_hydra``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(CONFIG_NAME, overrides=debug_last(overrides),
-                      return_hydra_config=output_dir is not None or keep_hydra)
-    if output_dir is not None:
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        HydraConfig.instance().set_config(cfg)
-        if not keep_hydra:
-            with open_dict(cfg):
-                del cfg["hydra"]
+        cfg = compose(CONFIG_NAME, overrides=normalize_overrides(overrides),
+                      return_hydra_config=True)
+    with read_write(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = str(output_dir if output_dir is not None
+                                           else cfg.hydra.run.dir)
+    HydraConfig.instance().set_config(cfg)
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
     return cfg

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from .config import CONFIG_DIR
 
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
-# Groups that are plumbing, not choices for users (experiments have their own list).
-INTERNAL_GROUPS = ("experiment", "hydra", "paths", "recipe")
+# Groups that are plumbing, not choices for users (tasks and experiments have their own lists;
+# local is the user's own, conf/local/README.md).
+INTERNAL_GROUPS = ("experiment", "hydra", "local", "paths", "recipe", "task")
 WIDTH = 100
 
 
@@ -68,13 +69,13 @@ def help_text() -> str:
         "maxent-lightning: train Maximum-Entropy subnetwork modules (MaxEnt loss + iterative",
         "magnitude pruning) and compose them (weight sum, logit averaging).",
         "",
-        "Usage: maxent-lightning [task=NAME] [+experiment=NAME] [GROUP=OPTION ...] [key=value ...]",
+        "Usage: maxent-lightning [task=NAME] [experiment=NAME] [GROUP=OPTION ...] [key=value ...]",
         "       [-m] [--cfg job]        (or: python -m maxent_lightning ...)",
         "",
         "Tasks (task=NAME; default train):",
         *_rows(tasks()),
         "",
-        "Experiments (+experiment=NAME; -m runs its sweep):",
+        "Experiments (experiment=NAME or +experiment=NAME; -m runs its sweep):",
         *_rows(experiments()),
         "",
         "Config groups (GROUP=OPTION):",

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import moduledir
-from .builders import data_source, model_name, plain
+from .builders import DATA_RUNTIME_KEYS, data_source, model_identity, model_name
 from .errors import UserError
 from .evaluate import Plan, lean_trainer, run_plan
 from .loggers import (
@@ -59,8 +59,9 @@ def job_fingerprint(cfg: DictConfig) -> str:
     def value(node):
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
-    spec = {k: value(cfg[k]) for k in cfg if k not in IGNORED_KEYS}
-    for key, ignored in (("trainer", IGNORED_TRAINER_KEYS), ("data", ("root", "download"))):
+    spec = {k: value(cfg[k]) for k in cfg if k not in (*IGNORED_KEYS, "temperature")}
+    spec["model"] = model_identity(cfg)  # the model's temperature inside, as in module specs
+    for key, ignored in (("trainer", IGNORED_TRAINER_KEYS), ("data", DATA_RUNTIME_KEYS)):
         spec[key] = {k: v for k, v in (spec.get(key) or {}).items() if k not in ignored}
     paths = checkpoint_paths(cfg)
     if paths:
@@ -302,7 +303,7 @@ class Job:
     def record_row(self, rec: ModuleRecord, **values) -> dict:
         """A results row whose config columns come from a module checkpoint."""
         spec, imp = rec.spec, rec.spec["imp"]
-        same_model = plain(self.cfg.model) == spec["model"]
+        same_model = model_identity(self.cfg) == spec["model"]
         name = (model_name(self.cfg) if same_model
                 else spec["model"]["_target_"].rsplit(".", 1)[-1])
         return self.row(data=spec["data"]["name"], model=name.lower(),

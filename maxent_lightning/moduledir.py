@@ -297,7 +297,8 @@ def claimed(directory: Path):
 def write_config(directory: Path, cfg: DictConfig) -> None:
     """A run's ``config.yaml`` (resolved) and, as Hydra keeps them, ``.hydra/overrides.yaml``
     (the overrides of its command line) and ``.hydra/hydra.yaml``; written by the task once the
-    directory is known to be this run's (Hydra's own copy is off: ``hydra.output_subdir``)."""
+    directory is known to be this run's (Hydra writes ``.hydra/`` before the task claims the
+    directory; a job composed by ``config.compose_config`` gets them here only)."""
     directory = Path(directory)
     write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if HydraConfig.initialized():

@@ -135,6 +135,10 @@ def write_text(path: Path, text: str) -> Path:
     return _atomic(path, lambda fh: fh.write(text.encode()))
 
 
+def write_bytes(path: Path, data: bytes) -> Path:
+    return _atomic(path, lambda fh: fh.write(data))
+
+
 def save_torch(path: Path, obj: Any) -> Path:
     """torch.save through memory: a full disk then fails in the file write as an OSError (No
     space left), not inside torch's zip writer as a RuntimeError."""

@@ -10,7 +10,7 @@ import yaml
 
 from maxent_lightning import moduledir
 from maxent_lightning.callbacks import EpochLines, PhaseBar, progress_bar
-from maxent_lightning.config import compose_config, debug_last
+from maxent_lightning.config import compose_config
 from maxent_lightning.helptext import experiments, tasks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,13 +43,6 @@ def test_plain_make_prints_the_targets():
     assert res.returncode == 0 and "up to date" not in res.stdout
     targets = [ln for ln in res.stdout.splitlines() if ln and not ln.startswith(" ")]
     assert targets[:3] == ["help", "setup", "run"] and "bench" in targets
-
-
-def test_debug_last_appends_debug_after_the_overrides():
-    assert debug_last(["debug=fdr", "+experiment=x", "seed=1", "--cfg", "job"]) == [
-        "+experiment=x", "seed=1", "+debug=fdr", "--cfg", "job"]
-    assert debug_last(["-m", "debug=limit,fdr"]) == ["-m", "+debug=limit,fdr"]
-    assert debug_last(["seed=1"]) == ["seed=1"]
 
 
 @pytest.mark.parametrize("name", DEBUG)
@@ -89,7 +82,7 @@ def test_debug_run_through_the_cli(tmp_path):
     runs = list((tmp_path / "outputs" / "debug" / "train" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "module.pt").is_file()
     overrides = yaml.safe_load((runs[0] / ".hydra" / "overrides.yaml").read_text())
-    assert overrides == ["data=digits", "model.hidden=[32]", "imp.rounds=1", "+debug=limit"]
+    assert overrides == ["data=digits", "model.hidden=[32]", "imp.rounds=1", "debug=limit"]
     assert (runs[0] / ".hydra" / "hydra.yaml").is_file() and not (tmp_path / "store").exists()
 
 

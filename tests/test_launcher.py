@@ -49,13 +49,13 @@ def as_job(cfg, num: int) -> tuple[dict, dict]:
 
 
 def test_job_configs_equal_hydras(tmp_path):
-    args = ["+experiment=pairwise_digits", f"hydra.sweep.dir={tmp_path}/sweep", "++note=x",
+    args = ["experiment=pairwise_digits", f"hydra.sweep.dir={tmp_path}/sweep", "++note=x",
             "model=mlp_shallow,lenet", "loss=maxent,cross_entropy", "seed=0,1",
             "trainer.max_epochs=2,3", "pair=1", "imp=none", "cardinality=1"]
     with multirun_master(*args) as (master, loader):
         assert master.hydra.sweeper._target_ == FAST_SWEEPER
         jobs = planner.sweep_jobs(master)
-        assert len(jobs) == 16 and "+experiment=pairwise_digits" in jobs[0]
+        assert len(jobs) == 16 and "experiment=pairwise_digits" in jobs[0]
         composer = SweepComposer(master, loader)
         groups = {composer.split(j)[0] for j in jobs}
         assert len(groups) == 4  # model x loss: one real composition each
@@ -75,7 +75,7 @@ def test_job_configs_equal_hydras(tmp_path):
 @pytest.mark.parametrize("bad", ["trainer.no_such_key=1,2", "+trainer.max_epochs=3,4",
                                  "model=nope,lenet"])
 def test_illegal_overrides_fail_as_in_hydra(bad):
-    args = ["+experiment=pairwise_digits", "pair=0,1", "seed=0", "imp=none", "cardinality=1",
+    args = ["experiment=pairwise_digits", "pair=0,1", "seed=0", "imp=none", "cardinality=1",
             "model=mlp_shallow", "loss=maxent", bad]
     with multirun_master(*args) as (master, loader):
         jobs = planner.sweep_jobs(master)

@@ -41,11 +41,13 @@ def test_data_module_refuses_each_rewarded_class_without_samples(tmp_path, write
                                                                  split):
     root = str(cifar_without(tmp_path, write_cifar, split))
     dm = MaxEntDataModule("cifar10", [2], targets, root=root, download=False)
+    dm.setup("fit")
     assert (dm.val[2] == 2).any()  # a class with samples in both splits is accepted
     assert bool((dm.splits.y_train == 3).any()) == (split == "validation")
     for rewarded in ([3], [2, 3]):  # one class without samples refuses the whole set
+        dm = MaxEntDataModule("cifar10", rewarded, targets, root=root, download=False)
         with pytest.raises(UserError) as err:
-            MaxEntDataModule("cifar10", rewarded, targets, root=root, download=False)
+            dm.setup("fit")
         assert str(err.value) == refusal(split, str(rewarded))
 
 

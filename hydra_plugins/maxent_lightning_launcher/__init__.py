@@ -12,6 +12,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, open_dict
 
+from maxent_lightning.cli import keep_record
 from maxent_lightning.launcher import SweepComposer
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class FastLauncher(BasicLauncher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
+            keep_record(sweep_config, Path(str(sweep_config.hydra.sweep.dir),
+                                           str(sweep_config.hydra.sweep.subdir)))
             runs.append(run_job(hydra_context=self.hydra_context,
                                 task_function=self.task_function, config=sweep_config,
                                 job_dir_key="hydra.sweep.dir",

@@ -105,6 +105,10 @@ class MaxEntDataModule(L.LightningDataModule):
     The train/val split is a fixed permutation drawn from ``split_seed`` (shared by every
     module); the shuffle order of training batches is drawn from ``shuffle_seed``.
     ``normalize``: the data set's normalization (``data.normalize``; None: the source's default).
+    Built from the config by ``hydra.utils.instantiate(cfg.data)`` (conf/train.yaml), it holds
+    no data until ``prepare_data`` (loads or downloads the source, cached per process) and
+    ``setup`` (the split, relabelled for the rewarded set; a rewarded class without samples is
+    refused there), which a Trainer calls and ``builders.build_datamodule`` calls at once.
     """
 
     def __init__(
@@ -126,17 +130,26 @@ class MaxEntDataModule(L.LightningDataModule):
         self.targets, self.batch_size, self.eval_batch_size = targets, batch_size, eval_batch_size
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.shuffle_seed = shuffle_seed
-        self.splits = cached_source(name, root, download, normalize_key(normalize))
-        self.rewarded = check_rewarded(rewarded, self.splits.num_classes, name)
-        self._build()
+        self.requested, self.normalize = list(rewarded), normalize_key(normalize)
+        self.splits: TensorSplits | None = None
+
+    def prepare_data(self) -> None:
+        """Load (or download) the data set into this process's cache."""
+        cached_source(self.name, self.root, self.download, self.normalize)
+
+    def _source(self) -> TensorSplits:
+        if self.splits is None:
+            raise RuntimeError("MaxEntDataModule holds no data before setup(); call "
+                               "prepare_data() and setup('fit') (a Trainer calls them)")
+        return self.splits
 
     @property
     def num_classes(self) -> int:
-        return self.splits.num_classes
+        return self._source().num_classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return self.splits.input_shape
+        return self._source().input_shape
 
     def _relabel(self, x: torch.Tensor, y: torch.Tensor, train: bool):
         if train and self.targets == "cross_entropy":
@@ -145,7 +158,8 @@ class MaxEntDataModule(L.LightningDataModule):
         return x, make_targets(y, self.rewarded, self.num_classes, self.targets), y
 
     def _build(self) -> None:
-        s = self.splits
+        self.splits = s = cached_source(self.name, self.root, self.download, self.normalize)
+        self.rewarded = check_rewarded(self.requested, s.num_classes, self.name)
         train_idx, val_idx = split_indices(len(s.y_train), self.val_fraction, self.split_seed)
         check_own_samples(s.y_train[train_idx], s.y_train[val_idx], self.rewarded, self.name,
                           s.classes)
@@ -153,9 +167,11 @@ class MaxEntDataModule(L.LightningDataModule):
         self.val = self._relabel(s.x_train[val_idx], s.y_train[val_idx], train=True)
         self.test = self._relabel(s.x_test, s.y_test, train=False)
 
-    def setup(self, stage: str) -> None:
-        """On an accelerator, the tensors move to its memory once: every batch is then a slice
-        taken there (no per-step host work or copy)."""
+    def setup(self, stage: str | None = None) -> None:
+        """The split for the rewarded set (once); on an accelerator the tensors then move to its
+        memory once: every batch is a slice taken there (no per-step host work or copy)."""
+        if self.splits is None:
+            self._build()
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if device is not None and device.type != "cpu":
             self.train, self.val, self.test = (tuple(t.to(device) for t in part)
