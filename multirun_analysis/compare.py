@@ -47,7 +47,7 @@ STANDS_IN_NOTE = {
                "about full MNIST.",
 }
 # What the settings section reads from each job's config.yaml (column -> dotted key).
-SETTINGS = {"hidden": "model.hidden", "dropout": "model.dropout", "T": "model.temperature",
+SETTINGS = {"hidden": "model.hidden", "dropout": "model.dropout", "T": "loss.temperature",
             "IMP scope": "imp.scope", "rounds": "imp.rounds", "P": "imp.sparsity",
             "epochs/round": "imp.round_epochs", "epochs": "trainer.max_epochs",
             "lr": "optimizer.lr", "batch": "data.batch_size",

@@ -1,12 +1,10 @@
-"""Publish an analysis to W&B (``--wandb``): one run of job type ``analysis`` holding every
-written table as a W&B Table of its statistics (numeric mean, std and n per cell) and every
-figure as an image.
-
-The run joins the analysed jobs' runs: the project, entity, tags and mode of their W&B logger
-(``logger.wandb`` in each job's ``config.yaml``; ``WANDB_MODE`` wins, as for the jobs) and
-their group: the one group of the jobs (``<experiment>``) where they share one, else the
-experiment's name, else ``analysis`` (several experiments). A project given as ``--wandb PROJECT`` wins over the jobs'. ``wandb sync`` (or
-``make sync``) uploads the run."""
+"""Publish an analysis to W&B (``--wandb``): one run of job type ``analysis`` holding every written
+table as a W&B Table of its statistics (numeric mean, std and n per cell) and every figure as an
+image. The run joins the analysed jobs' runs: the project, entity, tags and mode of their W&B
+logger (``logger.wandb`` in each job's ``config.yaml``; ``WANDB_MODE`` wins, as for the jobs)
+and their group: the one group of the jobs (``<experiment>``) where they share one, else the
+experiment's name, else ``analysis`` (several experiments). A project given as ``--wandb
+PROJECT`` wins over the jobs'. ``wandb sync`` (or ``make sync``) uploads the run."""
 
 import os
 from pathlib import Path

@@ -182,12 +182,12 @@ def test_table3_is_what_the_model_configs_use():
     import yaml
 
     for c in paper_configurations().itertuples():
-        cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{c.model}.yaml").read_text())
+        cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{c.model}.yaml").read_text())["model"]
         assert str(cfg["hidden"]) == c.hidden and cfg["dropout"] == c.dropout
         assert ("channels" in cfg) == c.conv
         # the text's temperature: the model's, or the paper protocol's where they differ (CNN)
-        model = compose_config([f"model={c.model}", "protocol=paper"]).model
-        assert model.temperature == c.temperature
+        cfg = compose_config([f"model={c.model}", "protocol=paper"])
+        assert cfg.loss.temperature == c.temperature
 
 
 def test_flag_rule():
@@ -275,7 +275,7 @@ def test_comparison_on_a_synthetic_multirun(tmp_path):
 def test_settings_beside_table3(tmp_path):
     """The runs' settings come from each job's config.yaml (IMP keys from pruned jobs only)."""
     root = _multirun(tmp_path / "sweep")
-    cfg = ("model: {hidden: [512], dropout: 0.5, temperature: 5.0}\n"
+    cfg = ("model: {hidden: [512], dropout: 0.5}\nloss: {temperature: 5.0}\n"
            "imp: {enabled: true, scope: layerwise, rounds: 2, sparsity: 0.99, round_epochs: null}\n"
            "callbacks: {early_stopping: {monitor: val/loss}}\n")
     (root / "0" / "config.yaml").write_text(cfg)
