@@ -22,6 +22,7 @@ from .storage import (
     load_torch,
     module_hparams,
     record_of,
+    save_torch,
     seal,
     state_digest,
     stored_fields,
@@ -192,7 +193,7 @@ class MaxEntModule(L.LightningModule):
     def checkpoint(self) -> dict:
         """This module as a weights-only Lightning checkpoint (what ``Trainer.save_checkpoint``
         holds but the loops), completed by ``on_save_checkpoint``: the one way a module file is
-        written (``storage.save_module``)."""
+        written (``save_module``)."""
         checkpoint = {"epoch": 0, "global_step": 0,
                       "pytorch-lightning_version": lightning_version(),
                       "state_dict": {k: v.cpu() for k, v in self.state_dict().items()},
@@ -279,3 +280,10 @@ def recorded_loss(cfg: Mapping) -> MaxEntLoss:
         raise CorruptFile(f"the checkpoint records a loss other than {LOSS_TARGET}: {cfg}",
                           "give a module trained by this project")
     return MaxEntLoss(float(cfg.get("temperature", 5.0)), cfg.get("targets", "maxent"))
+
+
+def save_module(path: Path, record: ModuleRecord) -> Path:
+    """``record`` as a store module file, written atomically: the Lightning checkpoint of the
+    module built from it (``MaxEntModule.checkpoint``: its own hooks add the record's fields,
+    the format tag and the content digest)."""
+    return save_torch(path, MaxEntModule.from_record(record).checkpoint())

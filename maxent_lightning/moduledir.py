@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import masks as M
 from .errors import UserError
+from .module import save_module
 from .phases import BestRule
 from .plots import confusion_png
 from .storage import (
@@ -36,7 +37,6 @@ from .storage import (
     load_torch,
     read_json,
     read_module,
-    save_module,
     save_torch,
     state_digest,
     write_json,

@@ -258,15 +258,6 @@ def seal(checkpoint: dict, stored: dict) -> None:
     checkpoint["digest"] = record_digest(checkpoint)  # of the record as stored
 
 
-def save_module(path: Path, record: ModuleRecord) -> Path:
-    """``record`` as a Lightning checkpoint that also keeps every field of the record, the
-    format tag and the content digest, written atomically: the checkpoint of the module built
-    from it (``MaxEntModule.checkpoint``, the module's own hooks)."""
-    from .module import MaxEntModule  # Lightning: imported where a module is saved
-
-    return save_torch(path, MaxEntModule.from_record(record).checkpoint())
-
-
 def _fields_ok(p: dict) -> bool:
     """The record's fields have their types (a file that passes its digest may still be
     crafted: nothing in it is trusted further than its types)."""

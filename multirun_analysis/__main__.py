@@ -29,7 +29,7 @@ def main(argv=None) -> int:
                              "PROJECT overrides the project; offline unless the jobs' mode or "
                              "WANDB_MODE says online)")
     args = parser.parse_args(argv)
-    if args.wandb and (problem := missing("wandb", "wandb", "--wandb")):
+    if args.wandb is not None and (problem := missing("wandb", "wandb", "--wandb")):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:

@@ -235,7 +235,7 @@ def test_wandb_one_run_per_job(tmp_path, monkeypatch, tiny_job):
     rec.fingerprint = config_digest(rec.spec)
     rec.input_shape, rec.num_classes = (1, 8, 8), 10
     rec.state_dict = MLP((1, 8, 8), 10, hidden=[8], dropout=0.0).state_dict()
-    from maxent_lightning.storage import save_module
+    from maxent_lightning.module import save_module
 
     save_module(tmp_path / "m.pt", rec)
     for name in ("a", "b"):

@@ -16,8 +16,9 @@ from test_compose import record
 from maxent_lightning.cli import TASKS, run_task
 from maxent_lightning.config import CONFIG_DIR, compose_config
 from maxent_lightning.errors import UserError
+from maxent_lightning.module import save_module
 from maxent_lightning.results import COLUMNS
-from maxent_lightning.storage import read_json, save_module
+from maxent_lightning.storage import read_json
 
 COMPOSITION_TASKS = ("single", "pairwise", "complete", "mode_connectivity", "merge", "eval")
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from maxent_lightning.data.datamodule import MaxEntDataModule
 from maxent_lightning.errors import UserError
-from maxent_lightning.module import MaxEntModule
+from maxent_lightning.module import MaxEntModule, save_module
 from maxent_lightning.storage import (
     HPARAMS,
     MODULE_FORMAT,
@@ -19,7 +19,6 @@ from maxent_lightning.storage import (
     load_module,
     module_hparams,
     record_of,
-    save_module,
 )
 
 

@@ -9,7 +9,8 @@ from .. import masks as M
 from ..builders import net_from_record
 from ..evaluate import Plan
 from ..jobs import Job, class_set, merge_kinds
-from ..storage import ModuleRecord, config_digest, save_module
+from ..module import save_module
+from ..storage import ModuleRecord, config_digest
 
 
 def merged_record(records: list[ModuleRecord], net, union: list[int], metrics: dict):
