@@ -58,6 +58,7 @@ def run_task(cfg: DictConfig):
     task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
     builders = importlib.import_module("maxent_lightning.builders")
     moduledir = importlib.import_module("maxent_lightning.moduledir")
+    importlib.import_module("maxent_lightning.cpu").fast_cuda_check()  # Lightning is imported
     # the user's config names the backbone: module files may too
     builders.trust_backbone(builders.backbone_target(cfg))
     with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)), logged_output():

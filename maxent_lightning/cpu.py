@@ -1,13 +1,35 @@
-"""Host CPU settings that a training holds while it runs (both trainers): denormal floats read
-and written as zero, and (the family's large gradients) heap memory that is reused."""
+"""Host CPU settings, all in this one module and none applied on import: torch's CUDA check
+without NVML (``fast_cuda_check``, at the start of every task and training), and what a training
+holds while it runs (both trainers): denormal floats read and written as zero, and (the family's
+large gradients) heap memory that is reused."""
 
 import ctypes
+import functools
 import os
 from contextlib import contextmanager
 
 import torch
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+
+
+@functools.cache
+def _has_nvml() -> bool:
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def fast_cuda_check() -> None:
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import; where NVML is absent (CPU-only
+    machines) torch then retries loading it on every cuda.is_available(), i.e. every Adam step
+    (~0.2 ms). Without NVML torch falls back to the runtime check anyway: drop the variable.
+    Called once Lightning is imported: where a task starts (the CLI, also in launcher workers)
+    and where a training starts (``denormals_flushed``, both trainers)."""
+    if not _has_nvml():
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
 def _openmp_team():
@@ -42,7 +64,9 @@ def denormals_flushed(enabled: bool):
     (Adam's decaying moments of weights whose gradient has vanished, saturated softmax
     gradients), and each one sends the CPU down a slow path: dense MLP epochs ran 2-4x slower.
     Such values cannot move a float32 weight: a 45-module MNIST-5k family trained bitwise equal
-    with and without. GPUs are unaffected."""
+    with and without. GPUs are unaffected. Also the start of a training's process settings
+    (``fast_cuda_check``)."""
+    fast_cuda_check()
     if not (enabled and torch.set_flush_denormal(True)):  # False: the CPU cannot flush
         yield
         return

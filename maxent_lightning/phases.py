@@ -7,9 +7,7 @@ rule and what is logged. ``training`` (Lightning, one module) and
 ``family`` (vectorized, K modules) both execute it.
 """
 
-import ctypes
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import get_args
@@ -38,20 +36,6 @@ from .merge import logit_weights
 from .metrics import METRIC_KEYS
 from .results import ORDERED
 from .storage import config_digest
-
-
-def _fast_cuda_check() -> None:
-    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import; where NVML is absent (CPU-only
-    machines) torch then retries loading it on every cuda.is_available(), i.e. every Adam step
-    (~0.2 ms). Without NVML torch falls back to the runtime check anyway: drop the variable.
-    Done here, after Lightning's import, since both trainers import this module."""
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-
-
-_fast_cuda_check()
 
 
 def imp_rounds(imp: Mapping) -> int:
