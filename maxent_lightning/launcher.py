@@ -17,7 +17,8 @@ that takes each job's config from it. Hydra instantiates plugins only from the
 this package, registered by ``register_plugins`` (the CLI) also where that folder is not on
 the import path. Other launchers (``hydra/launcher=joblib``,
 ``submitit_local``) work with the fast sweeper; ``hydra/launcher=basic hydra/sweeper=basic`` is
-Hydra's reference.
+Hydra's reference. The Hydra internals used here are ``compat``'s: under another Hydra, each
+job is composed by Hydra's own ``load_sweep_config`` (as the basic sweeper and launcher do).
 """
 
 import copy
@@ -29,14 +30,14 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+from .compat import BASIC_SWEEPER, hydra_internals
+
 PLUGIN_MODULE = "hydra_plugins.maxent_lightning_launcher"
 FAST_SWEEPER = f"{PLUGIN_MODULE}.FastSweeper"
 SWEEPERS = (BASIC_SWEEPER, FAST_SWEEPER)  # the sweepers whose jobs the planner can expand
@@ -87,13 +88,17 @@ class SweepComposer:
         return self.bases[key]
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
-        """The config of the job of ``overrides``, as ``load_sweep_config`` composes it."""
+        """The config of the job of ``overrides``, as ``load_sweep_config`` composes it (that
+        function itself where this Hydra's internals are not those ``compat`` knows)."""
+        hydra_ = hydra_internals()
+        if hydra_ is None:
+            return self.loader.load_sweep_config(self.master, list(overrides))
         parsed = [self.parse(line) for line in overrides]
         groups, values = self.split(overrides)
         base = self.base(groups)
         cfg = copy.deepcopy(base)
         try:  # Hydra's step after composing the defaults: the value overrides, in order
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            hydra_.apply_overrides(values, cfg)
         except OmegaConfBaseException as err:  # as load_configuration reports it
             raise ConfigCompositionException().with_traceback(err.__traceback__) from err
         hydra = cfg.hydra  # what Hydra sets after the overrides (_load_configuration_impl)
@@ -106,7 +111,7 @@ class SweepComposer:
                 hydra.job.env_set[key] = os.environ[key]
         hydra.runtime.cwd = os.getcwd()
         names = hydra.job.config.override_dirname
-        hydra.job.override_dirname = get_overrides_dirname(
+        hydra.job.override_dirname = hydra_.overrides_dirname(
             overrides=app, kv_sep=names.kv_sep, item_sep=names.item_sep,
             exclude_keys=names.exclude_keys)
         OmegaConf.copy_cache(from_config=self.master, to_config=cfg)

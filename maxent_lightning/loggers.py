@@ -7,7 +7,6 @@ may be open at once (``reinit='create_new'``: the family trainer logs its module
 step keeps rising across IMP rounds and every logged row carries ``imp/round``.
 """
 
-import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from . import moduledir
 from .builders import model_name, plain
+from .compat import close_logger_run, open_logger_run, wandb_git_settings, wandb_init_args
 from .errors import UserError
 from .extras import require
 from .phases import imp_used
@@ -44,21 +44,6 @@ class CSVLogger(RoundSteps, pl_loggers.CSVLogger):
     """Lightning's CSV logger with steps rising across IMP rounds."""
 
 
-@functools.cache
-def _git_settings(directory: str) -> dict:
-    """The git fields W&B records of a run started in ``directory`` (repository root, remote
-    URL, commit), read once per process: W&B otherwise runs four git commands per run, each a
-    fork of the whole (often multi-GB) training process. Empty where W&B cannot read them."""
-    try:
-        from wandb.sdk.lib.gitlib import GitRepo
-
-        repo = GitRepo(root=directory, lazy=False)
-        return {"git_root": repo.root_dir or "", "git_remote_url": repo.remote_url or "",
-                "git_commit": repo.last_commit or ""}
-    except Exception:  # another W&B version: it reads them itself
-        return {}
-
-
 class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
     """Lightning's W&B logger for one run among several open at once, with steps rising across
     IMP rounds, module checkpoints as artifacts when ``log_model`` is set, ``settings`` (the
@@ -72,22 +57,19 @@ class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
         settings = dict(OmegaConf.to_container(settings, resolve=True)
                         if OmegaConf.is_config(settings) else settings or {})
         if not settings.get("disable_git"):
-            settings = {**_git_settings(os.getcwd()), **settings}
+            settings = {**wandb_git_settings(os.getcwd()), **settings}
         kwargs["settings"] = settings
         super().__init__(*args, log_model=log_model, **kwargs)
         self.log_modules = bool(log_model)
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)
+        init = wandb_init_args(self)
+        if init.get("anonymous") is None:
+            init.pop("anonymous", None)
 
     def job_run(self):
         """The run of a composition job, opened without Lightning's ``trainer/global_step``
         axis: a job trains nothing, so its rows carry no training step (else its summary
         says ``trainer/global_step: 0``); its curves have their own axes (``jobs.AXES``)."""
-        if self._experiment is None:
-            import wandb  # only with logger=wandb
-
-            self._experiment = wandb.init(**self._wandb_init)
-        return self._experiment
+        return open_logger_run(self)
 
     def log_module(self, path: Path, fingerprint: str, metadata: Mapping) -> None:
         """The module checkpoint ``path`` as a ``model`` artifact (when ``log_model``)."""
@@ -100,9 +82,7 @@ class WandbLogger(RoundSteps, pl_loggers.WandbLogger):
         self.experiment.log_artifact(artifact, aliases=["latest"])
 
     def finish(self, exit_code: int = 0) -> None:
-        if self._experiment is not None:
-            self._experiment.finish(exit_code=exit_code)
-            self._experiment = None
+        close_logger_run(self, exit_code)
 
 
 def resolved(cfg: DictConfig) -> dict:

@@ -10,26 +10,20 @@ rule and what is logged. ``training`` (Lightning, one module) and
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import get_args
 
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.fabric.plugins.precision.precision import (
-    _PRECISION_INPUT_INT,
-    _PRECISION_INPUT_STR,
-    _PRECISION_INPUT_STR_ALIAS,
-)
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import masks as M
 from .builders import backbone_target, module_spec
+from .compat import choose_accelerator, precisions
 from .errors import UserError
 from .imp import Strategy, strategy
 from .merge import logit_weights
@@ -183,8 +177,9 @@ def validate_trainer(cfg: DictConfig) -> None:
     if isinstance(name, str):  # not an Accelerator given as a _target_ config
         _check_devices(_accelerator(name.lower()), name, cfg.trainer.get("devices", "auto"))
     precision = cfg.trainer.get("precision")
-    choices = get_args(_PRECISION_INPUT_STR) + get_args(_PRECISION_INPUT_STR_ALIAS)
-    if precision is not None and precision not in (*choices, *get_args(_PRECISION_INPUT_INT)):
+    known = precisions()  # None: Lightning checks it itself
+    choices, numbers = known or ((), ())
+    if precision is not None and known and precision not in (*choices, *numbers):
         raise UserError(f"trainer.precision={precision} is not a precision Lightning accepts; "
                         f"choose one of: {', '.join(choices)}")
 
@@ -211,10 +206,8 @@ def _accelerator(given: str):
     if given not in (*known, "auto", "gpu"):
         raise UserError(f"trainer.accelerator={given} is not an accelerator Lightning knows; "
                         f"choose one of: auto, gpu, {', '.join(known)}")
-    choose = {"auto": _AcceleratorConnector._choose_auto_accelerator,
-              "gpu": _AcceleratorConnector._choose_gpu_accelerator_backend}
     try:
-        name = choose[given]() if given in choose else given
+        name = choose_accelerator(given) if given in ("auto", "gpu") else given
     except MisconfigurationException:  # gpu: neither CUDA nor MPS
         name = "cuda"
     accelerator = AcceleratorRegistry[name]["accelerator"]

@@ -18,7 +18,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -28,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from . import moduledir
 from .builders import build_net, data_source, module_spec, named_model, spec_fingerprint
 from .cli import RUNNING
+from .compat import hydra_internals
 from .errors import UserError
 from .family import passes, pick_device, plan_sizes, unsupported_reason
 from .jobs import job_fingerprint
@@ -92,7 +92,7 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     params = config.hydra.sweeper.get("params") or {}
     lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    return BasicSweeper.split_arguments(parser.parse_overrides(lines), None)[0]
+    return hydra_internals().split_arguments(parser.parse_overrides(lines), None)[0]
 
 
 def job_config(compose: SweepComposer, overrides: list[str],
@@ -330,7 +330,7 @@ class SweepPlanner(Callback):
                   file=sys.stderr)
             sys.exit(2)
         if (stage == "jobs" and not only) or config.hydra.sweeper._target_ not in SWEEPERS \
-                or config.get("task") == "train_pass":
+                or config.get("task") == "train_pass" or hydra_internals() is None:
             return
         try:
             plan = make_plan(config)

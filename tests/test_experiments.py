@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from test_compose import record
 
 from maxent_lightning.cli import TASKS, run_task
+from maxent_lightning.compat import hydra_internals
 from maxent_lightning.config import CONFIG_DIR, compose_config
 from maxent_lightning.errors import UserError
 from maxent_lightning.module import save_module
@@ -33,7 +33,7 @@ def expand(compose_job):
         _, params = compose_job([f"+experiment={name}"])
         overrides = [f"{k}={v}" for k, v in params.items()] + list(cli)
         parsed = OverridesParser.create().parse_overrides(overrides)
-        batches = BasicSweeper.split_arguments(parsed, None)[0]
+        batches = hydra_internals().split_arguments(parsed, None)[0]
         return [dict(o.split("=", 1) for o in job) for job in batches]
 
     return jobs

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from maxent_lightning.compat import hydra_internals
 from maxent_lightning.results import COLUMNS
 from multirun_analysis import AnalysisError, analyze
 
@@ -33,7 +33,7 @@ def expand(compose_job):
         overrides = [f"{k}={v}" for k, v in params.items()] + list(cli)
         parsed = OverridesParser.create().parse_overrides(overrides)
         return [dict(o.split("=", 1) for o in job)
-                for job in BasicSweeper.split_arguments(parsed, None)[0]]
+                for job in hydra_internals().split_arguments(parsed, None)[0]]
 
     return jobs
 

@@ -271,14 +271,15 @@ def test_without_figures_the_confusion_is_a_wandb_chart(make_cfg, tmp_path, monk
 
 
 def test_runs_record_the_git_commit_read_once_per_process(tmp_path, monkeypatch):
-    from maxent_lightning.loggers import WandbLogger, _git_settings
+    from maxent_lightning.compat import wandb_git_settings
+    from maxent_lightning.loggers import WandbLogger
 
     try:
         head = subprocess.check_output(["git", "rev-parse", "HEAD"], text=True,
                                        stderr=subprocess.DEVNULL).strip()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not run from a git checkout")
-    _git_settings.cache_clear()
+    wandb_git_settings.cache_clear()
     commands, popen = [], subprocess.Popen.__init__
 
     def spy(self, args, *a, **k):

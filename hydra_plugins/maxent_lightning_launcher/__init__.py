@@ -1,21 +1,22 @@
 """Hydra plugins of maxent_lightning: ``FastSweeper`` and ``FastLauncher``, Hydra's basic sweeper
 and launcher with each job's config composed by ``maxent_lightning.launcher.SweepComposer``
-(one real composition per distinct set of config-group overrides). Configs:
-``conf/hydra/{sweeper,launcher}/fast.yaml``, the default of a multirun."""
+(one real composition per distinct set of config-group overrides; under a Hydra whose internals
+``maxent_lightning.compat`` does not know, each job's own composition, as the basic ones do).
+Configs: ``conf/hydra/{sweeper,launcher}/fast.yaml``, the default of a multirun."""
 
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, open_dict
 
 from maxent_lightning.cli import keep_record
+from maxent_lightning.compat import basic_plugins, hydra_internals
 from maxent_lightning.launcher import SweepComposer
 
 log = logging.getLogger(__name__)
+BasicSweeper, BasicLauncher = basic_plugins()
 
 
 class FastSweeper(BasicSweeper):
@@ -29,6 +30,8 @@ class FastSweeper(BasicSweeper):
             self.launcher.composer = self.composer
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        if hydra_internals() is None:  # another Hydra: the basic sweeper's own check
+            return super().validate_batch_is_legal(batch)
         self.composer.validate(batch)
 
 
