@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from maxent_lightning.circuit_figures import NecessityTarget, necessity_png, overlap_png
+
 from .load import AnalysisError, load_runs
 
 NUMERIC = ["seed", "class", "other_class", "num_classes", "class_acc", "class_entropy",
@@ -55,8 +57,6 @@ def _over_seeds(df: pd.DataFrame, cols, by=(), scale=None, digits=3) -> pd.DataF
 
 def necessity_target(df: pd.DataFrame):
     """The target the necessity rows were judged against (recorded by the task)."""
-    from maxent_lightning.circuits import NecessityTarget
-
     nec = df[df.analysis == "necessity"]
     if "target_class_acc" not in nec or nec.target_class_acc.isna().all():
         return NecessityTarget()  # rows written before the target was recorded
@@ -161,8 +161,6 @@ def _section(title: str, table: pd.DataFrame, note: str = "") -> str:
 
 def report(frames: pd.DataFrame, out_dir) -> list[Path]:
     """Write the circuits tables (markdown + CSV) and figures into ``out_dir``."""
-    from maxent_lightning.circuits import necessity_png, overlap_png
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df = frames[frames.task == "circuits"].copy()

@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 from .load import NoRows, Runs
-from .tables import ENTROPY, HEADERS, RACC, _rank, name
+from .tables import ENTROPY, HEADERS, RACC, name, sort_key
 
 FLOOR = 0.01
 STANDS_IN = {"mnist5k": "mnist"}
@@ -186,7 +186,7 @@ def settings(runs: Runs, models) -> pd.DataFrame:
     cols = [c for c in SETTINGS if any(k[1] == c for k in seen)]
     conf = paper_configurations().set_index("model")
     rows = []
-    for model in sorted({m for m, _ in seen}, key=lambda m: _rank("model", m)):
+    for model in sorted({m for m, _ in seen}, key=lambda m: sort_key("model", m)):
         if model in conf.index:
             c = conf.loc[model]
             rows.append({"Model": name(model), "": "paper (Table 3)",

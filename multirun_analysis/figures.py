@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from maxent_lightning.results import KEYS  # noqa: E402
 
 from .load import NoRows, confusion_matrices  # noqa: E402
-from .tables import ENTROPY, RACC, _need, _rank, _test, name, summary_name, width_rows  # noqa: E402
+from .tables import ENTROPY, RACC, name, need, sort_key, summary_name, tested, width_rows  # noqa: E402
 
 MERGES = ("weight", "logit")
 STYLE = {"weight": "tab:blue", "logit": "tab:red", "train": "tab:blue", "test": "tab:orange"}
@@ -23,7 +23,7 @@ IDENTITY = [k for k in KEYS if k not in ("seed", "step", "merge", "t", "split", 
 
 
 def _sorted(values, col: str) -> list:
-    return sorted(pd.unique(pd.Series(list(values))), key=lambda v: _rank(col, v))
+    return sorted(pd.unique(pd.Series(list(values))), key=lambda v: sort_key(col, v))
 
 
 def _groups(df: pd.DataFrame, keys: list[str]):
@@ -32,8 +32,8 @@ def _groups(df: pd.DataFrame, keys: list[str]):
         return [((), df)]
     parts = [(k if isinstance(k, tuple) else (k,), p)
              for k, p in df.groupby(keys, dropna=False, sort=False)]
-    return sorted(parts, key=lambda kp: tuple(_rank(c, v) for c, v in zip(keys, kp[0],
-                                                                          strict=True)))
+    return sorted(parts, key=lambda kp: tuple(sort_key(c, v) for c, v in zip(keys, kp[0],
+                                                                             strict=True)))
 
 
 def _varying(df: pd.DataFrame, keys) -> list[str]:
@@ -115,7 +115,7 @@ def _bars(ax, df: pd.DataFrame, groups: list[str], hue: str, y: str):
 
 def fig3(df: pd.DataFrame, out: Path) -> list[Path]:
     """IMP vs no IMP on pairwise merges (ME loss), per model × |R|; one file per merge kind."""
-    d = _need(_test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)]), "fig3 (pairwise)")
+    d = need(tested(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)]), "fig3 (pairwise)")
     if d["loss"].eq("maxent").any():
         d = d[d["loss"] == "maxent"]
     contrast(d, "imp", "fig3", "runs with IMP and without (imp=none)")
@@ -163,15 +163,15 @@ def _merge_curves(d: pd.DataFrame, stem: str, out: Path, title: str, metric=RACC
 
 def fig4(df: pd.DataFrame, out: Path) -> list[Path]:
     """Complete merge: rewarded accuracy per step, weight vs logit, IMP solid / no IMP dashed."""
-    d = _test(df[(df["task"] == "complete") & df["merge"].isin(MERGES) & df["step"].notna()])
-    _need(d, "fig4 (task=complete with steps)")
+    d = tested(df[(df["task"] == "complete") & df["merge"].isin(MERGES) & df["step"].notna()])
+    need(d, "fig4 (task=complete with steps)")
     return _merge_curves(d, "fig4", out, "Complete merge: rewarded accuracy per step")
 
 
 def fig5(df: pd.DataFrame, out: Path) -> list[Path]:
     """Relative barrier (%) along γ(t), one panel per merge step (or |R|), train & test."""
     d = df[(df["task"] == "mode_connectivity") & df["t"].notna() & df["barrier_pct"].notna()]
-    _need(d, "fig5 (task=mode_connectivity)")
+    need(d, "fig5 (task=mode_connectivity)")
     paths = []
     for path, label, part in _files(d, ["data", "model", "loss", "imp", "width", "order"], "fig5",
                                     out):
@@ -194,10 +194,10 @@ def fig5(df: pd.DataFrame, out: Path) -> list[Path]:
 def _sweep(df: pd.DataFrame, hue: str, stem: str, out: Path, what: str) -> list[Path]:
     """Entropy and rewarded accuracy per merge step (or |R|), one line per value of ``hue``;
     only where ``hue`` takes two values or more (one value is no sweep)."""
-    d = _test(df[df["merge"].isin(MERGES) & df[hue].notna()])
+    d = tested(df[df["merge"].isin(MERGES) & df[hue].notna()])
     comp = d[(d["task"] == "complete") & d["step"].notna()]
     d, x = (comp, "step") if len(comp) else (d[d["task"] == "pairwise"], "cardinality")
-    _need(d, f"{stem} ({what}: complete or pairwise rows)")
+    need(d, f"{stem} ({what}: complete or pairwise rows)")
     paths = []
     for path, label, part in _files(d, ["data", "model", "loss", "imp", "width", "order"], stem,
                                     out):
@@ -234,8 +234,8 @@ def fig7(df: pd.DataFrame, out: Path) -> list[Path]:
 
 def fig8(df: pd.DataFrame, out: Path) -> list[Path]:
     """CNN pairwise merges: rewarded accuracy vs pruning ratio P, one line per |R| and merge."""
-    d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES) & df["sparsity"].notna()])
-    _need(d, "fig8 (pairwise with sparsity)")
+    d = tested(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES) & df["sparsity"].notna()])
+    need(d, "fig8 (pairwise with sparsity)")
     if d["sparsity"].nunique() < 2:
         raise NoRows(f"no pruning-ratio sweep for fig8: one P ({name(d['sparsity'].iloc[0])}); "
                      "sweep two or more imp.sparsity values")
@@ -254,8 +254,8 @@ def fig8(df: pd.DataFrame, out: Path) -> list[Path]:
 
 def cifar10(df: pd.DataFrame, out: Path) -> list[Path]:
     """Logit vs weight merge bars per model × |R| (one panel per data × metric)."""
-    d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)])
-    _need(d, "cifar10 (pairwise)")
+    d = tested(df[(df["task"] == "pairwise") & df["merge"].isin(MERGES)])
+    need(d, "cifar10 (pairwise)")
     contrast(d, "merge", "the logit-vs-weight figure", "both merge kinds (merge.kind=both)")
     datas = _sorted(d["data"], "data")
     fig, axes = _axes(2 * len(datas), 2, sharey="col")
@@ -269,8 +269,8 @@ def cifar10(df: pd.DataFrame, out: Path) -> list[Path]:
 
 def cifar100(df: pd.DataFrame, out: Path) -> list[Path]:
     """Rewarded accuracy vs number of merged modules (complete merge), logit vs weight."""
-    d = _test(df[(df["task"] == "complete") & df["merge"].isin(MERGES) & df["step"].notna()])
-    _need(d, "cifar100 (task=complete with steps)")
+    d = tested(df[(df["task"] == "complete") & df["merge"].isin(MERGES) & df["step"].notna()])
+    need(d, "cifar100 (task=complete with steps)")
     return _merge_curves(d, summary_name("cifar100", d), out,
                          "Accuracy vs number of merged modules")
 
@@ -349,7 +349,7 @@ def _panel_title(key: str, value) -> str:
 def one_order(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of one class order per task × data × model: ``ordered`` where there is one, else
     the lowest random permutation; rows without a permutation all stay."""
-    rank = df["permutation"].map(lambda v: np.nan if pd.isna(v) else _rank("permutation", v)[1])
+    rank = df["permutation"].map(lambda v: np.nan if pd.isna(v) else sort_key("permutation", v)[1])
     first = rank.groupby([df["task"], df["data"], df["model"]], dropna=False).transform("min")
     return df[df["permutation"].isna() | (rank == first)]
 

@@ -128,13 +128,14 @@ class Table:
         wide = cells.set_index(self.rows + [self.col, "metric"])["cell"].unstack(
             [self.col, "metric"])
         wide = wide.fillna("-" if style == "tex" else "–")
-        cols = sorted(wide.columns, key=lambda c: (_rank(self.col, c[0]), _rank("metric", c[1])))
+        cols = sorted(wide.columns,
+                      key=lambda c: (sort_key(self.col, c[0]), sort_key("metric", c[1])))
         order = sorted(range(len(wide)), key=lambda i: self._row_rank(wide.index[i]))
         return wide.iloc[order][cols]
 
     def _row_rank(self, key) -> tuple:
         key = key if isinstance(key, tuple) else (key,)
-        return tuple(_rank(k, v) for k, v in zip(self.rows, key, strict=True))
+        return tuple(sort_key(k, v) for k, v in zip(self.rows, key, strict=True))
 
     def markdown(self) -> str:
         wide = self.wide("md")
@@ -192,8 +193,9 @@ def booktabs_rules(tex: str) -> str:
     return "\n".join(out) + ("\n" if tex.endswith("\n") else "")
 
 
-def _rank(col: str, value):
-    """Sort key: the paper's order for known keys, numbers numerically, missing last."""
+def sort_key(col: str, value):
+    """Sort key of ``value`` in column ``col``: the paper's order for known keys, numbers
+    numerically, missing last."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return (3, 0.0, "")
     if col == "permutation":  # text: 'ordered' first, then the indices by number
@@ -243,24 +245,26 @@ def summarize(df: pd.DataFrame, rows: list[str], col: str = "data",
                             "n": len(v), "bold": i in best})
     stats_ = pd.DataFrame(out, columns=keys + ["metric", "mean", "std", "n", "bold"])
     order = sorted(range(len(stats_)), key=lambda i: tuple(
-        _rank(k, stats_[k].iloc[i]) for k in keys + ["metric"]))
+        sort_key(k, stats_[k].iloc[i]) for k in keys + ["metric"]))
     return stats_.iloc[order].reset_index(drop=True)
 
 
-def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
+def need(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``df``, or NoRows naming ``what`` needed them where it is empty."""
     if df.empty:
         raise NoRows(f"no rows for {what}")
     return df
 
 
-def _test(df: pd.DataFrame) -> pd.DataFrame:
+def tested(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows measured on the test split."""
     return df[df["split"] == "test"]
 
 
 def table1(df: pd.DataFrame, bold=BOLD) -> list[Table]:
     """Single modules (task=single, no merge): per data × model × IMP, over classes and seeds
     (nothing bold: the paper's Table 1 compares no alternatives)."""
-    d = _need(_test(df[(df["task"] == "single") & (df["merge"] == "none")]), "table1 (task=single)")
+    d = need(tested(df[(df["task"] == "single") & (df["merge"] == "none")]), "table1 (task=single)")
     rows = ["model"] + (["loss"] if d["loss"].nunique() > 1 else []) + ["imp"]
     rows += _extra(d, rows + ["data"])
     title = "Table 1: single modules, non-rewarded entropy and rewarded accuracy, mean (std)"
@@ -268,7 +272,7 @@ def table1(df: pd.DataFrame, bold=BOLD) -> list[Table]:
 
 
 def _pairwise(df: pd.DataFrame, merge: str) -> pd.DataFrame:
-    return _test(df[(df["task"] == "pairwise") & (df["merge"] == merge)])
+    return tested(df[(df["task"] == "pairwise") & (df["merge"] == merge)])
 
 
 def _merges(df: pd.DataFrame, what: str) -> list[str]:
@@ -319,8 +323,8 @@ def table4(df: pd.DataFrame, bold=BOLD) -> list[Table]:
 
 def cifar10(df: pd.DataFrame, bold=BOLD) -> list[Table]:
     """Logit vs weight merge of pairwise modules per data × model × |R|; bold = best merge."""
-    d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(["weight", "logit"])])
-    d = _need(d, "cifar10 (task=pairwise)")
+    d = tested(df[(df["task"] == "pairwise") & df["merge"].isin(["weight", "logit"])])
+    d = need(d, "cifar10 (task=pairwise)")
     rows = ["data", "model", "cardinality"]
     rows += [k for k in ("loss", "imp") if d[k].nunique() > 1]
     rows += _extra(d, rows + ["merge"])
@@ -350,8 +354,8 @@ def _steps(steps) -> list:
 
 def cifar100(df: pd.DataFrame, bold=BOLD) -> list[Table]:
     """Complete merges: rewarded accuracy per number of merged modules, logit vs weight."""
-    d = _test(df[(df["task"] == "complete") & df["merge"].isin(["weight", "logit"])])
-    d = _need(d[d["step"].notna()], "cifar100 (task=complete with steps)")
+    d = tested(df[(df["task"] == "complete") & df["merge"].isin(["weight", "logit"])])
+    d = need(d[d["step"].notna()], "cifar100 (task=complete with steps)")
     d = d[d["step"].isin(_steps(d["step"]))]
     rows = ["data", "model", "step"]
     rows += [k for k in ("loss", "imp", "order") if d[k].nunique() > 1]
@@ -365,8 +369,8 @@ def cifar100(df: pd.DataFrame, bold=BOLD) -> list[Table]:
 
 def width_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Pairwise merges (weight sum, logit average) of backbones with a ``model.width``."""
-    d = _test(df[(df["task"] == "pairwise") & df["merge"].isin(["weight", "logit"])])
-    return _need(d[d["width"].notna()], "width (task=pairwise merges of a backbone with "
+    d = tested(df[(df["task"] == "pairwise") & df["merge"].isin(["weight", "logit"])])
+    return need(d[d["width"].notna()], "width (task=pairwise merges of a backbone with "
                                         "model.width: ResNet18, VGG11)")
 
 

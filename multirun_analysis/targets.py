@@ -257,15 +257,18 @@ def smoke_data(scale: str) -> Path:
 
 
 def write_smoke_data(scale: str) -> None:
-    """The small CIFAR-10 and CIFAR-100 files of the smoke scale, once."""
-    from maxent_lightning.data.cifar_files import write_cifar
-
+    """The small CIFAR-10 and CIFAR-100 files of the smoke scale, once (written by
+    ``maxent_lightning.data.cifar_files``, a command of the training package)."""
     root = smoke_data(scale)
     per_batch, test = SMOKE_CIFAR
-    if not (root / "cifar-10-batches-py").is_dir():
-        write_cifar(root, "cifar10", per_batch, test, learnable=True)
-    if not (root / "cifar-100-python").is_dir():
-        write_cifar(root, "cifar100", 200, 100, learnable=True, val_fraction=0.5)
+    writes = {"cifar-10-batches-py": ["cifar10", "--per-batch", per_batch, "--test", test],
+              "cifar-100-python": ["cifar100", "--per-batch", 200, "--test", 100,
+                                   "--val-fraction", 0.5]}
+    for folder, (which, *args) in writes.items():
+        if not (root / folder).is_dir():
+            subprocess.run([sys.executable, "-m", "maxent_lightning.data.cifar_files", str(root),
+                            "--which", which, *map(str, args)], check=True,
+                           stdout=subprocess.DEVNULL)
 
 
 def listing() -> str:
