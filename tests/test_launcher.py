@@ -108,3 +108,39 @@ def test_multirun_runs_jobs_as_hydras_launcher(tmp_path, fast_overrides):
         results = [(tmp_path / which / str(n) / "results.csv").read_text()
                    for which in ("fast", "basic")]
         assert results[0] == results[1]
+
+
+def test_another_hydra_falls_back_to_hydras_own_composition(monkeypatch, caplog):
+    """Under a Hydra series compat.py was not written for: one log line, each job composed by
+    Hydra's ``load_sweep_config`` (as the basic sweeper and launcher compose it), and the planner
+    leaves each job to train what it lacks."""
+    from maxent_lightning import compat, launcher
+
+    compat.hydra_internals.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=compat.__name__):
+            assert compat.hydra_internals("1.4.0") is None
+            assert compat.hydra_internals("1.4.0") is None  # (cached: logged once)
+    finally:
+        compat.hydra_internals.cache_clear()
+    lines = [r.getMessage() for r in caplog.records if r.name == compat.__name__]
+    assert len(lines) == 1 and "Hydra 1.4.0" in lines[0] and "basic sweeper" in lines[0]
+    assert compat.hydra_internals() is not None  # the installed Hydra: 1.3
+
+    monkeypatch.setattr(launcher, "hydra_internals", lambda: None)
+    args = ["experiment=pairwise_digits", "model=mlp_shallow,lenet", "seed=0,1", "pair=1",
+            "imp=none", "cardinality=1"]
+    with multirun_master(*args) as (master, loader):
+        jobs = planner.sweep_jobs(master)
+        composer = SweepComposer(master, loader)
+        for num, overrides in enumerate(jobs):
+            ref = as_job(loader.load_sweep_config(master, overrides), num)
+            assert as_job(composer.compose(overrides), num) == ref
+        assert composer.bases == {}  # no shared base composition: Hydra's own, per job
+
+        def no_plan(config):
+            raise AssertionError("planned under an unknown Hydra")
+
+        monkeypatch.setattr(planner, "hydra_internals", lambda: None)
+        monkeypatch.setattr(planner, "make_plan", no_plan)
+        assert planner.SweepPlanner().on_multirun_start(master) is None
