@@ -28,6 +28,7 @@ from . import helptext  # noqa: F401  (the --help resolver)
 from .config import CONFIG_DIR, CONFIG_NAME, normalize_overrides
 from .errors import UserError
 from .launcher import register_plugins
+from .tasks import module_name
 
 TASKS = tuple(sorted(p.stem for p in helptext.TASK_DIR.glob("*.py") if p.stem != "__init__"))
 
@@ -49,13 +50,18 @@ def quiet_libraries() -> None:
 
 def run_task(cfg: DictConfig):
     """Run the task of ``cfg`` in its Hydra output directory, claimed for this run alone."""
-    if cfg.task not in TASKS:
-        raise UserError(f"unknown task '{cfg.task}'; choose one of: {', '.join(TASKS)}")
+    if cfg.task not in TASKS and "." not in str(cfg.task):
+        raise UserError(f"unknown task '{cfg.task}'; choose one of: {', '.join(TASKS)}, or the "
+                        "import path of a task of your own (docs/extending.md)")
     if cfg.get("plan_only"):  # a multirun's planner printed the plan and stopped before
         print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
         return None
     # loaded here, as the task is (they import torch): --help, -sc and --cfg need none of them
-    task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
+    try:
+        task = importlib.import_module(module_name(cfg.task))
+    except ModuleNotFoundError as err:  # a task of your own that is not importable
+        raise UserError(f"cannot import task '{cfg.task}': {err}; put its folder on "
+                        "PYTHONPATH") from None
     builders = importlib.import_module("maxent_lightning.builders")
     moduledir = importlib.import_module("maxent_lightning.moduledir")
     importlib.import_module("maxent_lightning.cpu").fast_cuda_check()  # Lightning is imported

@@ -5,6 +5,7 @@ masks; it never touches a model. Both trainers and the Lightning adapter
 (``callbacks.IterativeMagnitudePruning``) call the same strategy.
 """
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -44,6 +45,17 @@ STRATEGIES = {
 
 
 def strategy(scope: str) -> Strategy:
-    if scope not in STRATEGIES:
-        raise UserError(f"imp.scope={scope} must be one of: {', '.join(STRATEGIES)}")
-    return STRATEGIES[scope]
+    """The strategy named by ``imp.scope``: one of ``STRATEGIES``, or the import path of a
+    ``Strategy`` of your own (docs/extending.md)."""
+    if scope in STRATEGIES:
+        return STRATEGIES[scope]
+    found = None
+    if "." in str(scope):
+        from hydra.utils import get_object
+
+        with contextlib.suppress(Exception):  # not importable: the one line below
+            found = get_object(str(scope))
+    if not isinstance(found, Strategy):
+        raise UserError(f"imp.scope={scope} must be one of: {', '.join(STRATEGIES)}, or the "
+                        "import path of a maxent_lightning.imp.Strategy (e.g. mypkg.prune.MINE)")
+    return found

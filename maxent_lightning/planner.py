@@ -35,6 +35,7 @@ from .launcher import SWEEPERS, SweepComposer
 from .phases import first_phase_key, imp_used, validate
 from .storage import config_digest, write_json
 from .store import ModuleStore
+from .tasks import module_name
 
 log = logging.getLogger(__name__)
 STAGES = ("sweep", "jobs", "passes")
@@ -119,7 +120,7 @@ def needs(cfg: DictConfig, num_classes: int) -> list[list[int]] | None:
     """The rewarded sets of the store modules the job of ``cfg`` needs (its task's
     ``needs(cfg, num_classes)``); None for tasks that take none from the store."""
     try:
-        task = importlib.import_module(f"maxent_lightning.tasks.{cfg.task}")
+        task = importlib.import_module(module_name(cfg.task))
     except ImportError:
         return None
     need = getattr(task, "needs", None)

@@ -433,7 +433,30 @@ def load_source(name: str, root: str | None = None, download: bool = True,
                 normalize=None) -> TensorSplits:
     """Load a named source as normalized tensors (``normalize``: data.normalize as plain data,
     None for the source's default); raises UserError on any data problem."""
+    if name not in SOURCES and "." in name:
+        return own_source(name, root, download, normalize)
     if name not in SOURCES:
-        raise UserError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}")
+        raise UserError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}, "
+                        "or the import path of your own loader (docs/extending.md)")
     norm = normalization(name, normalize)
     return SOURCES[name](root, download, **({"norm": norm} if norm else {}))
+
+
+def own_source(path: str, root: str | None, download: bool, normalize=None) -> TensorSplits:
+    """A data set of your own: ``data.name`` is the import path of a loader ``(root, download,
+    norm=None) -> TensorSplits`` (``norm``: data.normalize as plain data, given only when set);
+    its splits are checked as the project's own are."""
+    from hydra.utils import get_object
+
+    try:
+        loader = get_object(path)
+    except Exception as e:  # not importable: one line
+        raise UserError(f"cannot import data source {path!r}: {_brief(e)}; data.name names a "
+                        f"data set ({', '.join(SOURCES)}) or an importable loader, e.g. "
+                        "mypkg.data.load on PYTHONPATH") from None
+    s = loader(root, download, **({} if normalize is None else {"norm": normalize}))
+    if not isinstance(s, TensorSplits):
+        raise UserError(f"data source {path!r} returned a {type(s).__name__}; it must return "
+                        "maxent_lightning.data.sources.TensorSplits")
+    with _reading(path, _root(root)):
+        return _splits(s.name, s.classes, s.x_train, s.y_train, s.x_test, s.y_test)
