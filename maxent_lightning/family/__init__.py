@@ -32,9 +32,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.func import functional_call, vmap
 
-from . import masks as M
-from . import moduledir
-from .builders import (
+from .. import masks as M
+from .. import moduledir
+from ..builders import (
     FULL_PRECISION,
     build_datamodule,
     build_net,
@@ -44,11 +44,11 @@ from .builders import (
     spec_fingerprint,
     trace_calls,
 )
-from .cpu import denormals_flushed, reused_host_memory
-from .data.datamodule import check_rewarded, check_split_samples
-from .dropout import generator, keep_mask, stream_dropouts
-from .evaluate import Plan, lean_trainer, run_plan
-from .loggers import (
+from ..cpu import denormals_flushed, reused_host_memory
+from ..data.datamodule import check_rewarded, check_split_samples
+from ..dropout import generator, keep_mask, stream_dropouts
+from ..evaluate import Plan, lean_trainer, run_plan
+from ..loggers import (
     begin_round,
     build_loggers,
     finish_loggers,
@@ -56,9 +56,9 @@ from .loggers import (
     module_config,
     module_run_name,
 )
-from .loss import MaxEntLoss, kl_to_target
-from .metrics import evaluation_metrics
-from .phases import (
+from ..loss import MaxEntLoss, kl_to_target
+from ..metrics import evaluation_metrics
+from ..phases import (
     VAL_KEYS,
     BestRule,
     Phase,
@@ -68,10 +68,10 @@ from .phases import (
     plan,
     validate,
 )
-from .plots import wants_figures
+from ..plots import wants_figures
+from ..targets import make_targets
 from .sparse import Pattern, family_linears
 from .streams import Streams, steps_per_epoch
-from .targets import make_targets
 
 log = logging.getLogger(__name__)
 
