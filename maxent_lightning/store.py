@@ -23,7 +23,7 @@ def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]], twins=Non
                   quiet: bool = True) -> list[dict]:
     """Train several modules of one seed (``(rewarded, out_dir)`` each), skipping finished
     ones; each directory is locked while its module trains. With ``family.enabled`` they are
-    trained together in one vectorized pass (``family.py``) where the config allows it, which
+    trained together in one vectorized pass (``family/``) where the config allows it, which
     also stores the ``twins`` (dense modules equal to their IMP round 0; see train_family).
     Modules trained one by one show Lightning's progress unless ``quiet``."""
     if cfg.family.enabled or reduced_precision(cfg):

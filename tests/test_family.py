@@ -15,7 +15,7 @@ from maxent_lightning.builders import build_datamodule
 from maxent_lightning.data.datamodule import split_indices
 from maxent_lightning.data.sources import load_source
 from maxent_lightning.errors import UserError
-from maxent_lightning.family import train_family, unsupported_reason
+from maxent_lightning.family import chunks, train_family, trainer, unsupported_reason
 from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.storage import load_module, load_torch, read_json
 from maxent_lightning.store import train_modules
@@ -49,7 +49,7 @@ def run_both(cfg, tmp_path, sets):
 @pytest.fixture
 def all_sparse(monkeypatch, caplog):
     """Every Linear weight of the family multiplied as sparse, in every phase (even dense)."""
-    monkeypatch.setattr(family, "SPARSE_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(trainer, "SPARSE_MIN_WEIGHTS", 0)
     caplog.set_level(logging.INFO, logger="maxent_lightning.family")
     yield "family.sparse_below=1.01"
     text = "\n".join(r.getMessage() for r in caplog.get_records("call"))
@@ -144,8 +144,8 @@ def test_chunks_resume_and_skip(make_cfg, tmp_path, monkeypatch):
         (tmp_path / "m1" / name).unlink()
     shutil.rmtree(tmp_path / "m2")
     calls = []
-    real = family._train_chunk
-    monkeypatch.setattr(family, "_train_chunk",
+    real = chunks._train_chunk
+    monkeypatch.setattr(chunks, "_train_chunk",
                         lambda c, ms, *a: calls.append(len(ms)) or real(c, ms, *a))
     round0 = (tmp_path / "m1" / "imp" / "round_0.pt").stat().st_mtime_ns
     again = train_modules(cfg, jobs)
@@ -274,8 +274,8 @@ def test_validation_metrics_are_computed_where_something_reads_them(make_cfg, tm
 
 def test_trainer_deterministic_holds_while_the_family_trains(make_cfg, tmp_path, monkeypatch,
                                                              all_sparse):
-    seen, real = [], family.FamilyTrainer.run_phase
-    monkeypatch.setattr(family.FamilyTrainer, "run_phase", lambda self, p: seen.append(
+    seen, real = [], trainer.FamilyTrainer.run_phase
+    monkeypatch.setattr(trainer.FamilyTrainer, "run_phase", lambda self, p: seen.append(
         torch.are_deterministic_algorithms_enabled()) or real(self, p))
     cfg = make_cfg("+trainer.deterministic=true", "model.dropout=0", all_sparse)
     assert unsupported_reason(cfg) is None

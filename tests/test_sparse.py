@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.func import vmap
 
-from maxent_lightning.sparse import Pattern, StackedSparseLinear
+from maxent_lightning.family.sparse import Pattern, StackedSparseLinear
 
 
 @pytest.mark.parametrize("alive", [0.4, 0.0])

@@ -1,6 +1,7 @@
-"""The package's import structure: tasks → store → {sequential, family} trainers → {module
-directory, phase plan, IMP strategies, sparse} → {storage, data, masks}; no circles, no import of
-another module's underscore names, no in-function import of the package's own modules."""
+"""The package's import structure: tasks → store → {sequential trainer, family package} → {module
+directory, phase plan, IMP strategies} → {storage, data, masks}; no circles, no import of another
+module's underscore names, no in-function import of the package's own modules; the family package
+is entered through its face (``family/__init__.py``) only."""
 
 import ast
 import os
@@ -81,6 +82,13 @@ def test_no_private_names_and_no_in_function_imports_of_the_package():
 ])
 def test_one_direction(low, high):
     assert not reaches(low, high), f"{low} imports {high}"
+
+
+def test_the_family_is_entered_through_its_face():
+    inside = "maxent_lightning.family."
+    bad = [(m, t) for m in MODULES if not m.startswith(inside) and m != inside[:-1]
+           for t in GRAPH[m] if t.startswith(inside)]
+    assert bad == []
 
 
 def test_storage_imports_nothing_of_the_package_but_errors():

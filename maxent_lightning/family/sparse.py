@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .builders import trace_calls
+from ..builders import trace_calls
 
 # torch flags every CSR tensor as beta; the products used here are plain and tested.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
-from .data.datamodule import check_own_samples
-from .targets import rewarded_mask
+from ..data.datamodule import check_own_samples
+from ..targets import rewarded_mask
 
 
 def steps_per_epoch(labels: torch.Tensor, rewarded, batch_size: int) -> int:
