@@ -1,12 +1,10 @@
 """Command line: ``python -m maxent_lightning [overrides]`` (Hydra)."""
 
 import contextlib
-import copy
 import errno
 import importlib
 import logging
 import os
-import pickle
 import re
 import signal
 import sys
@@ -20,7 +18,7 @@ from hydra.core.utils import setup_globals
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, read_write
 
 # Only what --help, -sc completion and --cfg need: torch and Lightning are imported when a task
 # runs (run_task), so the CLI answers at once (tests/test_cli_startup.py).
@@ -28,6 +26,7 @@ from . import helptext  # noqa: F401  (the --help resolver)
 from .config import CONFIG_DIR, CONFIG_NAME, normalize_overrides
 from .errors import UserError
 from .launcher import register_plugins
+from .rerun import verified_rerun
 from .tasks import module_name
 
 TASKS = tuple(sorted(p.stem for p in helptext.TASK_DIR.glob("*.py") if p.stem != "__init__"))
@@ -48,13 +47,19 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def plan_only(cfg: DictConfig) -> bool:
+    """``plan_only=true`` outside a multirun: says so (only a multirun, -m, prints a plan)."""
+    if cfg.get("plan_only"):
+        print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
+    return bool(cfg.get("plan_only"))
+
+
 def run_task(cfg: DictConfig):
     """Run the task of ``cfg`` in its Hydra output directory, claimed for this run alone."""
     if cfg.task not in TASKS and "." not in str(cfg.task):
         raise UserError(f"unknown task '{cfg.task}'; choose one of: {', '.join(TASKS)}, or the "
                         "import path of a task of your own (docs/extending.md)")
-    if cfg.get("plan_only"):  # a multirun's planner printed the plan and stopped before
-        print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
+    if plan_only(cfg):  # a multirun's planner printed the plan and stopped before
         return None
     # loaded here, as the task is (they import torch): --help, -sc and --cfg need none of them
     try:
@@ -169,8 +174,7 @@ class OutputDirCheck(Callback):
     """Hydra callback (conf/hydra/default.yaml): checks the output directory first."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        if config.get("plan_only"):  # before Hydra makes the run directory: none is left
-            print("plan_only=true: nothing run (the plan is printed by a multirun, -m)")
+        if plan_only(config):  # before Hydra makes the run directory: none is left
             sys.exit(0)
         output_dir_or_exit(config.hydra.run.dir, "run")
         keep_record(config, config.hydra.run.dir)
@@ -188,25 +192,6 @@ class PlanSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         planner = importlib.import_module("maxent_lightning.planner")  # (it imports this one)
         planner.SweepPlanner().on_multirun_start(config, **kwargs)
-
-
-class RerunRecord(Callback):
-    """Hydra callback: the job's config as ``.hydra/config.pickle``, which
-    ``--experimental-rerun`` reads (Hydra's PickleJobInfoCallback, without its return value
-    and log lines: the results are in the run's files)."""
-
-    def on_job_start(self, config: DictConfig, **kwargs) -> None:
-        subdir = config.hydra.output_subdir
-        if subdir is None:
-            return
-        out = Path(config.hydra.runtime.output_dir) / str(subdir)
-        record = copy.deepcopy(config)
-        with read_write(record.hydra), open_dict(record.hydra):
-            for key in ("launcher", "sweeper"):  # plugin classes a joblib worker cannot pickle
-                record.hydra[key] = OmegaConf.create(OmegaConf.to_container(record.hydra[key]))
-        # storage's atomic writer (storage imports torch: loaded here, when a job runs)
-        write_bytes = importlib.import_module("maxent_lightning.storage").write_bytes
-        write_bytes(out / "config.pickle", pickle.dumps(record, protocol=4))
 
 
 class _LoggedOutput:
@@ -359,6 +344,11 @@ def _entry() -> None:
     register_plugins()  # the default multirun sweeper and launcher (launcher.py)
     setup_globals()  # the hydra: and now: resolvers, also for --experimental-rerun (without)
     try:
+        rerun_copy = verified_rerun(sys.argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    try:
         main()
     except BaseException as err:
         signum = RUNNING.get("signal") or getattr(err, "signum", None)
@@ -370,3 +360,6 @@ def _entry() -> None:
             raise
         print(interrupted_line(signum), file=sys.stderr)
         sys.exit(128 + signum)
+    finally:
+        if rerun_copy:
+            os.unlink(rerun_copy)
