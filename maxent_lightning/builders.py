@@ -1,4 +1,4 @@
-"""Build nets, θ0, data modules and module specs from the Hydra config."""
+"""Build nets, θ0 and data modules from the Hydra config (module specs: ``identity``)."""
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,25 +15,14 @@ from torch import nn
 from . import models
 from .data.datamodule import MaxEntDataModule, cached_source, normalize_key
 from .errors import UserError
-from .storage import CorruptFile, ModuleRecord, config_digest, state_digest
+from .storage import CorruptFile, ModuleRecord, state_digest
 
-# trainer.precision values of a float32 module (absent from its spec, as before the key existed).
-FULL_PRECISION = ("32", "32-true")
-# Trainer keys that do not change what a module computes (devices, logging, output).
-NEUTRAL_TRAINER_KEYS = {"_target_", "accelerator", "devices", "num_nodes", "strategy",
-                        "num_sanity_val_steps", "enable_checkpointing", "enable_model_summary",
-                        "enable_progress_bar", "log_every_n_steps", "default_root_dir",
-                        "deterministic", "benchmark", "logger", "callbacks", "profiler"}
 # Keys of a module's recorded model that describe the training recipe rather than the
-# constructor (the config keeps the model's temperature beside ``model``: see ``model_identity``).
+# constructor (the rows "model" of the identity table: ``identity.model_identity`` puts them
+# there; identity imports this module, so the list is repeated here and a test holds them equal).
 MODEL_META_KEYS = ("temperature",)
-# Keys of ``cfg.data`` that are not the data settings of a module: where the files are, and
-# what the DataModule's ``_target_`` takes from the rest of the config (conf/train.yaml).
-DATA_RUNTIME_KEYS = ("root", "download", "_target_", "rewarded", "targets", "shuffle_seed")
 # conf/model/custom.yaml: a user's backbone (model=custom model._target_=mypkg.Tiny).
 CUSTOM = "custom"
-# Bump when a change alters what a spec trains: every module gets a new fingerprint.
-IDENTITY = 2
 # Backbones a module file may name: the project's own, plus those a user's config names in this
 # process (``trust_backbone``). Nothing recorded in a file is ever passed to ``instantiate``.
 BACKBONES = {f"maxent_lightning.models.{name}": getattr(models, name) for name in models.__all__}
@@ -81,11 +70,15 @@ def model_name(cfg: DictConfig) -> str:
     Hydra's model choice), else (and for ``model=custom``) the class."""
     if _MODEL_NAME.get() is not None:
         return _MODEL_NAME.get()
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get("model")
-        if choice and choice != CUSTOM:
-            return str(choice)
+    choice = model_choice()
+    if choice and choice != CUSTOM:
+        return str(choice)
     return backbone_target(cfg).rsplit(".", 1)[-1].lower()
+
+
+def model_choice() -> str | None:
+    """Hydra's model choice of this job (its runtime config), if set: this module's one read."""
+    return HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else None
 
 
 def backbone_target(cfg: DictConfig) -> str:
@@ -226,14 +219,6 @@ def data_source(cfg: DictConfig, recorded: Mapping | None = None):
                          normalize_key(d.get("normalize")))
 
 
-def data_identity(cfg: DictConfig) -> dict:
-    """The data settings of ``cfg`` that decide what a module sees: its config without where
-    the files are, plus the digest of the loaded tensors (a moved copy is the same data; another
-    folder, a partial copy or an edited file is not)."""
-    data = {k: v for k, v in plain(cfg.data).items() if k not in DATA_RUNTIME_KEYS}
-    return {**data, "digest": data_source(cfg).digest}
-
-
 def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None):
     """The data module of ``cfg`` for one rewarded set (each phase sets its shuffle seed), its
     data loaded (``prepare_data``, ``setup``); ``targets`` overrides the loss's target kind."""
@@ -253,42 +238,3 @@ def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None)
     dm.prepare_data()
     dm.setup("fit")
     return dm
-
-
-def model_identity(cfg: DictConfig) -> dict:
-    """The ``model`` of a module's spec: the backbone config with the model's softmax
-    temperature (``cfg.temperature``, set by conf/model/*.yaml beside ``model`` so that
-    ``instantiate(cfg.model)`` builds the net), as recorded since the first identity."""
-    model = plain(cfg.model)
-    if cfg.get("temperature") is not None:
-        model["temperature"] = plain(cfg.temperature)
-    return model
-
-
-def module_spec(cfg: DictConfig, rewarded=None) -> dict:
-    """What identifies a trained module: every path that trains a spec (Lightning alone, a
-    family of any size, a dense twin from IMP round 0, a resumed run) gives the same module, up
-    to the order of float sums. Its digest is the module's fingerprint."""
-    callbacks = plain(cfg.callbacks)
-    trainer = {k: v for k, v in plain(cfg.trainer).items() if k not in NEUTRAL_TRAINER_KEYS}
-    if str(trainer.get("precision", "32-true")) in FULL_PRECISION:
-        trainer.pop("precision", None)
-    return {
-        "identity": IDENTITY,
-        "data": data_identity(cfg),
-        "model": model_identity(cfg),
-        "loss": plain(cfg.loss),
-        "imp": plain(cfg.imp),
-        "optimizer": plain(cfg.optimizer),
-        "max_epochs": trainer.pop("max_epochs"),
-        "callbacks": callbacks,
-        "rewarded": sorted(rewarded if rewarded is not None else cfg.rewarded),
-        "seed": cfg.seed,
-        # every other setting that changes what a fit computes (precision, fast_dev_run,
-        # limit_*_batches, max_steps, ...): debug runs never share a module with real ones
-        **({"trainer": trainer} if trainer else {}),
-    }
-
-
-def spec_fingerprint(spec: dict) -> str:
-    return config_digest(spec)

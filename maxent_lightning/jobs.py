@@ -22,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import moduledir
-from .builders import DATA_RUNTIME_KEYS, data_source, model_identity, model_name
+from .builders import data_source, model_name
 from .errors import UserError
 from .evaluate import Plan, lean_trainer, run_plan
+from .identity import checkpoint_paths, job_fingerprint, model_identity
 from .loggers import (
     WandbLogger,
     build_loggers,
@@ -37,44 +38,14 @@ from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
 from .phases import ORDERED, imp_used, permutation_value, validate
 from .plots import confusion_png, wants_figures
 from .results import COLUMNS
-from .storage import ModuleRecord, config_digest, read_module, write_json, write_text
+from .storage import ModuleRecord, read_module, write_json, write_text
 from .store import ModuleStore
 
-# Config keys that do not change a job's results (left out of its fingerprint).
-IGNORED_KEYS = ("paths", "logger", "store", "family", "tags", "plan_only", "sweep_training",
-                "figures")
-IGNORED_TRAINER_KEYS = ("devices", "accelerator", "enable_progress_bar")
 # The x axes of a job's W&B curves (``wandb.define_metric``): the number of modules merged (the
 # complete merge's R-Acc and entropy, the highest barrier at each step) and t along the path
 # γ(t) (the barrier curves). Runs grouped in the W&B UI average their curves on these axes.
 AXES = {"merge": "merge/step", "barrier": "barrier/t"}
 GPU_ACCELERATORS = ("auto", "gpu", "cuda")
-
-
-# ---------------------------------------------------------------- identity of a job
-def job_fingerprint(cfg: DictConfig) -> str:
-    """Digest of the resolved config minus what does not change the results, with what the
-    results are computed from: the digest of the loaded data, or the whole-record digests of the
-    given checkpoints (their contents, not their paths; their data is in their specs)."""
-    def value(node):
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-    spec = {k: value(cfg[k]) for k in cfg if k not in (*IGNORED_KEYS, "temperature")}
-    spec["model"] = model_identity(cfg)  # the model's temperature inside, as in module specs
-    for key, ignored in (("trainer", IGNORED_TRAINER_KEYS), ("data", DATA_RUNTIME_KEYS)):
-        spec[key] = {k: v for k, v in (spec.get(key) or {}).items() if k not in ignored}
-    paths = checkpoint_paths(cfg)
-    if paths:
-        spec["checkpoints"] = [read_module(p).digest for p in paths]
-    else:
-        spec["data"]["digest"] = data_source(cfg).digest
-    return config_digest(spec)
-
-
-def checkpoint_paths(cfg: DictConfig) -> list[Path]:
-    """The module files given as ``checkpoints=[...]`` (merge, eval)."""
-    given = cfg.get("checkpoints") or []
-    return [Path(p) for p in ([given] if isinstance(given, str) else given)]
 
 
 def job_num() -> int:

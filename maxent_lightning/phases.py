@@ -22,14 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import masks as M
-from .builders import backbone_target, module_spec
+from .builders import backbone_target
 from .compat import choose_accelerator, precisions
 from .errors import UserError
 from .imp import Strategy, strategy
 from .merge import logit_weights
 from .metrics import METRIC_KEYS
 from .results import ORDERED
-from .storage import config_digest
 
 
 def imp_rounds(imp: Mapping) -> int:
@@ -350,16 +349,6 @@ def phase_epochs(cfg: DictConfig, final: bool) -> int:
     if cfg.imp.round_epochs is None:
         return max(1, epochs // max(int(cfg.imp.rounds), 1))
     return int(cfg.imp.round_epochs)
-
-
-def first_phase_key(cfg: DictConfig, rewarded) -> str:
-    """What decides a module's first phase (IMP round 0, or the whole of a dense training): its
-    spec without the IMP settings, with that phase's epochs. An IMP module's round 0 trains
-    exactly as the dense module of equal key (same θ0, seeds, batches and, in the family, the
-    dropout stream keyed by this): its best weights are that dense module."""
-    spec = module_spec(cfg, rewarded)
-    del spec["imp"], spec["max_epochs"]
-    return config_digest({**spec, "epochs": phase_epochs(cfg, imp_rounds(cfg.imp) == 0)})
 
 
 def plan(cfg: DictConfig, net: nn.Module) -> PhasePlan:

@@ -25,15 +25,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from . import moduledir
-from .builders import build_net, data_source, module_spec, named_model, spec_fingerprint
+from .builders import build_net, data_source, named_model
 from .cli import RUNNING
 from .compat import hydra_internals
 from .errors import UserError
 from .family import passes, pick_device, plan_sizes, unsupported_reason
-from .jobs import job_fingerprint
+from .identity import first_group_key, group_key, job_fingerprint, module_spec, spec_fingerprint
 from .launcher import SWEEPERS, SweepComposer
-from .phases import first_phase_key, imp_used, validate
-from .storage import config_digest, write_json
+from .phases import imp_used, validate
+from .storage import write_json
 from .store import ModuleStore
 from .tasks import module_name
 
@@ -146,23 +146,6 @@ def class_counter():
     return count
 
 
-def first_group_key(cfg: DictConfig) -> str:
-    """``group_key`` of the first phase (``phases.first_phase_key`` without the rewarded set)."""
-    return config_digest({"first": first_phase_key(cfg, []), "store": str(cfg.store.root),
-                          "family": OmegaConf.to_container(cfg.family),
-                          "device": [str(cfg.trainer.get("accelerator")),
-                                     str(cfg.trainer.get("devices"))]})
-
-
-def group_key(cfg: DictConfig, spec: dict) -> str:
-    """Everything but the rewarded set that decides how a module trains (and where it lives)."""
-    rest = {k: v for k, v in spec.items() if k != "rewarded"}
-    return config_digest({"spec": rest, "store": str(cfg.store.root),
-                          "family": OmegaConf.to_container(cfg.family),
-                          "device": [str(cfg.trainer.get("accelerator")),
-                                     str(cfg.trainer.get("devices"))]})
-
-
 def family_chunk(cfg: DictConfig) -> int:
     """Members per training pass of this config: 1 where the family trainer does not apply."""
     if not cfg.family.enabled or unsupported_reason(cfg) is not None:
@@ -235,7 +218,7 @@ def check_store(plan: Plan, twins: bool = True) -> None:
 
 def pair_twins(plan: Plan) -> None:
     """A dense module whose training is the IMP round 0 of a module that the sweep trains
-    (``phases.first_phase_key``: same settings, round epochs = epochs) is stored from that
+    (``identity.first_phase_key``: same settings, round epochs = epochs) is stored from that
     round by the family trainer instead of being trained again."""
     by_first = {}
     for g in plan.groups.values():

@@ -10,10 +10,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from . import moduledir
-from .builders import data_source, module_spec, spec_fingerprint
+from .builders import data_source
 from .data.datamodule import check_rewarded, check_split_samples
 from .errors import UserError
 from .family import reduced_precision, train_family, unsupported_reason
+from .identity import module_spec, spec_fingerprint
 from .training import train_module
 
 log = logging.getLogger(__name__)

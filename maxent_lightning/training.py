@@ -9,10 +9,11 @@ from omegaconf import DictConfig
 
 from . import masks as M
 from . import moduledir
-from .builders import build_datamodule, init_theta0, module_spec, spec_fingerprint
+from .builders import build_datamodule, init_theta0
 from .callbacks import IterativeMagnitudePruning, progress_bar
 from .cpu import denormals_flushed
 from .dropout import begin_stream, stream_dropouts
+from .identity import first_phase_key, module_spec, spec_fingerprint
 from .loggers import (
     begin_round,
     build_loggers,
@@ -22,7 +23,7 @@ from .loggers import (
     module_run_name,
 )
 from .module import MaxEntModule
-from .phases import first_phase_key, phase_callbacks, plan
+from .phases import phase_callbacks, plan
 from .plots import wants_figures
 
 

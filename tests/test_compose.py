@@ -12,6 +12,7 @@ from maxent_lightning import jobs
 from maxent_lightning.builders import net_from_record
 from maxent_lightning.data.datamodule import cached_source
 from maxent_lightning.errors import UserError
+from maxent_lightning.identity import job_fingerprint
 from maxent_lightning.merge import (
     LogitAverage,
     logit_average,
@@ -139,10 +140,10 @@ def test_device_assignment_spreads_jobs_over_gpus(monkeypatch, make_cfg):
 
 
 def test_fingerprint_ignores_paths_logger_and_devices(make_cfg):
-    base = jobs.job_fingerprint(make_cfg())
-    assert jobs.job_fingerprint(make_cfg("paths.store_dir=/elsewhere", "logger=csv",
-                                         "trainer.devices=[1]")) == base
-    assert jobs.job_fingerprint(make_cfg("pair=1")) != base
+    base = job_fingerprint(make_cfg())
+    assert job_fingerprint(make_cfg("paths.store_dir=/elsewhere", "logger=csv",
+                                    "trainer.devices=[1]")) == base
+    assert job_fingerprint(make_cfg("pair=1")) != base
 
 
 # ------------------------------------------------------------------ tasks, in-process

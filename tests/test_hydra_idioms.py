@@ -12,10 +12,10 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from maxent_lightning.builders import module_spec
 from maxent_lightning.cli import TASKS
 from maxent_lightning.config import CONFIG_DIR, compose_config, normalize_overrides
 from maxent_lightning.data.datamodule import MaxEntDataModule
+from maxent_lightning.identity import module_spec
 
 CONF = Path(CONFIG_DIR)
 

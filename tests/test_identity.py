@@ -1,17 +1,31 @@
 """One fingerprint, one module: every path that can produce a module of a spec produces the same
 module (tests/same.py), dropout on; the quickstart's module is the store's; the data is part of a
-module's identity."""
+module's identity. The identity table (identity.py's docstring): every config key has a row, and
+its flags decide what each fingerprint covers."""
 
+import copy
 import logging
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf, open_dict
 from same import assert_same_module
 
-from maxent_lightning.builders import module_spec, spec_fingerprint
+from maxent_lightning import builders, identity
+from maxent_lightning.config import CONFIG_DIR, compose_config
 from maxent_lightning.data.datamodule import cached_source
 from maxent_lightning.errors import UserError
+from maxent_lightning.family import unsupported_reason
+from maxent_lightning.identity import (
+    ROWS,
+    first_phase_key,
+    group_key,
+    job_fingerprint,
+    module_spec,
+    spec_fingerprint,
+)
 from maxent_lightning.store import ModuleStore
 from maxent_lightning.training import train_module
 
@@ -98,3 +112,96 @@ def test_an_eval_on_other_data_than_the_modules_is_refused(tmp_path, run_job, wr
     with pytest.raises(UserError, match="was trained on other cifar10 data"):
         run_job(tmp_path / "bad", "task=eval", f"checkpoints=[{module}]",
                 f"data.root={tmp_path / 'b'}", *cnn, fast=False)
+
+
+# ---------------------------------------------------------------- the identity table
+GROUPS = sorted(p for p in Path(CONFIG_DIR).iterdir()
+                if p.is_dir() and p.name not in ("hydra", "local"))
+# The default, every experiment and every option of every config group (recipes are appended).
+CONFIGS = [[]] + [[f"{'+' if g.name == 'recipe' else ''}{g.name}={y.stem}"]
+                  for g in GROUPS for y in sorted(g.glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda o: o[0] if o else "default")
+def test_every_config_key_has_a_row(overrides):
+    cfg = compose_config(overrides, output_dir="/tmp/out")
+    keys = [*cfg, *(f"trainer.{k}" for k in cfg.trainer), *(f"data.{k}" for k in cfg.data)]
+    assert [k for k in keys if k not in ROWS] == []
+
+
+def test_the_table_reads_as_rows():
+    assert len(ROWS) > 60 and {"*", "data.*", "trainer.*"} <= set(ROWS)
+    assert identity.table("k  m\n---  -\nseed  yes  yes  no  -  a key\n") == {
+        "seed": identity.Row("yes", "yes", "no", "-")}
+    with pytest.raises(ValueError, match="bad row"):
+        identity.table("k\n---\nseed  yes  maybe  no  -\n")
+    # build_net strips what model_identity folds into the spec's model
+    assert identity.IN_MODEL == builders.MODEL_META_KEYS
+
+
+def changed(key: str, value):
+    """Another value of ``key`` (``value``: its plain value, None where absent)."""
+    special = {"data.name": "mnist5k", "data.normalize": {"mean": [0.4], "std": [0.3]}}
+    if key in special:
+        return special[key]
+    if isinstance(value, dict):
+        return {**value, "probe": 1}
+    if isinstance(value, list):
+        return [*value, 9]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    return 1 if value is None else f"{value}x"
+
+
+def fingerprints(cfg) -> dict:
+    spec = module_spec(cfg)
+    return {"module": spec_fingerprint(spec), "job": job_fingerprint(cfg),
+            "group": group_key(cfg, spec)}
+
+
+# checkpoints (job: the files' digests) is covered by tests/test_trust.py
+ROW_KEYS = [k.replace("*", "probe") for k in ROWS if k != "checkpoints"]
+
+
+def test_the_tables_flags_drive_the_fingerprints(make_cfg):
+    """Each row's key changed: the module id, job id and group key change where its row says."""
+    base_cfg = make_cfg()
+    base, wrong = fingerprints(base_cfg), []
+    for key in ROW_KEYS:
+        cfg = copy.deepcopy(base_cfg)
+        value = OmegaConf.select(cfg, key)
+        with open_dict(cfg):
+            OmegaConf.update(cfg, key, changed(key, builders.plain(value)), merge=False,
+                             force_add=True)
+        flags = identity.row(key)
+        expected = {"module": flags.module != "no", "job": flags.job != "no",
+                    "group": flags.group == "yes"}
+        got = {k: v != base[k] for k, v in fingerprints(cfg).items()}
+        if got != expected:
+            wrong.append((key, expected, got))
+    assert wrong == []
+
+
+def test_the_family_column_is_what_the_family_trainer_takes(make_cfg):
+    """A trainer key marked no sends the config to Lightning; one marked yes does not."""
+    wrong = []
+    for key in [k.replace("*", "probe") for k in ROWS if k.startswith("trainer.")]:
+        cfg = make_cfg()
+        with open_dict(cfg):
+            if OmegaConf.select(cfg, key) is None:
+                OmegaConf.update(cfg, key, False, force_add=True)
+        refused = "trainer option" in (unsupported_reason(cfg) or "")
+        if refused != (identity.row(key).family == "no"):
+            wrong.append(key)
+    assert wrong == []
+
+
+def test_the_first_phase_key_leaves_out_imp_but_not_its_round_epochs(make_cfg):
+    imp = make_cfg("imp.rounds=1", "imp.round_epochs=2")
+    key = first_phase_key(imp, CLASS)
+    assert first_phase_key(make_cfg("imp.rounds=1", "imp.round_epochs=2", "imp.sparsity=0.5"),
+                           CLASS) == key
+    assert first_phase_key(make_cfg("imp=none", "trainer.max_epochs=2"), CLASS) == key
+    assert first_phase_key(make_cfg("imp.rounds=1", "imp.round_epochs=1"), CLASS) != key

@@ -9,9 +9,10 @@ from omegaconf import OmegaConf
 from test_experiments import EXPERIMENTS, cli
 from test_sources import _write_har, _write_mnist, _write_yeast
 
-from maxent_lightning.builders import data_source, module_spec, spec_fingerprint
+from maxent_lightning.builders import data_source
 from maxent_lightning.data.sources import HAR_FEATURES, load_source
 from maxent_lightning.errors import UserError
+from maxent_lightning.identity import module_spec, spec_fingerprint
 from maxent_lightning.phases import BestRule, phase_callbacks, validate
 
 PROTOCOLS = ("authors", "paper")

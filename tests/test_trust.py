@@ -10,9 +10,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from maxent_lightning.builders import module_spec, spec_fingerprint
 from maxent_lightning.errors import UserError
-from maxent_lightning.jobs import job_fingerprint
+from maxent_lightning.identity import job_fingerprint, module_spec, spec_fingerprint
 from maxent_lightning.module import MaxEntModule
 from maxent_lightning.storage import CorruptFile, load_module, record_digest, save_torch
 from maxent_lightning.store import ModuleStore

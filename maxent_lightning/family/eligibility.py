@@ -5,16 +5,13 @@ from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 from torch import nn
 
-from ..builders import FULL_PRECISION, build_net, data_source
+from ..builders import build_net, data_source
+from ..identity import FAMILY_TRAINER_KEYS, FULL_PRECISION
 from ..phases import VAL_KEYS, BestRule, phase_callbacks
 from .memory import pick_device
 
 # Optimizers whose update of an entry depends only on that entry's history.
 ELEMENTWISE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Adagrad")
-# Trainer keys that do not change what a fit computes.
-TRAINER_KEYS = {"_target_", "max_epochs", "accelerator", "devices", "num_sanity_val_steps",
-                "enable_checkpointing", "enable_model_summary", "enable_progress_bar",
-                "log_every_n_steps", "deterministic", "benchmark", "default_root_dir", "precision"}
 # trainer.precision values the family reproduces (autocast to bfloat16 for bf16-mixed).
 PRECISIONS = ("32", "32-true", "bf16-mixed")
 # Why conv nets train one by one on CPU: family vs one by one on a 2-core CPU (`make bench`).
@@ -51,7 +48,7 @@ def reduced_precision(cfg: DictConfig) -> bool:
 
 def cannot_train(cfg: DictConfig, net: nn.Module) -> str | None:
     """Why the family trainer cannot train ``cfg`` (its backbone: ``net``) at all, or None."""
-    extra = sorted(k for k in cfg.trainer if k not in TRAINER_KEYS)
+    extra = sorted(k for k in cfg.trainer if k not in FAMILY_TRAINER_KEYS)
     if extra:
         return f"trainer option(s) {extra} are not supported by the family trainer"
     precision = str(cfg.trainer.get("precision", 32))

@@ -6,9 +6,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .. import masks as M
-from ..builders import data_source, module_spec, spec_fingerprint
+from ..builders import data_source
 from ..data.datamodule import check_rewarded, check_split_samples
-from ..phases import BestRule, first_phase_key
+from ..identity import first_phase_key, module_spec, spec_fingerprint
+from ..phases import BestRule
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Member:
     best: dict | None = None
     last: dict | None = None
     weights: dict | None = None
-    first_key: str = ""  # phases.first_phase_key: keys the dropout stream of round 0
+    first_key: str = ""  # identity.first_phase_key: keys the dropout stream of round 0
     twin: "Member | None" = None  # the dense module that its IMP round 0 yields
     cfg: DictConfig | None = None  # a twin's own config (a dense one)
 

@@ -11,8 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .. import moduledir
-from ..builders import data_source, module_spec, spec_fingerprint
+from ..builders import data_source
 from ..data.datamodule import check_rewarded
+from ..identity import module_spec, spec_fingerprint
 from ..phases import imp_used, validate
 from ..plots import confusion_png, wants_figures
 from ..storage import read_json
