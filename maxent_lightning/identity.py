@@ -13,7 +13,26 @@ family  the family trainer reproduces it (a trainer key marked no sends the conf
         Lightning, one module at a time); "-": not a setting of a fit.
 
 A key in no row: ``*`` (top level) or ``data.*`` / ``trainer.*`` (any other key there).
+"""
 
+from pathlib import Path
+from typing import NamedTuple
+
+from omegaconf import DictConfig, OmegaConf
+
+from .builders import data_source, plain
+from .phases import imp_rounds, phase_epochs
+from .storage import config_digest, read_module
+
+# Bump when a change alters what a spec trains: every module gets a new fingerprint.
+VERSION = 2
+# trainer.precision values of a float32 module (absent from its spec, as before the key existed).
+FULL_PRECISION = ("32", "32-true")
+
+
+# The key table: the module docstring's second half (kept out of the docstring itself so that
+# ``python -OO``, which drops docstrings, still has it).
+KEY_TABLE = """
 key                           module  job    group  family  what it is
 ----------------------------  ------  -----  -----  ------  ----------------------------------
 data                          yes     yes    yes    yes     the data set; its keys: data.*
@@ -90,20 +109,8 @@ plan_only                     no      no     no     -       print a sweep's plan
 sweep_training                no      no     no     -       where a sweep trains
 *                             no      yes    no     -       any other top-level key
 """
-
-from pathlib import Path
-from typing import NamedTuple
-
-from omegaconf import DictConfig, OmegaConf
-
-from .builders import data_source, plain
-from .phases import imp_rounds, phase_epochs
-from .storage import config_digest, read_module
-
-# Bump when a change alters what a spec trains: every module gets a new fingerprint.
-VERSION = 2
-# trainer.precision values of a float32 module (absent from its spec, as before the key existed).
-FULL_PRECISION = ("32", "32-true")
+if __doc__:
+    __doc__ += KEY_TABLE
 
 
 class Row(NamedTuple):
@@ -114,10 +121,7 @@ class Row(NamedTuple):
 
 
 def table(doc: str) -> dict[str, Row]:
-    """The rows of the key table of ``doc`` (this module's docstring): key -> Row."""
-    if doc is None:
-        raise RuntimeError("maxent_lightning reads its identity table from a docstring: "
-                           "run Python without -OO")
+    """The rows of the key table ``doc`` (``KEY_TABLE``): key -> Row."""
     lines = doc.split("\n---", 1)[1].split("\n")[1:]
     rows = {}
     for line in filter(None, lines):
@@ -128,7 +132,7 @@ def table(doc: str) -> dict[str, Row]:
     return rows
 
 
-ROWS = table(__doc__)
+ROWS = table(KEY_TABLE)
 # The config groups whose keys have rows of their own (``row``: a key without one, ``GROUP.*``).
 SCOPES = ("data", "trainer")
 # The top-level keys of the module id, in the order of its spec.
