@@ -2,8 +2,9 @@
 sweeper logic), compose each job's config (``launcher.SweepComposer``), ask its task which
 store modules it needs (``needs(cfg, num_classes)`` in the task module), de-duplicate them by
 store fingerprint, count the stored ones, group the missing ones by everything but the
-rewarded set and train each group in families of ``family.chunk_size`` before any job runs.
-Jobs then only load and evaluate.
+rewarded set and hand each group's missing ones to the store, whose plan (``ModuleStore.plan``:
+trainer, members per pass, dense twins) trains them before any job runs. Jobs then only load and
+evaluate.
 
 ``sweep_training`` chooses where modules are trained: ``sweep`` (here, before launching),
 ``jobs`` (each job trains what it lacks, as a single run does) or ``passes`` (the sweep becomes
@@ -25,16 +26,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from . import moduledir
-from .builders import build_net, data_source, named_model
+from .builders import data_source, named_model
 from .cli import RUNNING
 from .compat import hydra_internals
 from .errors import UserError
-from .family import passes, pick_device, plan_sizes, unsupported_reason
 from .identity import first_group_key, group_key, job_fingerprint, module_spec, spec_fingerprint
 from .launcher import SWEEPERS, SweepComposer
 from .phases import imp_used, validate
 from .storage import write_json
-from .store import ModuleStore
+from .store import ModuleStore, TrainingPass
 from .tasks import module_name
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,21 @@ class Group:
     model: str
     modules: dict = field(default_factory=dict)  # store dir -> rewarded set
     missing: list = field(default_factory=list)  # (rewarded, dir) not stored yet
-    chunk: int = 1
-    split: list = field(default_factory=list)  # the training passes (indices into missing)
-    twins: dict = field(default_factory=dict)  # rewarded tuple -> (dense cfg, dir) it yields
+    training: list[TrainingPass] = field(default_factory=list)  # the store's passes of missing
     deferred: list = field(default_factory=list)  # (rewarded, dir) a twin of another group
 
     @property
     def passes(self) -> int:
-        return len(self.split)
+        return len(self.training)
+
+    @property
+    def chunk(self) -> int:
+        return self.training[0].chunk if self.training else 1
+
+    @property
+    def twins(self) -> dict:
+        """rewarded tuple -> (dense cfg, dir): the dense modules its passes store."""
+        return {k: v for p in self.training for k, v in p.twins.items()}
 
 
 @dataclass
@@ -146,17 +153,6 @@ def class_counter():
     return count
 
 
-def family_chunk(cfg: DictConfig) -> int:
-    """Members per training pass of this config: 1 where the family trainer does not apply."""
-    if not cfg.family.enabled or unsupported_reason(cfg) is not None:
-        return 1
-    src = data_source(cfg)
-    net = build_net(cfg.model, src.input_shape, src.num_classes)
-    device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
-    return plan_sizes(net, src.input_shape, int(cfg.data.batch_size), device,
-                      cfg.family.chunk_size)[0]
-
-
 def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
     """The plan of the sweep of ``config`` (the multirun's master config)."""
     plan, master = Plan(), HydraConfig.instance().cfg
@@ -203,41 +199,39 @@ def add_modules(plan: Plan, cfg: DictConfig, sets: list[list[int]], model: str) 
 
 
 def check_store(plan: Plan, twins: bool = True) -> None:
-    """Fill in each group's missing modules (without those an IMP group's round 0 yields) and
-    its members per pass."""
+    """Fill in each group's missing modules and the store's passes that train them; with
+    ``twins``, an IMP group's passes also store the dense modules its round 0 yields."""
     for group in plan.groups.values():
         store = ModuleStore(group.store)
         group.missing = [(r, d) for d, r in group.modules.items() if store.check(d) is not None]
     if twins:
         pair_twins(plan)
     for group in plan.groups.values():
-        if group.missing:
-            group.chunk = family_chunk(group.cfg)
-            group.split = passes(group.cfg, [r for r, _ in group.missing], group.chunk)
+        if group.missing and not group.training:
+            group.training = ModuleStore(group.store).plan(group.cfg, group.missing)
 
 
 def pair_twins(plan: Plan) -> None:
     """A dense module whose training is the IMP round 0 of a module that the sweep trains
-    (``identity.first_phase_key``: same settings, round epochs = epochs) is stored from that
-    round by the family trainer instead of being trained again."""
+    (``identity.first_group_key``: same settings, round epochs = epochs) is stored from
+    that round by the IMP group's passes (the store decides which: ``ModuleStore.plan``)
+    instead of being trained again: it moves from its group's missing modules to its
+    deferred ones."""
     by_first = {}
     for g in plan.groups.values():
-        if g.missing and g.cfg.family.enabled and unsupported_reason(g.cfg) is None:
+        if g.missing:
             by_first.setdefault(first_group_key(g.cfg), []).append(g)
     for groups in by_first.values():
         source = next((g for g in groups if imp_used(g.cfg.imp)), None)
-        if source is None:
+        dense = [g for g in groups if not imp_used(g.cfg.imp)]
+        if source is None or not dense:
             continue
-        wanted = {tuple(r) for r, _ in source.missing}
-        for g in (g for g in groups if not imp_used(g.cfg.imp)):
-            rest = []
-            for r, d in g.missing:
-                if tuple(r) in wanted and tuple(r) not in source.twins:
-                    source.twins[tuple(r)] = (g.cfg, d)
-                    g.deferred.append((r, d))
-                else:
-                    rest.append((r, d))
-            g.missing = rest
+        source.training = ModuleStore(source.store).plan(
+            source.cfg, source.missing, [(g.cfg, g.missing) for g in dense])
+        paired = {d for _, d in source.twins.values()}
+        for g in dense:
+            g.deferred = [(r, d) for r, d in g.missing if d in paired]
+            g.missing = [(r, d) for r, d in g.missing if d not in paired]
 
 
 def describe(plan: Plan) -> str:
@@ -262,19 +256,18 @@ def describe(plan: Plan) -> str:
 
 
 def train(plan: Plan) -> None:
-    """Train every group's missing modules (families of ``chunk`` where the config allows),
-    then any dense twin that its IMP module did not yield (e.g. resumed after round 0)."""
+    """Hand every group's passes to the store, then have it train any dense twin that its IMP
+    module did not yield (e.g. resumed after round 0)."""
     for g in plan.groups.values():
-        if g.missing:
+        if g.training:
+            store = ModuleStore(g.store)
             with named_model(g.model):
-                ModuleStore(g.store).get_many(g.cfg, [r for r, _ in g.missing], g.twins)
+                for p in g.training:
+                    store.train(p)
     for g in plan.groups.values():
         if g.deferred:
-            store = ModuleStore(g.store)
-            left = [r for r, d in g.deferred if store.check(d) is not None]
-            if left:
-                with named_model(g.model):
-                    store.get_many(g.cfg, left)
+            with named_model(g.model):
+                ModuleStore(g.store).get_many(g.cfg, [r for r, _ in g.deferred])
 
 
 # ---------------------------------------------------------------- training passes as jobs
@@ -284,8 +277,8 @@ def pass_records(plan: Plan) -> list[dict]:
     for g in plan.groups.values():
         cfg = OmegaConf.to_container(g.cfg)
         cfg["store"]["root"] = str(g.store.resolve())
-        records += [{"config": cfg, "model": g.model, "rewarded": [g.missing[i][0] for i in ix]}
-                    for ix in g.split]
+        records += [{"config": cfg, "model": g.model, "rewarded": [r for r, _ in p.members]}
+                    for p in g.training]
     return records
 
 

@@ -1,49 +1,89 @@
 """Content-addressed module store: each (data, model, loss, IMP, optimizer, epochs, rewarded
-set, seed) is trained once and reused by every experiment that needs it. The store decides what
-to train and hands it to a trainer: the family trainer where the config allows it, else the
-sequential one."""
+set, seed) is trained once and reused by every experiment that needs it. The store owns the
+training plan: which modules train together, by which trainer (the family where the config
+allows it, else the sequential one), how many per pass and which dense twins a pass stores
+(``ModuleStore.plan``); single runs (``get_many``) and the sweep planner go through it."""
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from . import moduledir
-from .builders import data_source
+from .builders import build_net, data_source
 from .data.datamodule import check_rewarded, check_split_samples
 from .errors import UserError
-from .family import reduced_precision, train_family, unsupported_reason
+from .family import (
+    passes,
+    pick_device,
+    plan_sizes,
+    reduced_precision,
+    train_family,
+    unsupported_reason,
+)
 from .identity import module_spec, spec_fingerprint
+from .phases import imp_used
 from .training import train_module
 
 log = logging.getLogger(__name__)
+FAMILY, SEQUENTIAL = "family", "sequential"
+Members = Sequence[tuple[Sequence[int], Path]]  # (rewarded set, module directory) each
 
 
-def train_modules(cfg: DictConfig, jobs: list[tuple[list[int], Path]], twins=None,
-                  quiet: bool = True) -> list[dict]:
-    """Train several modules of one seed (``(rewarded, out_dir)`` each), skipping finished
-    ones; each directory is locked while its module trains. With ``family.enabled`` they are
-    trained together in one vectorized pass (``family/``) where the config allows it, which
-    also stores the ``twins`` (dense modules equal to their IMP round 0; see train_family).
-    Modules trained one by one show Lightning's progress unless ``quiet``."""
-    if cfg.family.enabled or reduced_precision(cfg):
-        reason = unsupported_reason(cfg)
-        if reason is None and cfg.family.enabled:
-            return train_family(cfg, jobs, twins)
-        if reason is None:  # reduced precision one by one: each a family of one
-            return [train_family(cfg, [job])[0] for job in jobs]
-        log.info("family training off (%s): training %d module(s) one by one", reason, len(jobs))
-    results = []
-    for rewarded, out_dir in jobs:
-        with moduledir.locked(Path(out_dir)):
-            results.append(train_module(cfg, out_dir, rewarded, quiet=quiet))
-    return results
+@dataclass
+class TrainingPass:
+    """Modules of one config (all but the rewarded set alike) trained together: by the family
+    trainer in one vectorized pass, or one module by the sequential (Lightning) trainer."""
+
+    cfg: DictConfig
+    trainer: str  # FAMILY or SEQUENTIAL
+    members: list[tuple[list[int], Path]]
+    twins: dict = field(default_factory=dict)  # rewarded tuple -> (dense config, dir) it yields
+    chunk: int = 1  # members per pass of this config (what fits in memory; 1: sequential)
+    device: str = "cpu"  # where the plan expects it to train
+    why: str | None = None  # why the family does not train it (sequential only)
+
+
+def _key(rewarded) -> tuple[int, ...]:
+    return tuple(sorted(int(c) for c in rewarded))
+
+
+def _trainer(cfg: DictConfig) -> tuple[str, int, str | None]:
+    """(trainer, members per pass, why not the family) for ``cfg``. Reduced precision is the
+    family's wherever it can train it, with ``family.enabled=false`` a family of one each."""
+    if not (cfg.family.enabled or reduced_precision(cfg)):
+        return SEQUENTIAL, 1, None
+    if (why := unsupported_reason(cfg)) is not None:
+        return SEQUENTIAL, 1, why
+    if not cfg.family.enabled:
+        return FAMILY, 1, None
+    src = data_source(cfg)
+    net = build_net(cfg.model, src.input_shape, src.num_classes)
+    device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
+    return FAMILY, plan_sizes(net, src.input_shape, int(cfg.data.batch_size), device,
+                              cfg.family.chunk_size)[0], None
+
+
+def _twins(cfg: DictConfig, members: Members, dense) -> dict:
+    """The dense modules of ``dense`` ((config, members) each) that the IMP round 0 of
+    ``members`` yields: same rewarded set, the first claim wins; both trained as a family."""
+    twins, wanted = {}, {_key(r) for r, _ in members}
+    for dense_cfg, dense_members in dense:
+        if imp_used(dense_cfg.imp) or not dense_cfg.family.enabled \
+                or unsupported_reason(dense_cfg) is not None:
+            continue
+        for r, d in dense_members:
+            if _key(r) in wanted and _key(r) not in twins:
+                twins[_key(r)] = (dense_cfg, Path(d))
+    return twins
 
 
 class ModuleStore:
     def __init__(self, root: str | Path, train_missing: bool = True):
         self.root, self.train_missing = Path(root), train_missing
+        self._told = set()  # reasons for training one by one, logged once per store
 
     def dir_for(self, cfg: DictConfig, rewarded: Sequence[int]) -> Path:
         spec = module_spec(cfg, rewarded)
@@ -65,11 +105,54 @@ class ModuleStore:
                 log.warning("module R=%s seed=%s: %s; retraining it", rewarded, seed, why)
                 moduledir.discard(directory)
 
+    def plan(self, cfg: DictConfig, members: Members, dense=()) -> list[TrainingPass]:
+        """The passes that train ``members`` ((rewarded, dir) modules of ``cfg``, all to train):
+        a family pass holds up to ``chunk`` of them (cross-entropy ones with equally many steps
+        per epoch: ``family.passes``), a sequential pass one. ``dense``: (config, members) of
+        dense modules whose training is the IMP round 0 of these (the same first phase: the
+        caller groups them, ``planner.first_group_key``); those with a rewarded set of
+        ``members`` are the passes' twins, stored from that round instead of trained again."""
+        members = [(list(r), Path(d)) for r, d in members]
+        if not members:
+            return []
+        trainer, chunk, why = _trainer(cfg)
+        device = pick_device(str(cfg.trainer.get("accelerator", "auto"))).type
+        if trainer == SEQUENTIAL:
+            return [TrainingPass(cfg, trainer, [m], chunk=1, device=device, why=why)
+                    for m in members]
+        twins = _twins(cfg, members, dense) if cfg.family.enabled and imp_used(cfg.imp) else {}
+        parts = [[members[i] for i in ix] for ix in passes(cfg, [r for r, _ in members], chunk)]
+        return [TrainingPass(cfg, trainer, part, {_key(r): twins[_key(r)] for r, _ in part
+                                                  if _key(r) in twins}, chunk, device)
+                for part in parts]
+
+    def train(self, p: TrainingPass, quiet: bool = True) -> list[dict]:
+        """Train a pass: its members' metrics. Finished members are skipped, corrupt ones
+        trained again; each directory is locked while its module trains. Sequential modules
+        show Lightning's progress unless ``quiet``."""
+        src = data_source(p.cfg)  # every member's classes have samples: before any lock
+        for r, _ in p.members:
+            check_split_samples(src, check_rewarded(r, src.num_classes, src.name),
+                                p.cfg.data.val_fraction, p.cfg.data.split_seed)
+        for r, d in p.members:
+            if (why := self.check(d)) not in (None, moduledir.MISSING):
+                self._discard(d, why, r, p.cfg.seed)
+        if p.trainer == FAMILY:
+            return train_family(p.cfg, p.members, p.twins or None)
+        if p.why is not None and p.why not in self._told:
+            self._told.add(p.why)
+            log.info("family training off (%s): training module(s) one by one", p.why)
+        results = []
+        for rewarded, out_dir in p.members:
+            with moduledir.locked(out_dir):
+                results.append(train_module(p.cfg, out_dir, rewarded, quiet=quiet))
+        return results
+
     def get_many(self, cfg: DictConfig, rewarded_sets: Sequence[Sequence[int]],
-                 twins=None, quiet: bool = True) -> list[Path]:
-        """Checkpoint paths of the modules, training those missing or corrupt (all at once if
-        possible); with ``train_missing=False`` those are refused instead. ``twins``,
-        ``quiet``: see ``train_modules``."""
+                 quiet: bool = True) -> list[Path]:
+        """Checkpoint paths of the modules, training those missing or corrupt (``plan`` and
+        ``train``: all at once where the family can); with ``train_missing=False`` those are
+        refused instead. ``quiet``: see ``train``."""
         dirs = [self.dir_for(cfg, r) for r in rewarded_sets]
         missing = [(list(r), d, why) for r, d in zip(rewarded_sets, dirs, strict=True)
                    if (why := self.check(d)) is not None]
@@ -80,17 +163,15 @@ class ModuleStore:
                 f"module R={r} seed={cfg.seed} {what} ({d}); train it first "
                 "or set store.train_missing=true"
             )
-        src = data_source(cfg)  # every missing module's classes have samples: before any lock
+        src = data_source(cfg)  # every missing module's classes have samples: before any pass
         for r, _, _ in missing:
             check_split_samples(src, check_rewarded(r, src.num_classes, src.name),
                                 cfg.data.val_fraction, cfg.data.split_seed)
-        for r, d, why in missing:
-            if why != moduledir.MISSING:
-                self._discard(d, why, r, cfg.seed)
         if missing:
             log.info("store %s: training %d missing module(s) of seed %s: %s", self.root,
                      len(missing), cfg.seed, " ".join(f"R={r}" for r, _, _ in missing))
-            train_modules(cfg, [(r, d) for r, d, _ in missing], twins, quiet)
+            for p in self.plan(cfg, [(r, d) for r, d, _ in missing]):
+                self.train(p, quiet)
         return [d / moduledir.MODULE for d in dirs]
 
     def get(self, cfg: DictConfig, rewarded: Sequence[int]) -> Path:

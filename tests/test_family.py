@@ -18,7 +18,7 @@ from maxent_lightning.errors import UserError
 from maxent_lightning.family import chunks, train_family, trainer, unsupported_reason
 from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.storage import load_module, load_torch, read_json
-from maxent_lightning.store import train_modules
+from maxent_lightning.store import ModuleStore
 from maxent_lightning.targets import rewarded_mask
 from maxent_lightning.training import train_module
 
@@ -137,27 +137,32 @@ def test_early_stop_of_one_member_leaves_the_others_alone(make_cfg, tmp_path, sp
 def test_chunks_resume_and_skip(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("model.dropout=0", "family.chunk_size=2")
     sets = [[0], [4], [9]]
-    jobs = [(r, tmp_path / f"m{i}") for i, r in enumerate(sets)]
-    first = train_modules(cfg, jobs)
-    # m1 loses everything after its first round, m2 is gone: both are trained again together.
-    for name in ("module.pt", "metrics.json", "imp/round_1.pt", "imp/round_1.json"):
-        (tmp_path / "m1" / name).unlink()
-    shutil.rmtree(tmp_path / "m2")
+    store = ModuleStore(tmp_path)
+    _, m1, m2 = dirs = [store.dir_for(cfg, r) for r in sets]
     calls = []
     real = chunks._train_chunk
     monkeypatch.setattr(chunks, "_train_chunk",
                         lambda c, ms, *a: calls.append(len(ms)) or real(c, ms, *a))
-    round0 = (tmp_path / "m1" / "imp" / "round_0.pt").stat().st_mtime_ns
-    again = train_modules(cfg, jobs)
+    first = [read_json(p.parent / "metrics.json") for p in store.get_many(cfg, sets)]
+    assert calls == [2, 1]  # passes of up to family.chunk_size
+    # m1 loses everything after its first round, m2 is gone: both are trained again together.
+    for name in ("module.pt", "metrics.json", "imp/round_1.pt", "imp/round_1.json"):
+        (m1 / name).unlink()
+    shutil.rmtree(m2)
+    calls.clear()
+    round0 = (m1 / "imp" / "round_0.pt").stat().st_mtime_ns
+    again = [read_json(p.parent / "metrics.json") for p in store.get_many(cfg, sets)]
     assert calls == [2]
-    assert (tmp_path / "m1" / "imp" / "round_0.pt").stat().st_mtime_ns == round0  # resumed
+    assert (m1 / "imp" / "round_0.pt").stat().st_mtime_ns == round0  # resumed
     for old, new in zip(first, again, strict=True):
         for k, v in old.items():
             if k.startswith("test/"):
                 assert new[k] == pytest.approx(v, abs=1e-6), k
             elif k != "wall_s":  # stop_epochs too: the same with or without an interruption
                 assert new[k] == v, k
-    assert train_modules(cfg, jobs) and calls == [2]  # all done: nothing trained
+    for p in store.plan(cfg, list(zip(sets, dirs, strict=True))):  # all done: nothing trained
+        assert [m["rewarded"] for m in store.train(p)] == [r for r, _ in p.members]
+    assert calls == [2]
 
 
 # BatchNorm CNNs at reduced width on the embedded 8x8 digits (no MLP overrides).
@@ -194,8 +199,11 @@ def test_fallbacks_are_logged(make_cfg, tmp_path, caplog):
     assert unsupported_reason(make_cfg("model=lenet", "trainer.accelerator=cpu",
                                        "family.cpu_convolutions=true")) is None
     cfg = make_cfg("model=lenet", "trainer.accelerator=cpu", "trainer.max_epochs=1")
+    store = ModuleStore(tmp_path)
+    (cnn,) = store.plan(cfg, [([1], tmp_path / "cnn")])
+    assert cnn.trainer == "sequential" and "convolutions" in cnn.why
     with caplog.at_level(logging.INFO, logger="maxent_lightning.store"):
-        (m,) = train_modules(cfg, [([1], tmp_path / "cnn")])
+        (m,) = store.train(cnn)
     assert "family training off (vectorized convolutions" in caplog.text
     assert m["rewarded"] == [1]
 
@@ -294,7 +302,10 @@ def test_bf16_modules_are_the_familys_by_every_path(make_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="maxent_lightning.family")
     alone = make_cfg("model.dropout=0", "trainer.precision=bf16-mixed", "imp=none",
                      "family.enabled=false")
-    train_modules(alone, [([6], tmp_path / "alone")])
+    store = ModuleStore(tmp_path)
+    (one,) = store.plan(alone, [([6], tmp_path / "alone")])
+    assert one.trainer == "family" and one.chunk == 1  # a family of one
+    store.train(one)
     assert "family training: 1 module(s)" in caplog.text
     train_family(cfg, [([6], tmp_path / "fam"), ([2], tmp_path / "other")])
     train_family(make_cfg("model.dropout=0", "imp=none"), [([6], tmp_path / "f32")])

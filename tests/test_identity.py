@@ -66,7 +66,10 @@ def test_a_sequential_dense_module_is_the_twin_of_imp_round_0(tmp_path, make_cfg
         dense = make_cfg(f"loss={loss}", "imp=none")
         store = ModuleStore(tmp_path / loss)
         twin_dir = store.dir_for(dense, CLASS)
-        store.get_many(imp, [CLASS], twins={tuple(CLASS): (dense, twin_dir)})
+        (one,) = store.plan(imp, [(CLASS, store.dir_for(imp, CLASS))],
+                            dense=[(dense, [(CLASS, twin_dir)])])
+        assert one.twins == {tuple(CLASS): (dense, twin_dir)}
+        store.train(one)
         train_module(dense, tmp_path / f"alone-{loss}", CLASS, quiet=True)
         assert_same_module(twin_dir, tmp_path / f"alone-{loss}")
 

@@ -91,6 +91,13 @@ def test_the_family_is_entered_through_its_face():
     assert bad == []
 
 
+def test_the_planner_imports_nothing_of_the_family():
+    """The store owns the training plan (trainer, members per pass, twins): the planner groups
+    jobs and hands their modules over."""
+    assert not [t for t in GRAPH["maxent_lightning.planner"]
+                if t == "maxent_lightning.family" or t.startswith("maxent_lightning.family.")]
+
+
 def test_storage_imports_nothing_of_the_package_but_errors():
     assert GRAPH["maxent_lightning.storage"] == {"maxent_lightning.errors"}
 
