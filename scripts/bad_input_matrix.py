@@ -334,7 +334,7 @@ def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=(
     case (else only its done marker, metrics.json of another fingerprint, is written);
     ``cheap``: extra overrides for training the modules."""
     from maxent_lightning.builders import module_spec, spec_fingerprint
-    from maxent_lightning.jobs import pick_pair
+    from maxent_lightning.classsets import pick_pair
     from maxent_lightning.storage import write_json
     from maxent_lightning.store import ModuleStore
     from maxent_lightning.training import train_module
