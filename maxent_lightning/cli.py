@@ -27,9 +27,10 @@ from .config import CONFIG_DIR, CONFIG_NAME, normalize_overrides
 from .errors import UserError
 from .launcher import register_plugins
 from .rerun import verified_rerun
-from .tasks import module_name
 
-TASKS = tuple(sorted(p.stem for p in helptext.TASK_DIR.glob("*.py") if p.stem != "__init__"))
+# The task names, torch-free (the registry, tasks/__init__.py, imports every task: loaded when a
+# task runs); tests/test_tasks.py keeps them equal to the registry's.
+TASKS = tuple(sorted(helptext.tasks()))
 
 
 def quiet_libraries() -> None:
@@ -61,19 +62,16 @@ def run_task(cfg: DictConfig):
                         "import path of a task of your own (docs/extending.md)")
     if plan_only(cfg):  # a multirun's planner printed the plan and stopped before
         return None
-    # loaded here, as the task is (they import torch): --help, -sc and --cfg need none of them
-    try:
-        task = importlib.import_module(module_name(cfg.task))
-    except ModuleNotFoundError as err:  # a task of your own that is not importable
-        raise UserError(f"cannot import task '{cfg.task}': {err}; put its folder on "
-                        "PYTHONPATH") from None
+    # loaded here, as the tasks are (they import torch): --help, -sc and --cfg need none of them
+    tasks = importlib.import_module("maxent_lightning.tasks")
+    task = tasks.lookup(cfg.task)
     builders = importlib.import_module("maxent_lightning.builders")
     moduledir = importlib.import_module("maxent_lightning.moduledir")
     importlib.import_module("maxent_lightning.cpu").fast_cuda_check()  # Lightning is imported
     # the user's config names the backbone: module files may too
     builders.trust_backbone(builders.backbone_target(cfg))
     with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)), logged_output():
-        return task.run(cfg)
+        return tasks.dispatch(task, cfg)
 
 
 class Interrupted(BaseException):

@@ -1,6 +1,6 @@
-"""The composition-job skeleton every task but ``train`` runs through: start (or skip when
-done), data, modules from the store, composability check, scores, finish (results.csv,
-metrics.json, one W&B run); plus GPU assignment, pair sampling and class permutations.
+"""The composition job every task but ``train`` runs through: start (or skip when done; the
+dispatcher in ``tasks/__init__.py`` calls it), data, modules from the store, composability
+check, scores, finish (results.csv, metrics.json, one W&B run) of the task's ``Outcome``.
 
 Every job writes into its Hydra job directory: ``config.yaml`` (resolved config),
 ``results.csv`` (one row per evaluated model, ``results.COLUMNS``), ``confusions.json``
@@ -10,114 +10,32 @@ written last, so it marks the job done) and PNG figures.
 
 import time
 from collections.abc import Mapping, Sequence
-from itertools import combinations
-from math import comb
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from . import moduledir
 from .builders import data_source, model_name
+from .devices import setup_device
 from .errors import UserError
 from .evaluate import Plan, lean_trainer, run_plan
 from .identity import checkpoint_paths, job_fingerprint, model_identity
-from .loggers import (
-    WandbLogger,
-    build_loggers,
-    coordinates,
-    finish_loggers,
-    log_module,
-    run_tags,
-)
+from .loggers import build_loggers, coordinates, finish_loggers, log_job, log_module, run_tags
 from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
-from .phases import ORDERED, imp_used, permutation_value, validate
-from .plots import confusion_png, wants_figures
+from .phases import imp_used, validate
+from .plots import confusion_png, line_png, wants_figures
 from .results import COLUMNS
 from .storage import ModuleRecord, read_module, write_json, write_text
 from .store import ModuleStore
 
-# The x axes of a job's W&B curves (``wandb.define_metric``): the number of modules merged (the
-# complete merge's R-Acc and entropy, the highest barrier at each step) and t along the path
-# γ(t) (the barrier curves). Runs grouped in the W&B UI average their curves on these axes.
-AXES = {"merge": "merge/step", "barrier": "barrier/t"}
-GPU_ACCELERATORS = ("auto", "gpu", "cuda")
-
 
 def job_num() -> int:
     return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
-
-
-def class_set(classes: Sequence[int]) -> str:
-    return "-".join(str(int(c)) for c in sorted(classes))
-
-
-# ---------------------------------------------------------------- devices
-def assign_device(num: int, device_count: int, accelerator: str) -> int | None:
-    """CUDA device of job ``num`` when several are visible: ``num % device_count``."""
-    if str(accelerator) not in GPU_ACCELERATORS or device_count < 2:
-        return None
-    return int(num) % int(device_count)
-
-
-def setup_device(cfg: DictConfig):
-    """Pin this job (its store training and its evaluation) to one device; the ``devices`` of
-    its evaluation Trainer (one device: a job never spreads its evaluation)."""
-    accelerator, count = str(cfg.trainer.get("accelerator", "auto")), torch.cuda.device_count()
-    index = assign_device(job_num(), count, accelerator)
-    if index is not None:
-        cfg.trainer.devices = [index]
-    devices = cfg.trainer.get("devices", 1)
-    return list(devices) if OmegaConf.is_list(devices) or isinstance(devices, list) else 1
-
-
-# ---------------------------------------------------------------- class sets
-def sample_pairs(num_classes: int, cardinality: int, n_pairs: int, seed: int = 0):
-    """``n_pairs`` distinct pairs (R1, R2) of disjoint sorted class sets of size
-    ``cardinality``; deterministic in (seed, num_classes, cardinality) only, so every seed,
-    loss and model sees the same pairs. Fewer when fewer distinct pairs exist."""
-    c, k = int(num_classes), int(cardinality)
-    if k < 1 or 2 * k > c:
-        raise UserError(
-            f"cardinality={k} needs 2*{k} <= {c} classes for two disjoint class sets; "
-            f"choose cardinality in 1..{c // 2}"
-        )
-    rng = np.random.default_rng([int(seed), c, k])
-    total = comb(c, k) * comb(c - k, k) // 2
-    if total <= 20000:  # enumerate every unordered pair, then draw without replacement
-        pairs = [(a, b) for a in combinations(range(c), k)
-                 for b in combinations([x for x in range(c) if x not in a], k) if a < b]
-        return [(list(pairs[i][0]), list(pairs[i][1]))
-                for i in rng.permutation(len(pairs))[:n_pairs]]
-    seen, out = set(), []
-    while len(out) < n_pairs:
-        p = rng.permutation(c)
-        a, b = sorted(tuple(sorted(int(x) for x in s)) for s in (p[:k], p[k:2 * k]))
-        if (a, b) not in seen:
-            seen.add((a, b))
-            out.append((list(a), list(b)))
-    return out
-
-
-def pick_pair(cfg: DictConfig, num_classes: int):
-    """Pair ``cfg.pair`` of cardinality ``cfg.cardinality``; None if only fewer exist."""
-    pairs = sample_pairs(num_classes, cfg.cardinality, cfg.n_pairs, cfg.pair_seed)
-    if not 0 <= int(cfg.pair) < int(cfg.n_pairs):
-        raise UserError(f"pair={cfg.pair} must be in 0..{cfg.n_pairs - 1} (n_pairs={cfg.n_pairs})")
-    return pairs[int(cfg.pair)] if int(cfg.pair) < len(pairs) else None
-
-
-def class_permutation(num_classes: int, index) -> list[int]:
-    """The class order of ``permutation=index``: 0, 1, 2, ... for ``ordered``, else random
-    permutation ``index`` (seeded by the index only)."""
-    value = permutation_value(index)
-    if value == ORDERED:  # the paper's Figures 5, 19-21, 23, 24 and the authors' README
-        return list(range(int(num_classes)))
-    return [int(c) for c in np.random.default_rng(value).permutation(int(num_classes))]
 
 
 # ---------------------------------------------------------------- evaluation
@@ -142,26 +60,19 @@ def merge_kinds(cfg: DictConfig) -> list[str]:
     return ["weight", "logit"] if kind == "both" else [kind]
 
 
-def line_png(path: Path, curves: dict, xlabel: str, ylabel: str, title: str = "",
-             hline: float | None = None) -> Path:
-    """One line per label: ``curves = {label: (xs, ys)}``."""
-    import matplotlib.pyplot as plt  # plots sets the headless backend
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o", markersize=3, label=str(label))
-    if hline is not None:
-        ax.axhline(hline, color="gray", linestyle="--", linewidth=1)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if 1 < len(curves) <= 20:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------------- the job
+@dataclass
+class Outcome:
+    """What a composition task computed (``run(job)``): its results.csv ``rows``, its
+    ``summary`` (metrics.json; ``confusions`` go to confusions.json), the W&B run name and the
+    results columns."""
+
+    rows: list[dict]
+    summary: dict
+    run_name: str = ""
+    columns: Sequence[str] = tuple(COLUMNS)
+
+
 class Job:
     """One composition job in its Hydra output directory."""
 
@@ -186,7 +97,7 @@ class Job:
             print(f"skip: {task} job already done in {job.out}")
             return None
         moduledir.write_config(job.out, cfg)
-        job.devices = setup_device(cfg)
+        job.devices = setup_device(cfg, job_num())
         return job
 
     # ------------------------------------------------------------ data and modules
@@ -332,111 +243,8 @@ class Job:
         """The job's run of each configured logger (W&B: flat numeric summary, the results as
         a Table, curves as line series, figures; the merged checkpoint as an artifact)."""
         loggers = build_loggers(self.cfg, self.out, self.run_name(run_name), job_type=self.task)
-        flat = flat_numbers(metrics)
-        for logger in loggers:
-            if isinstance(logger, WandbLogger):  # the summary and tables: one row, one write
-                run = logger.job_run()
-                define_axes(run)
-                run.log({**flat, **modules_alone(frame),
-                         **wandb_results(frame, self.curves, self.images)})
-                for rows in curve_history(frame).values():
-                    for row in rows:
-                        run.log(row)
-            else:
-                logger.log_metrics(flat)
-            logger.save()
+        flat = log_job(loggers, frame, metrics, self.curves, self.images)
         if "merged_checkpoint" in metrics:
             log_module(loggers, Path(metrics["merged_checkpoint"]), self.fingerprint,
                        {k: v for k, v in flat.items() if "/" not in k})
         finish_loggers(loggers)
-
-
-def flat_numbers(tree: Mapping, prefix: str = "") -> dict:
-    """The numeric leaves of a nested summary as flat keys: ``weight/rewarded_acc``."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flat_numbers(value, f"{name}/"))
-        elif isinstance(value, bool | int | float | np.bool_ | np.number):
-            out[name] = value.item() if isinstance(value, np.generic) else value
-    return out
-
-
-def modules_alone(frame: pd.DataFrame) -> dict:
-    """The scores of each module alone in a composition job (``merge=none`` rows beside merged
-    ones) as ``module_a/rewarded_acc``, ``module_a/nonrewarded_entropy``, ``module_a/class_set``,
-    then ``module_b/...`` in the job's order; nothing for jobs that merge nothing."""
-    if not set(COLUMNS) <= set(frame.columns) or not frame["merge"].isin(["weight",
-                                                                           "logit"]).any():
-        return {}
-    alone = frame[frame["merge"].eq("none") & frame["split"].fillna("test").eq("test")]
-    out = {}
-    for letter, row in zip("abcdefghijklmnopqrstuvwxyz", alone.itertuples(), strict=False):
-        out[f"module_{letter}/class_set"] = str(row.class_set)
-        for key in ("rewarded_acc", "nonrewarded_entropy"):
-            if not pd.isna(getattr(row, key)):
-                out[f"module_{letter}/{key}"] = float(getattr(row, key))
-    return out
-
-
-def curve_history(frame: pd.DataFrame) -> dict[str, list[dict]]:
-    """A job's curves as W&B history rows on the ``AXES`` (``wandb.define_metric`` binds
-    ``merge/*`` to ``merge/step`` and ``barrier/*`` to ``barrier/t``):
-
-    - complete merge: at ``merge/step`` k, ``merge/<kind>/rewarded_acc`` and
-      ``merge/<kind>/nonrewarded_entropy`` of the first k modules merged (Figure 4);
-    - mode connectivity: at ``barrier/t`` t, ``barrier/<split>/step<k>`` (or ``/pair``), the
-      relative barrier in % (Figure 5), and along the merge ``merge/max_barrier_pct/<split>``.
-    """
-    out = {axis: {} for axis in AXES}
-
-    def put(axis: str, x, key: str, value) -> None:
-        if not pd.isna(value):
-            row = out[axis].setdefault(float(x), {AXES[axis]: _number(x)})
-            row[f"{axis}/{key}"] = float(value)
-
-    if frame.empty or not set(COLUMNS) <= set(frame.columns):  # (circuits: other columns)
-        return {}
-    merged = frame[frame["merge"].isin(["weight", "logit"]) & frame["step"].notna()
-                   & frame["t"].isna() & frame["split"].fillna("test").eq("test")]
-    if (frame["task"] == "complete").any():
-        for row in merged.itertuples():
-            for key in ("rewarded_acc", "nonrewarded_entropy"):
-                put("merge", row.step, f"{row.merge}/{key}", getattr(row, key))
-    path = frame[frame["t"].notna() & frame["barrier_pct"].notna()]
-    for row in path.itertuples():
-        curve = "pair" if pd.isna(row.step) else f"step{int(row.step)}"
-        put("barrier", row.t, f"{row.split}/{curve}", row.barrier_pct)
-    if path["step"].notna().any():
-        worst = path.groupby(["step", "split"])["barrier_pct"].max()
-        for (step, split), value in worst.items():
-            put("merge", step, f"max_barrier_pct/{split}", value)
-    return {axis: [rows[x] for x in sorted(rows)] for axis, rows in out.items() if rows}
-
-
-def _number(x) -> int | float:
-    return int(x) if float(x).is_integer() else float(x)
-
-
-def define_axes(run) -> None:
-    """``merge/*`` plotted against ``merge/step`` (summary: the last step's), ``barrier/*``
-    against ``barrier/t`` (summary: the highest barrier)."""
-    for axis, step in AXES.items():
-        run.define_metric(step, hidden=True)
-        run.define_metric(f"{axis}/*", step_metric=step,
-                          summary="max" if axis == "barrier" else "last")
-
-
-def wandb_results(frame: pd.DataFrame, curves: dict, images: dict) -> dict:
-    """A job's results as a W&B Table (numeric columns kept numeric), its curves as line series
-    and its other figures (confusions) as images."""
-    import wandb  # only with logger=wandb
-
-    out = {"results": wandb.Table(dataframe=frame.dropna(axis=1, how="all"))}
-    for name, (lines, xlabel, title) in curves.items():
-        out[name] = wandb.plot.line_series(
-            xs=[[float(x) for x in xs] for xs, _ in lines.values()],
-            ys=[[float(y) for y in ys] for _, ys in lines.values()],
-            keys=[str(k) for k in lines], title=title, xname=xlabel)
-    return out | {name: wandb.Image(str(path)) for name, path in images.items() if name not in out}

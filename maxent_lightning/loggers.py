@@ -4,13 +4,17 @@ With ``logger=wandb`` each module and each job is one W&B run: grouped by experi
 (``conf/logger/wandb.yaml``), job type ``train`` or the task, a name unique within a sweep
 (coordinates + fingerprint), the resolved config and the ``tags`` of the config. Several runs
 may be open at once (``reinit='create_new'``: the family trainer logs its modules live). The
-step keeps rising across IMP rounds and every logged row carries ``imp/round``.
+step keeps rising across IMP rounds and every logged row carries ``imp/round``. A composition
+job's results go to its run as a flat numeric summary, a Table, curves on ``AXES`` and figures
+(``log_job``).
 """
 
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from hydra.utils import instantiate
 from lightning.pytorch import loggers as pl_loggers
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +26,12 @@ from .compat import close_logger_run, open_logger_run, wandb_git_settings, wandb
 from .errors import UserError
 from .extras import require
 from .phases import imp_used
+from .results import COLUMNS
+
+# The x axes of a job's W&B curves (``wandb.define_metric``): the number of modules merged (the
+# complete merge's R-Acc and entropy, the highest barrier at each step) and t along the path
+# γ(t) (the barrier curves). Runs grouped in the W&B UI average their curves on these axes.
+AXES = {"merge": "merge/step", "barrier": "barrier/t"}
 
 
 class RoundSteps:
@@ -189,3 +199,113 @@ def finish_loggers(loggers, failed: bool = False) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.finish(exit_code=1 if failed else 0)
+
+
+# ---------------------------------------------------------------- a composition job's results
+def log_job(loggers, frame: pd.DataFrame, metrics: Mapping, curves: dict, images: dict) -> dict:
+    """A composition job's results to each logger (W&B: flat numeric summary, the results as a
+    Table, curves as line series, figures); the flat summary."""
+    flat = flat_numbers(metrics)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):  # the summary and tables: one row, one write
+            run = logger.job_run()
+            define_axes(run)
+            run.log({**flat, **modules_alone(frame), **wandb_results(frame, curves, images)})
+            for rows in curve_history(frame).values():
+                for row in rows:
+                    run.log(row)
+        else:
+            logger.log_metrics(flat)
+        logger.save()
+    return flat
+
+
+def flat_numbers(tree: Mapping, prefix: str = "") -> dict:
+    """The numeric leaves of a nested summary as flat keys: ``weight/rewarded_acc``."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_numbers(value, f"{name}/"))
+        elif isinstance(value, bool | int | float | np.bool_ | np.number):
+            out[name] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+def modules_alone(frame: pd.DataFrame) -> dict:
+    """The scores of each module alone in a composition job (``merge=none`` rows beside merged
+    ones) as ``module_a/rewarded_acc``, ``module_a/nonrewarded_entropy``, ``module_a/class_set``,
+    then ``module_b/...`` in the job's order; nothing for jobs that merge nothing."""
+    if not set(COLUMNS) <= set(frame.columns) or not frame["merge"].isin(["weight",
+                                                                           "logit"]).any():
+        return {}
+    alone = frame[frame["merge"].eq("none") & frame["split"].fillna("test").eq("test")]
+    out = {}
+    for letter, row in zip("abcdefghijklmnopqrstuvwxyz", alone.itertuples(), strict=False):
+        out[f"module_{letter}/class_set"] = str(row.class_set)
+        for key in ("rewarded_acc", "nonrewarded_entropy"):
+            if not pd.isna(getattr(row, key)):
+                out[f"module_{letter}/{key}"] = float(getattr(row, key))
+    return out
+
+
+def curve_history(frame: pd.DataFrame) -> dict[str, list[dict]]:
+    """A job's curves as W&B history rows on the ``AXES`` (``wandb.define_metric`` binds
+    ``merge/*`` to ``merge/step`` and ``barrier/*`` to ``barrier/t``):
+
+    - complete merge: at ``merge/step`` k, ``merge/<kind>/rewarded_acc`` and
+      ``merge/<kind>/nonrewarded_entropy`` of the first k modules merged (Figure 4);
+    - mode connectivity: at ``barrier/t`` t, ``barrier/<split>/step<k>`` (or ``/pair``), the
+      relative barrier in % (Figure 5), and along the merge ``merge/max_barrier_pct/<split>``.
+    """
+    out = {axis: {} for axis in AXES}
+
+    def put(axis: str, x, key: str, value) -> None:
+        if not pd.isna(value):
+            row = out[axis].setdefault(float(x), {AXES[axis]: _number(x)})
+            row[f"{axis}/{key}"] = float(value)
+
+    if frame.empty or not set(COLUMNS) <= set(frame.columns):  # (circuits: other columns)
+        return {}
+    merged = frame[frame["merge"].isin(["weight", "logit"]) & frame["step"].notna()
+                   & frame["t"].isna() & frame["split"].fillna("test").eq("test")]
+    if (frame["task"] == "complete").any():
+        for row in merged.itertuples():
+            for key in ("rewarded_acc", "nonrewarded_entropy"):
+                put("merge", row.step, f"{row.merge}/{key}", getattr(row, key))
+    path = frame[frame["t"].notna() & frame["barrier_pct"].notna()]
+    for row in path.itertuples():
+        curve = "pair" if pd.isna(row.step) else f"step{int(row.step)}"
+        put("barrier", row.t, f"{row.split}/{curve}", row.barrier_pct)
+    if path["step"].notna().any():
+        worst = path.groupby(["step", "split"])["barrier_pct"].max()
+        for (step, split), value in worst.items():
+            put("merge", step, f"max_barrier_pct/{split}", value)
+    return {axis: [rows[x] for x in sorted(rows)] for axis, rows in out.items() if rows}
+
+
+def _number(x) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def define_axes(run) -> None:
+    """``merge/*`` plotted against ``merge/step`` (summary: the last step's), ``barrier/*``
+    against ``barrier/t`` (summary: the highest barrier)."""
+    for axis, step in AXES.items():
+        run.define_metric(step, hidden=True)
+        run.define_metric(f"{axis}/*", step_metric=step,
+                          summary="max" if axis == "barrier" else "last")
+
+
+def wandb_results(frame: pd.DataFrame, curves: dict, images: dict) -> dict:
+    """A job's results as a W&B Table (numeric columns kept numeric), its curves as line series
+    and its other figures (confusions) as images."""
+    import wandb  # only with logger=wandb
+
+    out = {"results": wandb.Table(dataframe=frame.dropna(axis=1, how="all"))}
+    for name, (lines, xlabel, title) in curves.items():
+        out[name] = wandb.plot.line_series(
+            xs=[[float(x) for x in xs] for xs, _ in lines.values()],
+            ys=[[float(y) for y in ys] for _, ys in lines.values()],
+            keys=[str(k) for k in lines], title=title, xname=xlabel)
+    return out | {name: wandb.Image(str(path)) for name, path in images.items() if name not in out}

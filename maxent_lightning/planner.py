@@ -12,7 +12,6 @@ one ``train_pass`` job per training pass, for cluster launchers such as submitit
 command without it afterwards). ``plan_only=true`` prints the plan and launches nothing.
 """
 
-import importlib
 import logging
 import os
 import sys
@@ -35,7 +34,7 @@ from .launcher import SWEEPERS, SweepComposer
 from .phases import imp_used, validate
 from .storage import write_json
 from .store import ModuleStore, TrainingPass
-from .tasks import module_name
+from .tasks import lookup
 
 log = logging.getLogger(__name__)
 STAGES = ("sweep", "jobs", "passes")
@@ -127,10 +126,9 @@ def needs(cfg: DictConfig, num_classes: int) -> list[list[int]] | None:
     """The rewarded sets of the store modules the job of ``cfg`` needs (its task's
     ``needs(cfg, num_classes)``); None for tasks that take none from the store."""
     try:
-        task = importlib.import_module(module_name(cfg.task))
-    except ImportError:
+        need = lookup(cfg.task).needs
+    except (UserError, ImportError):
         return None
-    need = getattr(task, "needs", None)
     return None if need is None else need(cfg, num_classes)
 
 

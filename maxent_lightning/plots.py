@@ -6,7 +6,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402, F401  (the headless pyplot of every figure)
+import matplotlib.pyplot as plt  # noqa: E402  (the headless pyplot of every figure)
 import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
@@ -53,4 +53,21 @@ def confusion_png(
     fig.subplots_adjust(left=0.1, right=0.88, bottom=0.14, top=0.92)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    return path
+
+
+def line_png(path: Path, curves: dict, xlabel: str, ylabel: str, title: str = "",
+             hline: float | None = None) -> Path:
+    """One line per label: ``curves = {label: (xs, ys)}``."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", markersize=3, label=str(label))
+    if hline is not None:
+        ax.axhline(hline, color="gray", linestyle="--", linewidth=1)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if 1 < len(curves) <= 20:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path

@@ -333,8 +333,8 @@ def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=(
     MODULES to train (A and B always); ``real_merge``: run a merge job for the finished-job
     case (else only its done marker, metrics.json of another fingerprint, is written);
     ``cheap``: extra overrides for training the modules."""
+    from maxent_lightning.classsets import pick_pair
     from maxent_lightning.identity import module_spec, spec_fingerprint
-    from maxent_lightning.jobs import pick_pair
     from maxent_lightning.storage import write_json
     from maxent_lightning.store import ModuleStore
     from maxent_lightning.training import train_module

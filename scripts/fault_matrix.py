@@ -133,8 +133,8 @@ with moduledir.locked(sys.argv[1]):
 def lock_wait_case(work: Path) -> tuple[bool, str]:
     """A pairwise job needs a module whose store lock a stopped process (Ctrl-Z) holds: it
     must say who holds it, and train once the holder goes on and releases it."""
+    from maxent_lightning.classsets import pick_pair
     from maxent_lightning.config import compose_config
-    from maxent_lightning.jobs import pick_pair
     from maxent_lightning.store import ModuleStore
 
     store = work / "lock_store"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from maxent_lightning import jobs
+from maxent_lightning import classsets, devices
 from maxent_lightning.builders import net_from_record
 from maxent_lightning.data.datamodule import cached_source
 from maxent_lightning.errors import UserError
@@ -107,35 +107,34 @@ def test_relative_barrier_known_values():
 
 
 def test_pairs_are_deterministic_disjoint_and_distinct():
-    pairs = jobs.sample_pairs(10, 2, 10, seed=0)
-    assert pairs == jobs.sample_pairs(10, 2, 10, seed=0)
-    assert pairs != jobs.sample_pairs(10, 2, 10, seed=1)
+    pairs = classsets.sample_pairs(10, 2, 10, seed=0)
+    assert pairs == classsets.sample_pairs(10, 2, 10, seed=0)
+    assert pairs != classsets.sample_pairs(10, 2, 10, seed=1)
     assert len({(tuple(a), tuple(b)) for a, b in pairs}) == 10
     for a, b in pairs:
         assert len(a) == len(b) == 2 and not set(a) & set(b)
-    assert len(jobs.sample_pairs(4, 2, 10)) == 3  # only 3 ways to split 4 classes in two
-    big = jobs.sample_pairs(100, 5, 10)  # sampled, not enumerated
+    assert len(classsets.sample_pairs(4, 2, 10)) == 3  # only 3 ways to split 4 classes in two
+    big = classsets.sample_pairs(100, 5, 10)  # sampled, not enumerated
     assert len({(tuple(a), tuple(b)) for a, b in big}) == 10
     assert all(not set(a) & set(b) for a, b in big)
     with pytest.raises(UserError, match="cardinality=3"):
-        jobs.sample_pairs(5, 3, 10)
+        classsets.sample_pairs(5, 3, 10)
 
 
 def test_permutations_depend_on_the_index_only():
-    p0 = jobs.class_permutation(10, 0)
-    assert sorted(p0) == list(range(10)) and p0 == jobs.class_permutation(10, 0)
-    assert p0 != jobs.class_permutation(10, 1)
+    p0 = classsets.class_permutation(10, 0)
+    assert sorted(p0) == list(range(10)) and p0 == classsets.class_permutation(10, 0)
+    assert p0 != classsets.class_permutation(10, 1)
 
 
 def test_device_assignment_spreads_jobs_over_gpus(monkeypatch, make_cfg):
-    assert [jobs.assign_device(k, 4, "auto") for k in range(6)] == [0, 1, 2, 3, 0, 1]
-    assert jobs.assign_device(3, 2, "gpu") == 1
-    assert jobs.assign_device(3, 1, "gpu") is None  # one device: nothing to spread
-    assert jobs.assign_device(3, 4, "cpu") is None
+    assert [devices.assign_device(k, 4, "auto") for k in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert devices.assign_device(3, 2, "gpu") == 1
+    assert devices.assign_device(3, 1, "gpu") is None  # one device: nothing to spread
+    assert devices.assign_device(3, 4, "cpu") is None
     cfg = make_cfg("trainer.accelerator=auto")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
-    monkeypatch.setattr(jobs, "job_num", lambda: 7)
-    assert jobs.setup_device(cfg) == [1]
+    assert devices.setup_device(cfg, 7) == [1]
     assert list(cfg.trainer.devices) == [1]
 
 
@@ -171,7 +170,7 @@ def test_complete_merges_incrementally_and_matches_the_merge_task(complete_dir, 
     frame = pd.read_csv(complete_dir / "complete" / "results.csv", dtype={"class_set": str})
     assert list(frame.columns) == list(COLUMNS)
     assert len(frame) == 20 and set(frame["merge"]) == {"weight", "logit"}
-    order = jobs.class_permutation(10, 3)
+    order = classsets.class_permutation(10, 3)
     last = frame[frame.step == 10]
     assert (last.class_set == "-".join(map(str, range(10)))).all()
     assert last.nonrewarded_entropy.isna().all()  # undefined when R = C
@@ -212,8 +211,8 @@ def test_single_and_pairwise_and_eval_tasks(tmp_path, tiny_job):
     pair = tiny_job(tmp_path, "pair", "task=pairwise", "pair=4", "merge.logit_weights=[0.5,0.5]")
     frame = pd.read_csv(tmp_path / "pair" / "results.csv", dtype={"class_set": str})
     assert list(frame["merge"]) == ["none", "none", "weight", "logit"]
-    r1, r2 = jobs.sample_pairs(10, 1, 10)[4]
-    assert frame.class_set.iloc[2] == jobs.class_set(r1 + r2)
+    r1, r2 = classsets.sample_pairs(10, 1, 10)[4]
+    assert frame.class_set.iloc[2] == classsets.class_set(r1 + r2)
     assert (frame.pair == 4).all() and (frame.cardinality == 1).all()
     assert pair["weight"]["rewarded_acc"] == frame.rewarded_acc.iloc[2]
     assert (tmp_path / "pair" / "confusion_weight.png").exists()

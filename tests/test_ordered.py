@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from test_experiments import cli
 
-from maxent_lightning import jobs
+from maxent_lightning import classsets
 from maxent_lightning.errors import UserError
 from maxent_lightning.phases import validate
 from maxent_lightning.results import ADDED, COLUMNS
@@ -33,11 +33,11 @@ def steps(frame: pd.DataFrame) -> list[str]:
 
 
 def test_ordered_is_increasing_and_indices_stay_random():
-    assert jobs.class_permutation(10, "ordered") == list(range(10))
-    assert jobs.class_permutation(4, "ordered") == [0, 1, 2, 3]
-    random = [jobs.class_permutation(10, i) for i in range(3)]
+    assert classsets.class_permutation(10, "ordered") == list(range(10))
+    assert classsets.class_permutation(4, "ordered") == [0, 1, 2, 3]
+    random = [classsets.class_permutation(10, i) for i in range(3)]
     assert all(sorted(p) == list(range(10)) for p in random)
-    assert list(range(10)) not in random and random[0] == jobs.class_permutation(10, "0")
+    assert list(range(10)) not in random and random[0] == classsets.class_permutation(10, "0")
 
 
 @pytest.mark.parametrize("overrides, says", [
@@ -81,8 +81,8 @@ def test_sweep_over_orders_plans_runs_and_shares_modules(sweeps):
     tmp, plan, mc = sweeps
     assert "plan: 3 job(s)" in plan.stdout and "10 distinct module(s)" in plan.stdout
     assert not (tmp / "plan").exists() or not list((tmp / "plan").glob("*/results.csv"))
-    orders = {"ordered": list(range(10)), "0": jobs.class_permutation(10, 0),
-              "1": jobs.class_permutation(10, 1)}
+    orders = {"ordered": list(range(10)), "0": classsets.class_permutation(10, 0),
+              "1": classsets.class_permutation(10, 1)}
     for num, name in enumerate(orders):
         frame = pd.read_csv(tmp / "complete" / str(num) / "results.csv", dtype=str)
         assert list(frame.columns) == COLUMNS and set(frame["permutation"]) == {name}

@@ -14,9 +14,9 @@ from omegaconf import open_dict
 from same import assert_same_module
 
 from maxent_lightning import planner
+from maxent_lightning.classsets import sample_pairs
 from maxent_lightning.config import CONFIG_DIR, CONFIG_NAME
 from maxent_lightning.family import train_family
-from maxent_lightning.jobs import sample_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 

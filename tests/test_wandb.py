@@ -15,8 +15,7 @@ from test_analysis import make_multirun
 
 from maxent_lightning.errors import UserError
 from maxent_lightning.family import train_family
-from maxent_lightning.jobs import flat_numbers
-from maxent_lightning.loggers import run_tags
+from maxent_lightning.loggers import flat_numbers, run_tags
 from maxent_lightning.training import train_module
 from multirun_analysis.__main__ import main as analysis_main
 

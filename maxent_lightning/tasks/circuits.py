@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from .. import circuits as C
 from ..data.datamodule import check_rewarded
 from ..errors import UserError
-from ..jobs import Job
+from ..jobs import Job, Outcome
 from ..storage import write_text
 
 ID_COLUMNS = ["task", "experiment", "data", "model", "loss", "imp", "sparsity", "temperature",
@@ -87,10 +87,8 @@ def summary(rows: list[dict], matrices: dict, ln_c: float, target: C.NecessityTa
     return out
 
 
-def run(cfg: DictConfig) -> dict | None:
-    job = Job.start(cfg, "circuits")
-    if job is None:
-        return None
+def run(job: Job) -> Outcome:
+    cfg = job.cfg
     splits = job.load_data()
     classes, edit = circuit_classes(cfg, splits.num_classes, cfg.data.name)
     target = C.NecessityTarget(**cfg.circuits.target)
@@ -124,17 +122,16 @@ def run(cfg: DictConfig) -> dict | None:
     if len(splits.input_shape) >= 2 and all(f is not None for f in fans):
         C.inputs_png(job.image("circuit_inputs"), fans, splits.input_shape, labels,
                      f"input pixels read by each circuit — {tag}")
-    metrics = job.finish(rows, {
+    return Outcome(rows, {
         **ids, "classes": classes, "edit_classes": edit,
         "modules": [str(p) for p in job.module_paths],
         "train_s": round(train_s, 2), **summary(rows, matrices, math.log(splits.num_classes),
                                                  target)}, run_name=f"circuits-seed{cfg.seed}",
         columns=columns)
-    print(report_text(metrics, job.out))
-    return metrics
 
 
 def report_text(m: dict, out: Path) -> str:
+    """The summary printed once the job's metrics.json is written (its wall time inside)."""
     lines = [f"circuits {m['data']} {m['model']} seed={m['seed']} ({len(m['classes'])} modules)"]
     for merge in ("weight", "logit"):
         n = m[f"necessity/{merge}"]

@@ -6,9 +6,10 @@ the first k classes."""
 from omegaconf import DictConfig
 
 from ..builders import net_from_record
+from ..classsets import class_permutation, class_set
 from ..errors import UserError
 from ..evaluate import Plan
-from ..jobs import Job, class_permutation, class_set, merge_kinds
+from ..jobs import Job, Outcome, merge_kinds
 from ..merge import sum_states
 from ..phases import permutation_value
 
@@ -21,10 +22,8 @@ def needs(cfg: DictConfig, num_classes: int) -> list[list[int]]:
     return [[c] for c in class_permutation(num_classes, cfg.permutation)]
 
 
-def run(cfg: DictConfig):
-    job = Job.start(cfg, "complete")
-    if job is None:
-        return None
+def run(job: Job) -> Outcome:
+    cfg = job.cfg
     if cfg.merge.logit_weights is not None:
         raise UserError("merge.logit_weights applies to pairwise and merge; complete averages "
                         "the logits of the first k modules with equal weights")
@@ -70,4 +69,4 @@ def run(cfg: DictConfig):
                       for kind in kinds))
     summary = {"order": order, "final_rewarded_acc": final, "confusions": confusions,
                "rewarded_acc_by_step": {kind: curves[kind][1] for kind in kinds}}
-    return job.finish(rows, summary, run_name=f"perm{cfg.permutation}-seed{cfg.seed}")
+    return Outcome(rows, summary, run_name=f"perm{cfg.permutation}-seed{cfg.seed}")

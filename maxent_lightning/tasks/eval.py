@@ -1,19 +1,16 @@
 """The ``eval`` task: evaluate one module checkpoint (``checkpoints=[a/module.pt]``) on the
 test split of its data set, on its own rewarded set or on ``eval.rewarded``."""
 
-from omegaconf import DictConfig
-
 from ..builders import net_from_record
+from ..classsets import class_set
 from ..data.datamodule import check_rewarded
 from ..errors import UserError
 from ..evaluate import Plan
-from ..jobs import Job, class_set
+from ..jobs import Job, Outcome
 
 
-def run(cfg: DictConfig):
-    job = Job.start(cfg, "eval")
-    if job is None:
-        return None
+def run(job: Job) -> Outcome:
+    cfg = job.cfg
     records = job.checkpoints()
     if len(records) != 1:
         raise UserError("eval takes exactly one module: checkpoints=[path/to/module.pt]")
@@ -33,4 +30,4 @@ def run(cfg: DictConfig):
     summary = {"checkpoint": str(job.module_paths[0]), "rewarded": rewarded, **values,
                "confusions": [{"merge": "none", "class_set": class_set(rewarded),
                                "matrix": confusion.tolist()}]}
-    return job.finish([row], summary, run_name=f"eval-R{class_set(rewarded)}-seed{rec.seed}")
+    return Outcome([row], summary, run_name=f"eval-R{class_set(rewarded)}-seed{rec.seed}")

@@ -3,12 +3,11 @@ by weight sum and/or logit averaging (``merge.kind``), evaluate each module alon
 compositions on the union of their rewarded sets, and save the weight sum as ``merged.pt``
 (a module checkpoint itself: it can be evaluated or merged again)."""
 
-from omegaconf import DictConfig
-
 from .. import masks as M
 from ..builders import net_from_record
+from ..classsets import class_set
 from ..evaluate import Plan
-from ..jobs import Job, class_set, merge_kinds
+from ..jobs import Job, Outcome, merge_kinds
 from ..module import save_module
 from ..storage import ModuleRecord, config_digest
 
@@ -25,10 +24,8 @@ def merged_record(records: list[ModuleRecord], net, union: list[int], metrics: d
     )
 
 
-def run(cfg: DictConfig):
-    job = Job.start(cfg, "merge")
-    if job is None:
-        return None
+def run(job: Job) -> Outcome:
+    cfg = job.cfg
     records = job.checkpoints()
     first = records[0]
     union = sorted({c for r in records for c in r.rewarded})
@@ -57,4 +54,4 @@ def run(cfg: DictConfig):
         print(f"merge of {len(records)} modules R={union} {kind:6s}: rewarded acc "
               f"{values['rewarded_acc']:.4f}, non-rewarded entropy "
               f"{values['nonrewarded_entropy']:.3f}")
-    return job.finish(rows, summary, run_name=f"merge-{class_set(union)}-seed{first.seed}")
+    return Outcome(rows, summary, run_name=f"merge-{class_set(union)}-seed{first.seed}")

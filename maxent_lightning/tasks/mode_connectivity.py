@@ -9,9 +9,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ..builders import net_from_record
+from ..classsets import class_permutation, class_set, pick_pair
 from ..errors import UserError
 from ..evaluate import Plan
-from ..jobs import Job, class_permutation, class_set, pick_pair
+from ..jobs import Job, Outcome
 from ..merge import path_point, relative_barrier, sum_states
 from ..phases import permutation_value
 
@@ -32,10 +33,8 @@ def needs(cfg: DictConfig, num_classes: int) -> list[list[int]]:
     return segments(cfg, num_classes)[0] or []
 
 
-def run(cfg: DictConfig):
-    job = Job.start(cfg, "mode_connectivity")
-    if job is None:
-        return None
+def run(job: Job) -> Outcome:
+    cfg = job.cfg
     if int(cfg.path.points) < 3:
         raise UserError(f"path.points={cfg.path.points} must be >= 3")
     splits = job.load_data()
@@ -43,7 +42,7 @@ def run(cfg: DictConfig):
     if sets is None:
         print(f"skip: fewer than {int(cfg.pair) + 1} distinct pairs of cardinality "
               f"{cfg.cardinality}")
-        return job.finish([], {"skipped": "fewer distinct pairs than the pair index"})
+        return Outcome([], {"skipped": "fewer distinct pairs than the pair index"})
     records = job.modules(sets)
     ts = [float(t) for t in np.linspace(0.0, 1.0, int(cfg.path.points))]
     connected_pct, splits_scored = float(cfg.path.connected_pct), ("test", "train")
@@ -81,4 +80,4 @@ def run(cfg: DictConfig):
           + f"; connected everywhere: {all(connected.values())}")
     summary = {"max_barrier_pct": worst, "connected_by_step": connected,
                "connected": all(connected.values()), "t": ts, "class_sets": sets}
-    return job.finish(rows, summary, run_name=f"mc-{'pair' if pair else 'perm'}-seed{cfg.seed}")
+    return Outcome(rows, summary, run_name=f"mc-{'pair' if pair else 'perm'}-seed{cfg.seed}")

@@ -5,8 +5,9 @@ size ``cardinality``; both modules alone on their own classes, then merged by we
 from omegaconf import DictConfig
 
 from ..builders import net_from_record
+from ..classsets import class_set, pick_pair
 from ..evaluate import Plan
-from ..jobs import Job, class_set, merge_kinds, pick_pair
+from ..jobs import Job, Outcome, merge_kinds
 
 
 def needs(cfg: DictConfig, num_classes: int) -> list[list[int]]:
@@ -15,16 +16,14 @@ def needs(cfg: DictConfig, num_classes: int) -> list[list[int]]:
     return [] if pair is None else list(pair)
 
 
-def run(cfg: DictConfig):
-    job = Job.start(cfg, "pairwise")
-    if job is None:
-        return None
+def run(job: Job) -> Outcome:
+    cfg = job.cfg
     splits = job.load_data()
     pair = pick_pair(cfg, splits.num_classes)
     if pair is None:
         print(f"skip: data set '{cfg.data.name}' has fewer than {int(cfg.pair) + 1} distinct "
               f"pairs of cardinality {cfg.cardinality}")
-        return job.finish([], {"skipped": "fewer distinct pairs than the pair index"})
+        return Outcome([], {"skipped": "fewer distinct pairs than the pair index"})
     records = job.modules(list(pair))
     union = sorted(pair[0] + pair[1])
     common = {"cardinality": int(cfg.cardinality), "pair": int(cfg.pair), "split": "test"}
@@ -50,4 +49,4 @@ def run(cfg: DictConfig):
               f"{values['rewarded_acc']:.4f}, non-rewarded entropy "
               f"{values['nonrewarded_entropy']:.3f}")
     name = f"pair{cfg.pair}-card{cfg.cardinality}-seed{cfg.seed}"
-    return job.finish(rows, summary, run_name=name)
+    return Outcome(rows, summary, run_name=name)

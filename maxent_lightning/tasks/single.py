@@ -8,9 +8,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ..builders import net_from_record
+from ..classsets import class_set, sample_pairs
 from ..data.datamodule import check_rewarded
 from ..evaluate import Plan
-from ..jobs import Job, class_set, sample_pairs
+from ..jobs import Job, Outcome
 
 
 def rewarded_sets(cfg: DictConfig, num_classes: int) -> list[list[int]]:
@@ -26,10 +27,8 @@ def rewarded_sets(cfg: DictConfig, num_classes: int) -> list[list[int]]:
 needs = rewarded_sets  # the store modules a job takes (the sweep planner asks)
 
 
-def run(cfg: DictConfig):
-    job = Job.start(cfg, "single")
-    if job is None:
-        return None
+def run(job: Job) -> Outcome:
+    cfg = job.cfg
     splits = job.load_data()
     sets = rewarded_sets(cfg, splits.num_classes)
     records = job.modules(sets, compose=False)
@@ -54,4 +53,4 @@ def run(cfg: DictConfig):
           f"(max {math.log(splits.num_classes):.3f}) -> {job.out}")
     summary = {"modules": len(rows), "rewarded_acc": acc, "nonrewarded_entropy": entropy,
                "class_sets": sets, "confusions": confusions}
-    return job.finish(rows, summary, run_name=f"single-seed{cfg.seed}")
+    return Outcome(rows, summary, run_name=f"single-seed{cfg.seed}")
