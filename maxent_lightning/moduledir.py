@@ -1,6 +1,7 @@
-"""The directory protocol of a module (and of a job): lock, finished?, resume point, round
-artifacts and final artifacts. Both trainers, the store, the train task and composition jobs
-read and write their directories only through these functions.
+"""The directory protocol of a module (and of a job): lock, claim, finished?, resume point,
+round artifacts, config file and done marker. Both trainers (through ``modulerun.ModuleRun``),
+the store, the train task and composition jobs read and write their directories only through
+these functions and names; this module draws and trains nothing.
 
 A directory is *finished* when its ``metrics.json`` (written last, atomically) records the
 fingerprint of the config that produced it; for a module, ``module.pt`` must also load with a
@@ -12,7 +13,6 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -21,19 +21,14 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from . import masks as M
 from .errors import UserError
-from .module import save_module
 from .phases import BestRule
-from .plots import confusion_png
 from .storage import (
     CorruptFile,
-    ModuleRecord,
     load_torch,
     read_json,
     read_module,
@@ -49,11 +44,6 @@ REQUIRED = ("fingerprint", "rewarded", "seed", "data", "num_classes", "sparsity"
             "test/rewarded_acc", "wall_s")
 MISSING = "missing"
 log = logging.getLogger(__name__)
-
-
-class Diverged(UserError):
-    """A module whose loss or weights stopped being finite: not stored, not merged."""
-
 
 # A process waiting for a lock says who holds it when it starts waiting and then this often
 # (seconds); it retries every LOCK_POLL_S, so it proceeds as soon as the lock is free.
@@ -255,31 +245,6 @@ def save_round(directory: Path, r: int, masks: M.Masks, fingerprint: str, best: 
     write_json(Path(directory) / ROUNDS / f"round_{r}.json", record)
 
 
-def check_phase(best: BestRule, state: dict, what: str) -> None:
-    """The outcome of a training phase (either trainer): no epoch with a finite value of the
-    checkpoint criterion, or a non-finite weight, is a diverged module (Diverged)."""
-    if not math.isfinite(best.best_score):
-        raise Diverged(f"{what} diverged: its {best.monitor} is not finite; nothing was stored "
-                       "for it; lower optimizer.lr or check the data")
-    check_finite(state, what)
-
-
-def _finite(t: torch.Tensor) -> bool:
-    """Every entry finite; through numpy on CPU (one pass, no thread pool: torch's isfinite
-    makes several and stalls on a busy CPU)."""
-    if t.device.type == "cpu" and t.dtype in (torch.float16, torch.float32, torch.float64):
-        return bool(np.isfinite(t.detach().numpy()).all())
-    return bool(torch.isfinite(t).all())
-
-
-def check_finite(state: dict, what: str) -> None:
-    """Refuse a state with a NaN or infinite entry (a diverged module is never stored)."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not _finite(v)]
-    if bad:
-        raise Diverged(f"{what} diverged: {bad[0]} is not finite; nothing was stored for it; "
-                       "lower optimizer.lr or check the data")
-
-
 @contextmanager
 def claimed(directory: Path):
     """This run's exclusive claim on its output directory: a second run on the same directory
@@ -306,32 +271,6 @@ def write_config(directory: Path, cfg: DictConfig) -> None:
         write_text(directory / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(hc.overrides.task))
         write_text(directory / ".hydra" / "hydra.yaml",
                    OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
-
-
-def save_trained(directory: Path, seed: int, dm, rewarded, test: dict, confusion: torch.Tensor,
-                 state_dict, masks: M.Masks, spec: dict, fingerprint: str, theta0_id: str,
-                 temperature: float, stop_epochs: list[int], wall_s: float,
-                 figure: bool = True) -> dict:
-    """``module.pt`` and, with ``figure`` (``plots.wants_figures``), ``confusion.png`` of a
-    trained module (either trainer); returns its metrics (the confusion matrix among them),
-    which the caller writes with ``mark_done`` last, after its loggers."""
-    metrics = dict(test)
-    metrics.update(
-        sparsity=M.sparsity(masks), rewarded=rewarded, seed=int(seed), fingerprint=fingerprint,
-        theta0_id=theta0_id, data=dm.name, num_classes=dm.num_classes,
-        confusion=confusion.tolist(), stop_epochs=stop_epochs, wall_s=round(wall_s, 2),
-    )
-    check_finite(state_dict, f"module R={rewarded} seed={seed}")
-    record = ModuleRecord(
-        state_dict=state_dict, masks=masks, theta0_id=theta0_id, rewarded=rewarded,
-        num_classes=dm.num_classes, input_shape=tuple(dm.input_shape), temperature=temperature,
-        seed=int(seed), spec=spec, fingerprint=fingerprint, metrics=dict(metrics),
-    )
-    save_module(Path(directory) / MODULE, record)
-    if figure:
-        confusion_png(Path(directory) / "confusion.png", confusion, dm.splits.classes,
-                      title=f"R={rewarded} seed={seed}")
-    return metrics
 
 
 def mark_done(directory: Path, metrics: dict) -> None:

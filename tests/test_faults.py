@@ -20,6 +20,7 @@ from maxent_lightning import moduledir, storage
 from maxent_lightning.errors import UserError
 from maxent_lightning.evaluate import Plan, run_plan
 from maxent_lightning.family import train_family
+from maxent_lightning.modulerun import Diverged
 from maxent_lightning.storage import CorruptFile, load_module, record_digest, save_torch
 from maxent_lightning.store import ModuleStore
 from maxent_lightning.training import train_module
@@ -88,9 +89,9 @@ def test_hand_edited_metrics_are_retrained_with_a_warning(make_cfg, tmp_path, ca
 
 def test_nothing_diverged_is_stored_or_scored(make_cfg, tmp_path):
     cfg = make_cfg("imp=none", "optimizer._target_=torch.optim.SGD", "optimizer.lr=1e30")
-    with pytest.raises(moduledir.Diverged, match="diverged"):
+    with pytest.raises(Diverged, match="diverged"):
         train_module(cfg, tmp_path / "seq", [3], quiet=True)
-    with pytest.raises(moduledir.Diverged, match=r"2 of 2 modules diverged"):
+    with pytest.raises(Diverged, match=r"2 of 2 modules diverged"):
         train_family(cfg, [([3], tmp_path / "a"), ([4], tmp_path / "b")])
     for d in ("seq", "a", "b"):
         assert not (tmp_path / d / "module.pt").exists() and not (tmp_path / d /

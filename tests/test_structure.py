@@ -78,6 +78,10 @@ def test_no_private_names_and_no_in_function_imports_of_the_package():
     ("maxent_lightning.family", "maxent_lightning.training"),
     ("maxent_lightning.store", "maxent_lightning.jobs"),
     ("maxent_lightning.moduledir", "maxent_lightning.training"),
+    ("maxent_lightning.moduledir", "maxent_lightning.modulerun"),
+    ("maxent_lightning.moduledir", "maxent_lightning.plots"),  # the protocol draws nothing
+    ("maxent_lightning.modulerun", "maxent_lightning.training"),
+    ("maxent_lightning.modulerun", "maxent_lightning.family"),
     ("maxent_lightning.phases", "maxent_lightning.family"),
 ])
 def test_one_direction(low, high):

@@ -11,7 +11,7 @@ sliced out), so it is never touched again. Dropout masks come from each member's
 members train beside it. The rest is the phase plan (``phases.py``) that the sequential trainer
 executes too: same θ0, batch order per phase, gradient/weight masking, Lightning's EarlyStopping
 rule, best-validation restore, IMP pruning, and the same artifacts in each member's directory
-(``moduledir.py``): equal to a module trained alone up to the order of float sums (float32).
+(``modulerun.py``): equal to a module trained alone up to the order of float sums (float32).
 On CPU, a large Linear weight with few alive entries (the pruned IMP phases) is
 trained as the 1-D leaf of its alive entries and multiplied sparsely (``family.sparse_below``,
 sparse.py).

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from .. import moduledir
 from ..builders import build_datamodule, build_net, data_source
 from ..cpu import denormals_flushed, reused_host_memory
-from ..loggers import build_loggers, finish_loggers, module_config, module_run_name
+from ..modulerun import Diverged
 from ..phases import plan, validate
 from .member import Member
 from .memory import pick_device, plan_sizes
@@ -45,21 +45,14 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
     start_time = time.perf_counter()
     trainer = FamilyTrainer(cfg, members, device, group)
     phases = trainer.plan
+    origin = {"dm": trainer.dm, "theta0_id": trainer.theta0_id,
+              "temperature": trainer.loss.temperature}
     for k, m in enumerate(members):
-        resumed = moduledir.resume_point(m.out_dir, m.fingerprint, phases.rounds)
-        m.masks, m.start, m.stop_epochs = resumed or (phases.full_masks(trainer.net), 0, [])
-        m.masks = {n: v.cpu() for n, v in m.masks.items()}
-        m.steps = sum(m.stop_epochs) * trainer.streams.steps(k)  # resumed rounds
-        m.loggers = build_loggers(cfg, m.out_dir, module_run_name(cfg, m.rewarded, m.fingerprint),
-                                  config=module_config(cfg, m.rewarded, m.fingerprint))
+        m.resume(phases, trainer.net, trainer.streams.steps(k), **origin)
         if m.twin is not None and m.start > 0:  # round 0 is done: the twin trains on its own
             m.twin = None
         if (t := m.twin) is not None:
-            t.masks = {n: v.cpu() for n, v in plan(t.cfg, trainer.net).full_masks(
-                trainer.net).items()}
-            t.loggers = build_loggers(t.cfg, t.out_dir, module_run_name(
-                t.cfg, t.rewarded, t.fingerprint), config=module_config(
-                t.cfg, t.rewarded, t.fingerprint))
+            t.resume(plan(t.cfg, trainer.net), trainer.net, trainer.streams.steps(k), **origin)
     twins = [m.twin for m in members if m.twin is not None]
     with (_deterministic(cfg.trainer.get("deterministic")), reused_host_memory(),
           denormals_flushed(cfg.flush_denormals)):
@@ -73,10 +66,10 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
     failed = [m.failed for m in members if m.failed is not None]
     for m in members + twins:
         if m.failed is not None or m.weights is None:
-            finish_loggers(m.loggers, failed=True)
+            m.fail()
     if failed:
-        raise moduledir.Diverged(f"{failed[0]} ({len(failed)} of {len(members)} modules "
-                                 f"diverged; the other {len(results)} were stored)")
+        raise Diverged(f"{failed[0]} ({len(failed)} of {len(members)} modules diverged; the "
+                       f"other {len(results)} were stored)")
     return results
 
 
@@ -118,7 +111,6 @@ def train_family(cfg: DictConfig, jobs, twins=None) -> list[dict]:
     for m in todo:
         if (twin := (twins or {}).get(tuple(m.rewarded))) is not None:
             m.twin = Member.of(twin[0], m.rewarded, twin[1], src.num_classes, cfg.data.name)
-            m.twin.cfg = twin[0]
             if m.twin.first_key != m.first_key:
                 raise ValueError(f"{twin[1]} is not the round 0 of R={m.rewarded}")
     parts = [sorted((todo[i] for i in ix), key=lambda m: str(m.out_dir.resolve()))

@@ -4,7 +4,7 @@ Every batch goes through all K members at once (``torch.func.vmap`` over ``funct
 each member's dropout masks come from its own stream (``dropout.py``). The rest is the phase plan
 (``phases.py``) that the sequential trainer executes too: same θ0, batch order per phase,
 gradient/weight masking, Lightning's EarlyStopping rule, best-validation restore, IMP pruning,
-and the same artifacts in each member's directory (``moduledir.py``).
+and the same artifacts in each member's directory (``modulerun.py``).
 """
 
 import copy
@@ -16,15 +16,13 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .. import moduledir
 from ..builders import build_datamodule, init_theta0
 from ..dropout import generator, keep_mask, stream_dropouts
 from ..evaluate import Plan, lean_trainer, run_plan
-from ..loggers import begin_round, finish_loggers, log_trained
 from ..loss import MaxEntLoss, kl_to_target
 from ..metrics import evaluation_metrics
+from ..modulerun import Diverged
 from ..phases import Phase, StopRule, phase_callbacks, plan
-from ..plots import wants_figures
 from ..targets import make_targets
 from .member import Member
 from .sparse import family_linears
@@ -215,7 +213,7 @@ class FamilyTrainer:
                       self.device, sparse, self.buffers)
         for k in rows:
             m = self.members[k]
-            begin_round(m.loggers, r)
+            m.begin_round(r)
             m.keeper, *others = phase_callbacks(self.cfg).values()
             m.stoppers = [StopRule(cb) for cb in others]
             m.best, m.last = None, None
@@ -262,10 +260,9 @@ class FamilyTrainer:
             if m.start > phase.round:
                 continue
             m.weights = m.best if m.best is not None else m.last
-            what = f"module R={m.rewarded} seed={self.cfg.seed} in IMP phase {phase.round}"
             try:
-                moduledir.check_phase(m.keeper, m.weights, what)
-            except moduledir.Diverged as err:
+                m.check_round(phase, m.keeper, m.weights)
+            except Diverged as err:
                 m.failed, m.start = str(err), self.plan.rounds + 1
                 continue
             if phase.final:
@@ -273,18 +270,14 @@ class FamilyTrainer:
             if phase.round == 0 and m.twin is not None:  # its round 0 is this dense module
                 m.twin.weights, m.twin.stop_epochs = m.weights, m.stop_epochs[:1]
                 m.twin.steps = m.steps
-            m.masks = self.plan.next_masks(m.weights, m.masks)
-            moduledir.save_round(m.out_dir, phase.round, m.masks, m.fingerprint, m.keeper,
-                                 m.stop_epochs)
+            m.end_round(phase, m.keeper, self.plan.next_masks(m.weights, m.masks))
 
     def finish(self, members: list[Member], wall_s: float) -> list[dict]:
         """Test the members together (one ``Trainer.test`` of a plan with one net each, a
-        module's scores its own), then write each one's module.pt, confusion.png (where
-        ``figures`` asks for it), loggers and metrics.json (last)."""
+        module's scores its own), then store each one (``ModuleRun.store``)."""
         cfg, dm = self.cfg, self.dm
         if not members:
             return []
-        figure = wants_figures(cfg)
         plan, nets = Plan(), []
         for i, m in enumerate(members):
             net = copy.deepcopy(self.net)
@@ -297,26 +290,14 @@ class FamilyTrainer:
                                cfg.trainer.get("precision", "32-true"))
         scores = run_plan(plan, {"test": (x, y)}, dm.num_classes, self.loss.temperature, trainer,
                           targets=cfg.loss.targets, batch_size=dm.eval_batch_size)
-        return [self._store(m, net, scores[str(i)], wall_s, figure)
+        return [self._store(m, net, scores[str(i)], wall_s)
                 for i, (m, net) in enumerate(zip(members, nets, strict=True))]
 
-    def _store(self, m: Member, net: nn.Module, res: dict, wall_s: float, figure: bool) -> dict:
-        """One tested member's artifacts, loggers and done marker."""
-        cfg, dm = self.cfg, self.dm
+    def _store(self, m: Member, net: nn.Module, res: dict, wall_s: float) -> dict:
+        """One tested member stored, its test scores logged here (no Lightning test did)."""
         res = dict(res)
         res.pop("class_entropy")
         confusion = res.pop("confusion")
         state = {k: v.detach() for k, v in net.state_dict().items()}
-        metrics = moduledir.save_trained(
-            m.out_dir, cfg.seed, dm, m.rewarded, {f"test/{k}": v for k, v in res.items()},
-            confusion, state, m.masks, m.spec, m.fingerprint, self.theta0_id,
-            self.loss.temperature, m.stop_epochs, wall_s, figure=figure)
-        for logger in m.loggers:
-            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
-                               step=m.steps)
-            logger.save()
-            logger.finalize("success")
-        log_trained(m.loggers, m.out_dir, metrics, figure, dm.splits.classes)
-        finish_loggers(m.loggers)
-        moduledir.mark_done(m.out_dir, metrics)
-        return metrics
+        return m.store(state, {f"test/{k}": v for k, v in res.items()}, confusion, wall_s,
+                       log_test=True)
