@@ -6,7 +6,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -67,18 +66,18 @@ def named_model(name: str | None) -> Iterator[None]:
 
 def model_name(cfg: DictConfig) -> str:
     """The model config name (mlp_shallow, lenet, ...) where known (``named_model``, else
-    Hydra's model choice), else (and for ``model=custom``) the class."""
+    the model choice, ``runtime.model``), else (and for ``model=custom``) the class."""
     if _MODEL_NAME.get() is not None:
         return _MODEL_NAME.get()
-    choice = model_choice()
+    choice = model_choice(cfg)
     if choice and choice != CUSTOM:
         return str(choice)
     return backbone_target(cfg).rsplit(".", 1)[-1].lower()
 
 
-def model_choice() -> str | None:
-    """Hydra's model choice of this job (its runtime config), if set: this module's one read."""
-    return HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else None
+def model_choice(cfg: DictConfig) -> str | None:
+    """The model config chosen for the job of ``cfg`` (``runtime.model``: cli.py), if known."""
+    return OmegaConf.select(cfg, "runtime.model", default=None)
 
 
 def backbone_target(cfg: DictConfig) -> str:

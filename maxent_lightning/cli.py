@@ -23,7 +23,7 @@ from omegaconf import DictConfig, read_write
 # Only what --help, -sc completion and --cfg need: torch and Lightning are imported when a task
 # runs (run_task), so the CLI answers at once (tests/test_cli_startup.py).
 from . import helptext  # noqa: F401  (the --help resolver)
-from .config import CONFIG_DIR, CONFIG_NAME, normalize_overrides
+from .config import CONFIG_DIR, CONFIG_NAME, at_the_door, normalize_overrides
 from .errors import UserError
 from .launcher import register_plugins
 from .rerun import verified_rerun
@@ -56,7 +56,8 @@ def plan_only(cfg: DictConfig) -> bool:
 
 
 def run_task(cfg: DictConfig):
-    """Run the task of ``cfg`` in its Hydra output directory, claimed for this run alone."""
+    """Run the task of ``cfg`` in its output directory (``paths.output_dir``, written in at the
+    door: ``main``), claimed for this run alone."""
     if cfg.task not in TASKS and "." not in str(cfg.task):
         raise UserError(f"unknown task '{cfg.task}'; choose one of: {', '.join(TASKS)}, or the "
                         "import path of a task of your own (docs/extending.md)")
@@ -70,7 +71,7 @@ def run_task(cfg: DictConfig):
     importlib.import_module("maxent_lightning.cpu").fast_cuda_check()  # Lightning is imported
     # the user's config names the backbone: module files may too
     builders.trust_backbone(builders.backbone_target(cfg))
-    with moduledir.claimed(Path(HydraConfig.get().runtime.output_dir)), logged_output():
+    with moduledir.claimed(Path(cfg.paths.output_dir)), logged_output():
         return tasks.dispatch(task, cfg)
 
 
@@ -240,9 +241,10 @@ class JobFailed(CompactHydraException):
 def main(cfg: DictConfig):
     quiet_libraries()  # also in joblib / submitit workers, which never run entry()
     install_interrupts(only_default=True)  # joblib workers too; submitit keeps its own
-    hc = HydraConfig.get()
-    RUNNING.update(job=hc.job.num if hc.mode == RunMode.MULTIRUN else None,
-                   out=hc.runtime.output_dir)
+    # the door: Hydra's runtime facts into the job's config, once (nothing below reads Hydra's)
+    at_the_door(cfg, HydraConfig.get())
+    RUNNING.update(job=cfg.runtime.num if cfg.runtime.multirun else None,
+                   out=cfg.paths.output_dir)
     try:
         return run_task(cfg)
     except BaseException as err:

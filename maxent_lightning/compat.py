@@ -17,12 +17,15 @@ Each use is checked against the library series it was written for (``HYDRA_SERIE
 - W&B: the git fields of a run (``wandb.sdk.lib.gitlib``); elsewhere W&B reads them itself.
 """
 
+import contextlib
 import functools
 import importlib
 import logging
 from dataclasses import dataclass
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
 HYDRA_SERIES = "1.3"
 LIGHTNING_SERIES = "2.6"
@@ -72,6 +75,29 @@ def hydra_internals(version: str | None = None) -> HydraInternals | None:
                     "basic sweeper and launcher, and trains the modules it lacks", version, why)
         return None
     return found
+
+
+# Hydra's global runtime config (``HydraConfig``): only the CLI, which writes its facts into the
+# job's config (``config.at_the_door``), and these read or set it.
+def hydra_config() -> DictConfig | None:
+    """The Hydra config of the running job (Hydra's global), or None outside one."""
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def set_hydra_config(cfg: DictConfig) -> None:
+    """Make the ``hydra`` node of ``cfg`` Hydra's global runtime config (``${hydra:...}``
+    resolves against it: a notebook's config, a job the planner composes)."""
+    HydraConfig.instance().set_config(cfg)
+
+
+@contextlib.contextmanager
+def kept_hydra_config():
+    """Hydra's global runtime config as it was before the block (which sets others)."""
+    saved = HydraConfig.instance().cfg
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = saved
 
 
 # ---------------------------------------------------------------- Lightning

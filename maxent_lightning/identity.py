@@ -102,6 +102,7 @@ store                         no      no     no     -       the module store; st
 store.root                    no      no     yes    -       where a group's modules live
 family                        no      no     yes    -       family trainer settings
 paths                         no      no     no     -       output, store and data folders
+runtime                       no      no     no     -       Hydra's facts of the job (cli.py)
 logger                        no      no     no     -       loggers
 tags                          no      no     no     -       W&B tags
 figures                       no      no     no     -       PNG figures or not

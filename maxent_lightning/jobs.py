@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import moduledir
@@ -29,13 +28,15 @@ from .loggers import build_loggers, coordinates, finish_loggers, log_job, log_mo
 from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
 from .phases import imp_used, validate
 from .plots import confusion_png, line_png, wants_figures
+from .recipe import Recipe
 from .results import COLUMNS
 from .storage import ModuleRecord, read_module, write_json, write_text
 from .store import ModuleStore
 
 
-def job_num() -> int:
-    return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
+def job_num(cfg: DictConfig) -> int:
+    """The job's number in its multirun (0 in a single run; ``runtime.num``: cli.py)."""
+    return int(OmegaConf.select(cfg, "runtime.num", default=0) or 0)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -74,11 +75,11 @@ class Outcome:
 
 
 class Job:
-    """One composition job in its Hydra output directory."""
+    """One composition job in its output directory (``paths.output_dir``)."""
 
     def __init__(self, cfg: DictConfig, task: str):
         self.cfg, self.task, self.t0 = cfg, task, time.perf_counter()
-        self.out = Path(HydraConfig.get().runtime.output_dir)
+        self.out = Path(cfg.paths.output_dir)
         self.fingerprint = job_fingerprint(cfg)
         self.images: dict[str, Path] = {}
         self.curves: dict[str, tuple] = {}
@@ -97,7 +98,7 @@ class Job:
             print(f"skip: {task} job already done in {job.out}")
             return None
         moduledir.write_config(job.out, cfg)
-        job.devices = setup_device(cfg, job_num())
+        job.devices = setup_device(cfg, job_num(cfg))
         return job
 
     # ------------------------------------------------------------ data and modules
@@ -110,8 +111,9 @@ class Job:
                 compose: bool = True) -> list[ModuleRecord]:
         """The job's modules from the store (training the missing ones); checked to compose
         unless ``compose=False`` (modules evaluated only alone)."""
-        store = ModuleStore(self.cfg.store.root, self.cfg.store.train_missing)
-        self.module_paths = store.get_many(self.cfg, rewarded_sets)
+        recipe = Recipe.of(self.cfg)
+        store = ModuleStore(recipe.store_root, recipe.train_missing)
+        self.module_paths = store.get_many(recipe, rewarded_sets)
         records = [read_module(p) for p in self.module_paths]
         if compose:
             check_composable(records)

@@ -21,10 +21,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from . import masks as M
+from .compat import hydra_config
 from .errors import UserError
 from .phases import BestRule
 from .storage import (
@@ -266,8 +266,8 @@ def write_config(directory: Path, cfg: DictConfig) -> None:
     directory; a job composed by ``config.compose_config`` gets them here only)."""
     directory = Path(directory)
     write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if HydraConfig.initialized():
-        hc = HydraConfig.get()
+    hc = hydra_config()  # Hydra's own record of the run, as Hydra keeps it
+    if hc is not None:
         write_text(directory / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(hc.overrides.task))
         write_text(directory / ".hydra" / "hydra.yaml",
                    OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))

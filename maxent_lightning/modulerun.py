@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from . import masks as M
 from . import moduledir
@@ -28,7 +27,8 @@ from .loggers import (
 )
 from .module import save_module
 from .phases import BestRule, Phase, PhasePlan
-from .plots import confusion_png, wants_figures
+from .plots import confusion_png
+from .recipe import Recipe
 from .storage import ModuleRecord
 
 
@@ -38,10 +38,10 @@ class Diverged(UserError):
 
 @dataclass
 class ModuleRun:
-    """One module of ``cfg`` rewarding ``rewarded``, trained into ``out_dir``: what it is, what
-    it is trained from (set by ``resume``) and its state across the IMP rounds."""
+    """One module of ``recipe`` rewarding ``rewarded``, trained into ``out_dir``: what it is,
+    what it is trained from (set by ``resume``) and its state across the IMP rounds."""
 
-    cfg: DictConfig
+    recipe: Recipe
     rewarded: list[int]
     out_dir: Path
     spec: dict  # builders.module_spec; its digest is the fingerprint
@@ -60,15 +60,15 @@ class ModuleRun:
     failed: str | None = None
 
     @classmethod
-    def open(cls, cfg: DictConfig, rewarded, out_dir: Path) -> "ModuleRun":
-        """The run of the module of ``cfg`` rewarding ``rewarded`` (None: ``cfg.rewarded``)."""
-        spec = module_spec(cfg, rewarded)
-        rewarded = sorted(rewarded if rewarded is not None else cfg.rewarded)
-        return cls(cfg, rewarded, Path(out_dir), spec, spec_fingerprint(spec))
+    def open(cls, recipe: Recipe, rewarded, out_dir: Path) -> "ModuleRun":
+        """The run of the module of ``recipe`` rewarding ``rewarded`` (None: its own)."""
+        spec = module_spec(recipe.config, rewarded)
+        rewarded = sorted(rewarded if rewarded is not None else recipe.rewarded)
+        return cls(recipe, rewarded, Path(out_dir), spec, spec_fingerprint(spec))
 
     @property
     def what(self) -> str:
-        return f"module R={self.rewarded} seed={self.cfg.seed}"
+        return f"module R={self.rewarded} seed={self.recipe.seed}"
 
     def finished(self) -> dict | None:
         """The metrics of this module when its directory holds it (a corrupt one: None,
@@ -85,9 +85,10 @@ class ModuleRun:
         masks, self.start, self.stop_epochs = resumed or (phases.full_masks(net), 0, [])
         self.masks = {n: v.cpu() for n, v in masks.items()}
         self.steps = sum(self.stop_epochs) * steps_per_epoch
+        cfg = self.recipe.config  # the loggers' settings, the run's name and W&B config
         self.loggers = build_loggers(
-            self.cfg, self.out_dir, module_run_name(self.cfg, self.rewarded, self.fingerprint),
-            config=module_config(self.cfg, self.rewarded, self.fingerprint))
+            cfg, self.out_dir, module_run_name(cfg, self.rewarded, self.fingerprint),
+            config=module_config(cfg, self.rewarded, self.fingerprint))
 
     def begin_round(self, r: int, step_offset: int = 0) -> None:
         """Its loggers' rows carry IMP round ``r``, their steps offset by ``step_offset``."""
@@ -114,10 +115,10 @@ class ModuleRun:
     def store(self, state_dict: dict, test: dict, confusion: torch.Tensor, wall_s: float,
               log_test: bool = False) -> dict:
         """The trained module (weights ``state_dict``, ``test`` scores, ``confusion`` counts)
-        stored: module.pt, confusion.png (``plots.wants_figures``), its loggers (``log_test``:
+        stored: module.pt, confusion.png (``recipe.figures``), its loggers (``log_test``:
         the test scores too, where no Lightning test logged them) and metrics.json, last. Its
         metrics (the confusion matrix among them)."""
-        dm, seed = self.dm, int(self.cfg.seed)
+        dm, seed = self.dm, self.recipe.seed
         metrics = dict(test)
         metrics.update(
             sparsity=M.sparsity(self.masks), rewarded=self.rewarded, seed=seed,
@@ -131,7 +132,7 @@ class ModuleRun:
             rewarded=self.rewarded, num_classes=dm.num_classes, input_shape=tuple(dm.input_shape),
             temperature=self.temperature, seed=seed, spec=self.spec, fingerprint=self.fingerprint,
             metrics=dict(metrics)))
-        figure = wants_figures(self.cfg)
+        figure = self.recipe.figures
         if figure:
             confusion_png(self.out_dir / "confusion.png", confusion, dm.splits.classes,
                           title=f"R={self.rewarded} seed={seed}")

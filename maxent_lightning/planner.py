@@ -12,6 +12,7 @@ one ``train_pass`` job per training pass, for cluster launchers such as submitit
 command without it afterwards). ``plan_only=true`` prints the plan and launches nothing.
 """
 
+import functools
 import logging
 import os
 import sys
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -27,11 +27,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from . import moduledir
 from .builders import data_source, named_model
 from .cli import RUNNING
-from .compat import hydra_internals
+from .compat import hydra_internals, kept_hydra_config, set_hydra_config
+from .config import at_the_door
 from .errors import UserError
 from .identity import first_group_key, group_key, job_fingerprint, module_spec, spec_fingerprint
 from .launcher import SWEEPERS, SweepComposer
 from .phases import imp_used, validate
+from .recipe import Recipe
 from .storage import write_json
 from .store import ModuleStore, TrainingPass
 from .tasks import lookup
@@ -54,6 +56,11 @@ class Group:
     training: list[TrainingPass] = field(default_factory=list)  # the store's passes of missing
     deferred: list = field(default_factory=list)  # (rewarded, dir) a twin of another group
 
+    @functools.cached_property
+    def recipe(self) -> Recipe:
+        """What the store and the trainers read of its config, built once."""
+        return Recipe.of(self.cfg)
+
     @property
     def passes(self) -> int:
         return len(self.training)
@@ -64,7 +71,7 @@ class Group:
 
     @property
     def twins(self) -> dict:
-        """rewarded tuple -> (dense cfg, dir): the dense modules its passes store."""
+        """rewarded tuple -> (dense recipe, dir): the dense modules its passes store."""
         return {k: v for p in self.training for k, v in p.twins.items()}
 
 
@@ -104,18 +111,20 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
 
 def job_config(compose: SweepComposer, overrides: list[str],
                num: int) -> tuple[DictConfig, Path, str]:
-    """Job ``num``'s config as its task gets it (resolved, hydra node dropped; Hydra's runtime
-    config set as ``run_job`` sets it), its output directory and its model name."""
+    """Job ``num``'s config as its task gets it (resolved, its runtime facts written in as the
+    CLI writes them, hydra node dropped; Hydra's runtime config set as ``run_job`` sets it), its
+    output directory and its model name."""
     job = compose.compose(overrides)
     with open_dict(job):
         job.hydra.job.id = job.hydra.job.num = num
     hc = job.hydra
-    HydraConfig.instance().set_config(job)  # ${hydra:...} in the sweep directory
+    set_hydra_config(job)  # ${hydra:...} in the sweep directory
     out = Path(str(hc.sweep.dir)) / str(hc.sweep.subdir)
     with read_write(hc.runtime), open_dict(hc.runtime):
         hc.runtime.output_dir = os.path.abspath(out)
-    HydraConfig.instance().set_config(job)  # a copy: the job's config keeps no hydra node
-    model = str(hc.runtime.choices.get("model"))
+    set_hydra_config(job)  # a copy: the job's config keeps no hydra node
+    at_the_door(job, hc, multirun=True)
+    model = str(job.runtime.model)
     with open_dict(job):
         del job["hydra"]
     OmegaConf.resolve(job)
@@ -153,10 +162,10 @@ def class_counter():
 
 def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
     """The plan of the sweep of ``config`` (the multirun's master config)."""
-    plan, master = Plan(), HydraConfig.instance().cfg
+    plan = Plan()
     compose = SweepComposer(config, GlobalHydra.instance().config_loader())
     num_classes = class_counter()
-    try:
+    with kept_hydra_config():  # the master config, as before planning
         for num, overrides in enumerate(sweep_jobs(config)):
             plan.jobs += 1
             try:
@@ -176,8 +185,6 @@ def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
                 plan.unplanned[why] = plan.unplanned.get(why, 0) + 1
                 continue
             add_modules(plan, cfg, sets, model)
-    finally:
-        HydraConfig.instance().cfg = master  # the master config, as before planning
     return plan
 
 
@@ -206,7 +213,7 @@ def check_store(plan: Plan, twins: bool = True) -> None:
         pair_twins(plan)
     for group in plan.groups.values():
         if group.missing and not group.training:
-            group.training = ModuleStore(group.store).plan(group.cfg, group.missing)
+            group.training = ModuleStore(group.store).plan(group.recipe, group.missing)
 
 
 def pair_twins(plan: Plan) -> None:
@@ -225,7 +232,7 @@ def pair_twins(plan: Plan) -> None:
         if source is None or not dense:
             continue
         source.training = ModuleStore(source.store).plan(
-            source.cfg, source.missing, [(g.cfg, g.missing) for g in dense])
+            source.recipe, source.missing, [(g.recipe, g.missing) for g in dense])
         paired = {d for _, d in source.twins.values()}
         for g in dense:
             g.deferred = [(r, d) for r, d in g.missing if d in paired]
@@ -265,7 +272,7 @@ def train(plan: Plan) -> None:
     for g in plan.groups.values():
         if g.deferred:
             with named_model(g.model):
-                ModuleStore(g.store).get_many(g.cfg, [r for r, _ in g.deferred])
+                ModuleStore(g.store).get_many(g.recipe, [r for r, _ in g.deferred])
 
 
 # ---------------------------------------------------------------- training passes as jobs

@@ -8,10 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the headless pyplot of every figure)
 import torch  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from .errors import UserError  # noqa: E402
 
@@ -22,7 +20,7 @@ def wants_figures(cfg: DictConfig) -> bool:
     if mode not in ("auto", "true", "false"):
         raise UserError(f"figures={mode} must be auto, true or false")
     if mode == "auto":
-        return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+        return not OmegaConf.select(cfg, "runtime.multirun", default=False)
     return mode == "true"
 
 

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
 from . import masks as M
 from .builders import build_datamodule, init_theta0
@@ -16,39 +15,44 @@ from .identity import first_phase_key
 from .module import MaxEntModule
 from .modulerun import Diverged, ModuleRun
 from .phases import phase_callbacks, plan
+from .recipe import Recipe
 
 
-def train_module(cfg: DictConfig, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
-    """Train (or reuse) the module of ``cfg`` for ``rewarded`` in ``out_dir``; its metrics."""
-    run = ModuleRun.open(cfg, rewarded, out_dir)
+def train_module(recipe: Recipe, out_dir: Path, rewarded=None, quiet: bool = False) -> dict:
+    """Train (or reuse) the module of ``recipe`` (a job config: its recipe) for ``rewarded`` in
+    ``out_dir``; its metrics."""
+    recipe = Recipe.of(recipe)
+    run = ModuleRun.open(recipe, rewarded, out_dir)
     if (finished := run.finished()) is not None:
         return finished
     start_time = time.perf_counter()
-    dm = build_datamodule(cfg, rewarded)
-    net, theta0, theta0_id = init_theta0(cfg.model, dm.input_shape, dm.num_classes, cfg.seed)
+    dm = build_datamodule(recipe.config, rewarded)
+    net, theta0, theta0_id = init_theta0(recipe.model, dm.input_shape, dm.num_classes,
+                                         recipe.seed)
     drops = stream_dropouts(net, dm.input_shape)
-    first_key = first_phase_key(cfg, dm.rewarded)
-    phases = plan(cfg, net)
+    first_key = first_phase_key(recipe.config, dm.rewarded)
+    phases = plan(recipe.config, net)
     # built from the recipe's configs (its hyper-parameters), on the θ0 net already built
-    module = MaxEntModule(run.spec["model"], instantiate(cfg.loss), dm.rewarded, dm.num_classes,
-                          instantiate(cfg.optimizer), val_metrics=phases.val_metrics,
-                          input_shape=dm.input_shape, backbone=net)
+    module = MaxEntModule(run.spec["model"], instantiate(recipe.loss), dm.rewarded,
+                          dm.num_classes, instantiate(recipe.optimizer),
+                          val_metrics=phases.val_metrics, input_shape=dm.input_shape, backbone=net)
     # the loggers' step keeps rising across rounds (a resumed run counts the finished rounds')
     run.resume(phases, net, len(dm.train_dataloader()), dm=dm, theta0_id=theta0_id,
                temperature=module.loss.temperature)
     pruner = IterativeMagnitudePruning(phases, theta0, run.masks, start_round=run.start)
     M.rewind(net, theta0, run.masks)
-    shown = not quiet and cfg.trainer.enable_progress_bar
+    shown = not quiet and recipe.trainer.enable_progress_bar
     try:
-        with denormals_flushed(cfg.flush_denormals):
+        with denormals_flushed(recipe.flush_denormals):
             for phase in phases.phases[run.start:]:
                 phase.begin(dm)
                 begin_stream(drops, first_key if phase.round == 0 else run.fingerprint,
                              phase.round, dm.batch_size)
                 run.begin_round(phase.round, run.steps)
-                best, *others = phase_callbacks(cfg).values()  # the checkpoint criterion first
+                # the checkpoint criterion first
+                best, *others = phase_callbacks(recipe.config).values()
                 trainer = instantiate(
-                    cfg.trainer,
+                    recipe.trainer,
                     max_epochs=phase.epochs,
                     callbacks=[best, *others, pruner,
                                *([progress_bar(phases.label(phase))] if shown else [])],

@@ -23,8 +23,9 @@ CONF = Path(CONFIG_DIR)
 def test_experiment_with_or_without_plus_is_the_same_config():
     assert normalize_overrides(["+experiment=a", "+debug=b", "+x.y=1", "-m"]) == [
         "experiment=a", "debug=b", "+x.y=1", "-m"]
-    plus = compose_config(["+experiment=pairwise_mnist5k", "seed=2"])
-    plain = compose_config(["experiment=pairwise_mnist5k", "seed=2"])
+    # (one output directory: by default each would get its own, named by the time)
+    plus = compose_config(["+experiment=pairwise_mnist5k", "seed=2"], output_dir="out")
+    plain = compose_config(["experiment=pairwise_mnist5k", "seed=2"], output_dir="out")
     assert plus == plain and plain.task == "pairwise" and plain.seed == 2
 
 

@@ -26,6 +26,7 @@ from maxent_lightning.identity import (
     module_spec,
     spec_fingerprint,
 )
+from maxent_lightning.recipe import Recipe
 from maxent_lightning.store import ModuleStore
 from maxent_lightning.training import train_module
 
@@ -68,7 +69,7 @@ def test_a_sequential_dense_module_is_the_twin_of_imp_round_0(tmp_path, make_cfg
         twin_dir = store.dir_for(dense, CLASS)
         (one,) = store.plan(imp, [(CLASS, store.dir_for(imp, CLASS))],
                             dense=[(dense, [(CLASS, twin_dir)])])
-        assert one.twins == {tuple(CLASS): (dense, twin_dir)}
+        assert one.twins == {tuple(CLASS): (Recipe.of(dense), twin_dir)}
         store.train(one)
         train_module(dense, tmp_path / f"alone-{loss}", CLASS, quiet=True)
         assert_same_module(twin_dir, tmp_path / f"alone-{loss}")

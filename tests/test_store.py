@@ -4,6 +4,7 @@ dense twins a pass stores; single runs (``get_many``) go through the same plan."
 from pathlib import Path
 
 from maxent_lightning.builders import build_datamodule
+from maxent_lightning.recipe import Recipe
 from maxent_lightning.store import ModuleStore
 
 IMP = ["imp.rounds=1", "imp.round_epochs=2"]  # round 0 trains as long as a dense module
@@ -61,8 +62,8 @@ def test_twins_are_dense_modules_of_the_imp_passes_rewarded_sets(make_cfg, tmp_p
     plan = store.plan(imp, members(store, imp, [[4], [5]]),
                       dense=[(dense, wanted), (dense, again), (make_cfg(*IMP), [([5], tmp_path)])])
     # the first claim wins; [7] is no member; an IMP config is no twin
-    assert [p.twins for p in plan] == [{(4,): (dense, wanted[0][1])},
-                                       {(5,): (dense, tmp_path / "b")}]
+    assert [p.twins for p in plan] == [{(4,): (Recipe.of(dense), wanted[0][1])},
+                                       {(5,): (Recipe.of(dense), tmp_path / "b")}]
     for no_twins in (make_cfg(*IMP, "family.enabled=false"), make_cfg("imp=none")):
         plan = store.plan(no_twins, members(store, no_twins, [[4]]), dense=[(dense, wanted)])
         assert not plan[0].twins

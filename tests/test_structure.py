@@ -141,6 +141,19 @@ def test_library_internals_only_in_compat():
     assert "._wandb_init" not in text and "._experiment" not in text  # Lightning's W&B logger
 
 
+def test_hydras_global_only_at_the_door_and_in_compat():
+    """Only the CLI (which writes Hydra's runtime facts into the job's config) and compat.py
+    import Hydra's global runtime config; every other module reads the config."""
+    sources = [*PKG.rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")]
+    found = {str(p.relative_to(ROOT)) for p in sources
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.ImportFrom | ast.Import)
+             and any("hydra.core.hydra_config" in n
+                     for n in [getattr(node, "module", None) or "",
+                               *(a.name for a in node.names)])}
+    assert found == {"maxent_lightning/cli.py", "maxent_lightning/compat.py"}
+
+
 def test_pyproject_pins_the_series_compat_was_written_for():
     import tomllib
 

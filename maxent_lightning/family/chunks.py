@@ -15,6 +15,7 @@ from ..builders import build_datamodule, build_net, data_source
 from ..cpu import denormals_flushed, reused_host_memory
 from ..modulerun import Diverged
 from ..phases import plan, validate
+from ..recipe import Recipe
 from .member import Member
 from .memory import pick_device, plan_sizes
 from .streams import steps_per_epoch
@@ -41,9 +42,9 @@ def _deterministic(setting):
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
-def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
+def _train_chunk(recipe: Recipe, members: list[Member], device, group: int) -> list[dict]:
     start_time = time.perf_counter()
-    trainer = FamilyTrainer(cfg, members, device, group)
+    trainer = FamilyTrainer(recipe, members, device, group)
     phases = trainer.plan
     origin = {"dm": trainer.dm, "theta0_id": trainer.theta0_id,
               "temperature": trainer.loss.temperature}
@@ -52,10 +53,11 @@ def _train_chunk(cfg, members: list[Member], device, group: int) -> list[dict]:
         if m.twin is not None and m.start > 0:  # round 0 is done: the twin trains on its own
             m.twin = None
         if (t := m.twin) is not None:
-            t.resume(plan(t.cfg, trainer.net), trainer.net, trainer.streams.steps(k), **origin)
+            t.resume(plan(t.recipe.config, trainer.net), trainer.net, trainer.streams.steps(k),
+                     **origin)
     twins = [m.twin for m in members if m.twin is not None]
-    with (_deterministic(cfg.trainer.get("deterministic")), reused_host_memory(),
-          denormals_flushed(cfg.flush_denormals)):
+    with (_deterministic(recipe.trainer.get("deterministic")), reused_host_memory(),
+          denormals_flushed(recipe.flush_denormals)):
         for phase in phases.phases[min(m.start for m in members):]:
             trainer.run_phase(phase)
     share = (time.perf_counter() - start_time) / len(members)
@@ -87,20 +89,22 @@ def passes(cfg: DictConfig, sets: list, chunk: int) -> list[list[int]]:
     return [ix[s:s + chunk] for _, ix in sorted(groups.items()) for s in range(0, len(ix), chunk)]
 
 
-def train_family(cfg: DictConfig, jobs, twins=None) -> list[dict]:
-    """Train the ``(rewarded, out_dir)`` modules of one seed together (chunked to fit memory),
-    skipping finished ones; every member directory is locked while its chunk trains.
-    ``twins``: {rewarded tuple: (dense config, out_dir)}, the dense modules whose training is
-    the IMP round 0 of these (``first_phase_key``): stored from it, not trained again."""
-    validate(cfg)
-    src = data_source(cfg)
-    device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
-    probe = build_net(cfg.model, src.input_shape, src.num_classes)
-    chunk, group = plan_sizes(probe, src.input_shape, int(cfg.data.batch_size), device,
-                              cfg.family.chunk_size)
+def train_family(recipe: Recipe, jobs, twins=None) -> list[dict]:
+    """Train the ``(rewarded, out_dir)`` modules of one seed of ``recipe`` (a job config: its
+    recipe) together (chunked to fit memory), skipping finished ones; every member directory
+    is locked while its chunk trains. ``twins``: {rewarded tuple: (dense recipe, out_dir)}, the
+    dense modules whose training is the IMP round 0 of these (``first_phase_key``): stored from
+    it, not trained again."""
+    recipe = Recipe.of(recipe)
+    validate(recipe.config)
+    src = data_source(recipe.config)
+    device = pick_device(str(recipe.trainer.get("accelerator", "auto")))
+    probe = build_net(recipe.model, src.input_shape, src.num_classes)
+    chunk, group = plan_sizes(probe, src.input_shape, int(recipe.data.batch_size), device,
+                              recipe.family.chunk_size)
     members, results = {}, {}
     for rewarded, out_dir in jobs:
-        m = Member.of(cfg, rewarded, out_dir, src.num_classes, cfg.data.name)
+        m = Member.of(recipe, rewarded, out_dir, src.num_classes, recipe.data.name)
         key = str(m.out_dir.resolve())
         if key not in members:
             members[key] = m
@@ -110,13 +114,14 @@ def train_family(cfg: DictConfig, jobs, twins=None) -> list[dict]:
     todo = [m for key, m in members.items() if key not in results]
     for m in todo:
         if (twin := (twins or {}).get(tuple(m.rewarded))) is not None:
-            m.twin = Member.of(twin[0], m.rewarded, twin[1], src.num_classes, cfg.data.name)
+            m.twin = Member.of(Recipe.of(twin[0]), m.rewarded, twin[1], src.num_classes,
+                               recipe.data.name)
             if m.twin.first_key != m.first_key:
                 raise ValueError(f"{twin[1]} is not the round 0 of R={m.rewarded}")
     parts = [sorted((todo[i] for i in ix), key=lambda m: str(m.out_dir.resolve()))
-             for ix in passes(cfg, [m.rewarded for m in todo], chunk)]
+             for ix in passes(recipe.config, [m.rewarded for m in todo], chunk)]
     log.info("family training: %d module(s) of seed %s in %d pass(es) of up to %d, on %s",
-             len(todo), cfg.seed, len(parts), chunk, device)
+             len(todo), recipe.seed, len(parts), chunk, device)
     for part in parts:
         with ExitStack() as locks:
             dirs = [m.out_dir for m in part] + [m.twin.out_dir for m in part if m.twin]
@@ -131,6 +136,7 @@ def train_family(cfg: DictConfig, jobs, twins=None) -> list[dict]:
                 else:
                     ready.append(m)
             if ready:
-                for m, metrics in zip(ready, _train_chunk(cfg, ready, device, group), strict=True):
+                trained = _train_chunk(recipe, ready, device, group)
+                for m, metrics in zip(ready, trained, strict=True):
                     results[str(m.out_dir.resolve())] = metrics
     return [results[str(Path(d).resolve())] for _, d in jobs]

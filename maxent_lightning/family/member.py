@@ -3,13 +3,12 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from ..builders import data_source
 from ..data.datamodule import check_rewarded, check_split_samples
 from ..identity import first_phase_key
 from ..modulerun import ModuleRun
 from ..phases import BestRule
+from ..recipe import Recipe
 
 
 @dataclass
@@ -25,13 +24,15 @@ class Member(ModuleRun):
     last: dict | None = None
     weights: dict | None = None
     first_key: str = ""  # identity.first_phase_key: keys the dropout stream of round 0
-    twin: "Member | None" = None  # the dense module (its own ``cfg``) that its IMP round 0 yields
+    twin: "Member | None" = None  # the dense module (its own recipe) its IMP round 0 yields
 
     @classmethod
-    def of(cls, cfg: DictConfig, rewarded, out_dir: Path, num_classes: int, name: str) -> "Member":
-        """The member that trains the module of ``cfg`` rewarding ``rewarded`` in ``out_dir``."""
-        m = cls.open(cfg, rewarded, out_dir)
-        check_split_samples(data_source(cfg), check_rewarded(rewarded, num_classes, name),
-                            cfg.data.val_fraction, cfg.data.split_seed)  # every member's classes
-        m.first_key = first_phase_key(cfg, rewarded)
+    def of(cls, recipe: Recipe, rewarded, out_dir: Path, num_classes: int,
+           name: str) -> "Member":
+        """The member that trains the module of ``recipe`` rewarding ``rewarded`` in
+        ``out_dir``."""
+        m = cls.open(recipe, rewarded, out_dir)
+        check_split_samples(data_source(recipe.config), check_rewarded(rewarded, num_classes, name),
+                            recipe.data.val_fraction, recipe.data.split_seed)  # every member's
+        m.first_key = first_phase_key(recipe.config, rewarded)
         return m

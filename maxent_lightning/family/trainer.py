@@ -12,7 +12,6 @@ import logging
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -23,6 +22,7 @@ from ..loss import MaxEntLoss, kl_to_target
 from ..metrics import evaluation_metrics
 from ..modulerun import Diverged
 from ..phases import Phase, StopRule, phase_callbacks, plan
+from ..recipe import Recipe
 from ..targets import make_targets
 from .member import Member
 from .sparse import family_linears
@@ -51,38 +51,38 @@ def _mixed_precision(net: nn.Module) -> set[str]:
 class FamilyTrainer:
     """Trains the members of one chunk: all IMP rounds, then test, then every artifact."""
 
-    def __init__(self, cfg: DictConfig, members: list[Member], device, eval_group: int):
-        self.cfg, self.members, self.device, self.group = cfg, members, device, eval_group
+    def __init__(self, recipe: Recipe, members: list[Member], device, eval_group: int):
+        self.recipe, self.members, self.device, self.group = recipe, members, device, eval_group
         # every sample of the split; a cross-entropy member's own ones are its stream
-        self.dm = build_datamodule(cfg, members[0].rewarded, targets="maxent")
-        self.per_member = cfg.loss.targets == "cross_entropy"
+        self.dm = build_datamodule(recipe.config, members[0].rewarded, targets="maxent")
+        self.per_member = recipe.loss.targets == "cross_entropy"
         self.streams = Streams(self.dm, [m.rewarded for m in members], self.per_member, device)
         self.net, self.theta0, self.theta0_id = init_theta0(
-            cfg.model, self.dm.input_shape, self.dm.num_classes, cfg.seed)
+            recipe.model, self.dm.input_shape, self.dm.num_classes, recipe.seed)
         self.net.to(device)
-        self.loss = instantiate(cfg.loss)
+        self.loss = instantiate(recipe.loss)
         assert isinstance(self.loss, MaxEntLoss)
-        self.plan = plan(cfg, self.net)
+        self.plan = plan(recipe.config, self.net)
         self.prunable, self.track = list(self.plan.prunable), self.plan.val_metrics
         c = self.dm.num_classes
         labels = torch.arange(c)
-        self.tables = torch.stack([make_targets(labels, m.rewarded, c, cfg.loss.targets)
+        self.tables = torch.stack([make_targets(labels, m.rewarded, c, recipe.loss.targets)
                                    for m in members]).to(device)
         self.train_xy = [t.to(device) for t in (self.dm.train[0], self.dm.train[2])]
         self.val_xy = [t.to(device) for t in (self.dm.val[0], self.dm.val[2])]
         self.train_net = copy.deepcopy(self.net)
         self.drops = stream_dropouts(self.train_net, self.dm.input_shape)
-        self.low = torch.bfloat16 if str(cfg.trainer.precision) == "bf16-mixed" else None
+        self.low = torch.bfloat16 if str(recipe.trainer.precision) == "bf16-mixed" else None
         self.low_params = _mixed_precision(self.train_net) if self.low else set()
-        self.sparse_below = 0.0 if self.low else float(cfg.family.sparse_below)
+        self.sparse_below = 0.0 if self.low else float(recipe.family.sparse_below)
         self.linears = (family_linears(self.train_net, self.prunable, self.dm.input_shape)
                         if self.sparse_below > 0 and device.type == "cpu" else {})
         self.buffers = [n for n, _ in self.net.named_buffers()]
         self.fwd = vmap(self._forward, in_dims=(0, None, 0, 0), randomness="same")
         self.fwd_each = vmap(self._forward, in_dims=(0, 0, 0, 0), randomness="same")
         self.orders = self._grad_layouts()
-        self.optimizer = instantiate(cfg.optimizer)
-        if cfg.family.fused_optimizer:
+        self.optimizer = instantiate(recipe.optimizer)
+        if recipe.family.fused_optimizer:
             self.optimizer = fused(self.optimizer)
 
     def _grad_layouts(self) -> dict[str, list[int]]:
@@ -214,7 +214,7 @@ class FamilyTrainer:
         for k in rows:
             m = self.members[k]
             m.begin_round(r)
-            m.keeper, *others = phase_callbacks(self.cfg).values()
+            m.keeper, *others = phase_callbacks(self.recipe.config).values()
             m.stoppers = [StopRule(cb) for cb in others]
             m.best, m.last = None, None
         gens = {k: generator(self.members[k].first_key if r == 0 else
@@ -275,7 +275,7 @@ class FamilyTrainer:
     def finish(self, members: list[Member], wall_s: float) -> list[dict]:
         """Test the members together (one ``Trainer.test`` of a plan with one net each, a
         module's scores its own), then store each one (``ModuleRun.store``)."""
-        cfg, dm = self.cfg, self.dm
+        recipe, dm = self.recipe, self.dm
         if not members:
             return []
         plan, nets = Plan(), []
@@ -287,9 +287,9 @@ class FamilyTrainer:
         x, _, y = dm.test
         cuda = self.device.type == "cuda"
         trainer = lean_trainer("gpu" if cuda else "cpu", [self.device.index or 0] if cuda else 1,
-                               cfg.trainer.get("precision", "32-true"))
+                               recipe.trainer.get("precision", "32-true"))
         scores = run_plan(plan, {"test": (x, y)}, dm.num_classes, self.loss.temperature, trainer,
-                          targets=cfg.loss.targets, batch_size=dm.eval_batch_size)
+                          targets=recipe.loss.targets, batch_size=dm.eval_batch_size)
         return [self._store(m, net, scores[str(i)], wall_s)
                 for i, (m, net) in enumerate(zip(members, nets, strict=True))]
 

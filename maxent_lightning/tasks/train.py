@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .. import moduledir
@@ -16,6 +15,7 @@ from ..data.datamodule import check_rewarded
 from ..identity import module_spec, spec_fingerprint
 from ..phases import imp_used, validate
 from ..plots import confusion_png, wants_figures
+from ..recipe import Recipe
 from ..storage import read_json
 from ..store import ModuleStore
 
@@ -54,12 +54,13 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 def run(cfg: DictConfig) -> dict:
     validate(cfg)
-    out = Path(HydraConfig.get().runtime.output_dir)
+    out = Path(cfg.paths.output_dir)
     rewarded = check_rewarded(list(cfg.rewarded), data_source(cfg).num_classes, cfg.data.name)
     claim_output_dir(out, cfg, spec_fingerprint(module_spec(cfg, rewarded)))
     alone = cfg.copy()  # one module: Lightning's fit and progress (the family's module too)
     alone.family.enabled = False
-    module = ModuleStore(cfg.store.root).get_many(alone, [rewarded], quiet=False)[0]
+    recipe = Recipe.of(alone)
+    module = ModuleStore(recipe.store_root).get_many(recipe, [rewarded], quiet=False)[0]
     metrics = {**read_json(module.parent / moduledir.DONE), "module": str(module.resolve())}
     link_or_copy(module, out / moduledir.MODULE)
     files = "module.pt, metrics.json, config.yaml"

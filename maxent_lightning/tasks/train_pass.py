@@ -7,6 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..builders import named_model
 from ..errors import UserError
+from ..recipe import Recipe
 from ..storage import read_json
 from ..store import ModuleStore
 
@@ -22,8 +23,9 @@ def run(cfg: DictConfig) -> dict:
         return {"trained": 0}
     record = passes[int(opts.index)]
     job_cfg = OmegaConf.create(record["config"])
+    recipe = Recipe.of(job_cfg)
     with named_model(record.get("model")):  # the sweep's model name, not this job's
-        paths = ModuleStore(job_cfg.store.root).get_many(job_cfg, record["rewarded"])
+        paths = ModuleStore(recipe.store_root).get_many(recipe, record["rewarded"])
     print(f"train_pass {opts.index}: {len(paths)} module(s) of seed {job_cfg.seed} stored in "
           f"{job_cfg.store.root}")
     return {"trained": len(paths)}
