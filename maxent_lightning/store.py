@@ -61,7 +61,8 @@ def _trainer(cfg: DictConfig) -> tuple[str, int, str | None]:
         return FAMILY, 1, None
     src = data_source(cfg)
     net = build_net(cfg.model, src.input_shape, src.num_classes)
-    device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
+    device = pick_device(str(cfg.trainer.get("accelerator", "auto")),
+                         cfg.trainer.get("devices"))
     return FAMILY, plan_sizes(net, src.input_shape, int(cfg.data.batch_size), device,
                               cfg.family.chunk_size)[0], None
 

@@ -94,7 +94,8 @@ def train_family(cfg: DictConfig, jobs, twins=None) -> list[dict]:
     the IMP round 0 of these (``first_phase_key``): stored from it, not trained again."""
     validate(cfg)
     src = data_source(cfg)
-    device = pick_device(str(cfg.trainer.get("accelerator", "auto")))
+    device = pick_device(str(cfg.trainer.get("accelerator", "auto")),
+                         cfg.trainer.get("devices"))
     probe = build_net(cfg.model, src.input_shape, src.num_classes)
     chunk, group = plan_sizes(probe, src.input_shape, int(cfg.data.batch_size), device,
                               cfg.family.chunk_size)
