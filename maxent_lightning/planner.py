@@ -270,8 +270,8 @@ def works(plan: Plan) -> list[pool.Work]:
         label = (f"{g.cfg.loss.targets} {g.model}{'' if imp_used(g.cfg.imp) else ' dense'} "
                  f"seed={g.cfg.seed}")
         epochs = pool.module_epochs(g.cfg)
-        out += [pool.Work(len(out) + 1, k, len(todo), label, g.model, g.store, p,
-                          epochs * len(p.members)) for p in g.training]
+        out += [pool.Work(len(out) + i, k, len(todo), label, g.model, g.store, p,
+                          epochs * len(p.members)) for i, p in enumerate(g.training, 1)]
     return out
 
 

@@ -33,6 +33,7 @@ GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 # process with every core beat two processes with one core each for MLP families.
 CPU_WORKERS = 1
 POLL_S = 0.5  # how often the pool checks that its workers are alive
+_STORES: dict = {}  # store root -> ModuleStore, in this process
 
 
 @dataclass
@@ -153,8 +154,10 @@ def train_work(w: Work, device: str) -> None:
         import torch
 
         torch.cuda.set_device(int(device.split(":")[1]))
+    if w.store not in _STORES:  # one per process: its notes are logged once
+        _STORES[w.store] = ModuleStore(w.store)
     with named_model(w.model):
-        ModuleStore(w.store).train(pinned(w.p, device))
+        _STORES[w.store].train(pinned(w.p, device))
 
 
 def failure(err: BaseException) -> str:
@@ -165,6 +168,8 @@ def run(works: list[Work], devices: list[str], threads: int | None = None,
         hydra: DictConfig | None = None) -> list[str]:
     """Train ``works`` on one worker per device; the lines of the passes that failed."""
     works = largest_first(works)
+    if len({w.index for w in works}) < len(works):
+        raise ValueError("pool.run: every pass needs its own index")
     progress, failed = Progress(works), []
     try:
         if len(devices) == 1:

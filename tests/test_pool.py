@@ -88,10 +88,12 @@ def test_two_cpu_workers_store_the_same_modules_as_one(tmp_path, fast_overrides,
     stores = {}
     for n in (2, 1):
         root = tmp_path / f"w{n}"
-        with master(root, fixed(root, fast_overrides), sweep) as cfg:
+        with master(root, fixed(root, fast_overrides, "family.chunk_size=2"), sweep) as cfg:
             plan = planner.make_plan(cfg)
             planner.check_store(plan, twins=False)
             works = planner.works(plan)
+            assert [w.index for w in works] == list(range(1, len(works) + 1))
+            assert len(works) > len(plan.groups)  # passes of two
             if n == 2:  # and a pass that cannot write its store: one line, the others train
                 (tmp_path / "file").write_text("")
                 bad = replace(works[0], index=len(works) + 1, store=tmp_path / "file",
