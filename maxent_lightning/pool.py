@@ -240,9 +240,11 @@ def _run_pool(works, devices, threads, hydra, progress, failed) -> None:
                 _report(progress, by_index[index], names[k], failed, why)
     finally:
         for p in procs:
-            if p.is_alive():
+            if p.pid is not None and p.is_alive():
                 p.terminate()
         for p in procs:
+            if p.pid is None:  # never started
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
