@@ -367,7 +367,8 @@ class SweepPlanner(Callback):
                 except UserError as err:
                     print(f"error: {err}", file=sys.stderr)
                     sys.exit(2)
-                threads = pool.threads_per_worker(len(devices)) if len(devices) > 1 else None
+                n = min(len(devices), plan.passes)
+                threads = pool.threads_per_worker(n) if n > 1 else None
                 lines.append(pool.describe(works(plan), devices, threads))
             print("\n".join(lines), flush=True)
         if only:

@@ -45,6 +45,8 @@ def fake_work(index, group, cost, members=2, label="maxent mlp_shallow seed=0"):
 def test_largest_passes_go_first_ties_in_plan_order():
     works = [fake_work(1, 1, 10), fake_work(2, 1, 40), fake_work(3, 2, 10), fake_work(4, 3, 40)]
     assert [w.index for w in pool.largest_first(works)] == [2, 4, 1, 3]
+    assert pool.describe(works[:1], ["cpu", "cpu"], None).endswith(
+        "10 module-epochs at most, on 1 worker(s): cpu")  # no more workers than passes
 
 
 def test_the_family_and_train_pass_jobs_take_their_gpu(tmp_path, monkeypatch, compose_fast):
@@ -121,7 +123,8 @@ def test_two_cpu_workers_store_the_same_modules_as_one(tmp_path, fast_overrides,
 def test_a_large_sweep_says_so_and_the_plan_names_its_workers(tmp_path, fast_overrides,
                                                             monkeypatch, capsys):
     monkeypatch.setattr(planner, "LARGE_SWEEP", 4)
-    args = fixed(tmp_path, fast_overrides, "plan_only=true", "sweep.workers=2")
+    args = fixed(tmp_path, fast_overrides, "plan_only=true", "sweep.workers=2",
+                 "family.chunk_size=1")
     with master(tmp_path, args, ["pair=0,1,2,3"]) as cfg, pytest.raises(SystemExit):
         planner.SweepPlanner().on_multirun_start(cfg)
     out = capsys.readouterr().out
