@@ -40,7 +40,6 @@ from omegaconf import OmegaConf
 
 from maxent_lightning import masks as M
 from maxent_lightning.builders import build_datamodule, init_theta0, net_from_record
-from maxent_lightning.cli import quiet_libraries
 from maxent_lightning.config import compose_config
 from maxent_lightning.data.cifar_files import write_cifar
 from maxent_lightning.evaluate import Plan, lean_trainer, run_plan
@@ -49,6 +48,7 @@ from maxent_lightning.loss import kl_to_target
 from maxent_lightning.metrics import evaluation_metrics
 from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.plots import confusion_png
+from maxent_lightning.process import quiet_libraries
 from maxent_lightning.storage import ModuleRecord
 from maxent_lightning.targets import make_targets
 from maxent_lightning.training import train_module

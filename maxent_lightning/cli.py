@@ -9,7 +9,6 @@ import re
 import signal
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import hydra
@@ -26,26 +25,12 @@ from . import helptext  # noqa: F401  (the --help resolver)
 from .config import CONFIG_DIR, CONFIG_NAME, at_the_door, normalize_overrides
 from .errors import UserError
 from .launcher import register_plugins
+from .process import RUNNING, quiet_libraries
 from .rerun import verified_rerun
 
 # The task names, torch-free (the registry, tasks/__init__.py, imports every task: loaded when a
 # task runs); tests/test_tasks.py keeps them equal to the registry's.
 TASKS = tuple(sorted(helptext.tasks()))
-
-
-def quiet_libraries() -> None:
-    # a log file that cannot be written (a full disk) must not print tracebacks: the write
-    # that matters fails with its own one-line error
-    logging.raiseExceptions = False
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__`.*")
-    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
-    # small rewarded-only (cross-entropy) epochs have fewer batches than the logging interval
-    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def plan_only(cfg: DictConfig) -> bool:
@@ -99,9 +84,6 @@ def install_interrupts(only_default: bool = False) -> None:
                                                           signal.default_int_handler):
             signal.signal(sig, _interrupt)
 
-
-# Where the process is: the job that runs now (for the line an interrupt prints).
-RUNNING: dict = {}
 
 
 def output_dir_or_exit(path: str, what: str) -> None:

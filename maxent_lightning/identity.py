@@ -108,6 +108,8 @@ tags                          no      no     no     -       W&B tags
 figures                       no      no     no     -       PNG figures or not
 plan_only                     no      no     no     -       print a sweep's plan only
 sweep_training                no      no     no     -       where a sweep trains
+sweep                         no      no     no     -       the sweep's training pool
+sweep.workers                 no      no     no     -       its worker processes
 *                             no      yes    no     -       any other top-level key
 """
 if __doc__:

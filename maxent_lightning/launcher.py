@@ -123,6 +123,20 @@ class SweepComposer:
             self.compose(list(overrides))
 
 
+def jobs_line(done: int, total: int, elapsed: float) -> str:
+    """The launcher's progress after each job: jobs done / total, elapsed time and ETA."""
+    eta = elapsed / done * (total - done) if done else 0.0
+    return f"jobs: {done}/{total} done, {clock(elapsed)} elapsed, ETA {clock(eta)}"
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour)."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
 def register_plugins() -> None:
     """Register the fast sweeper and launcher with Hydra (found by its plugin scan where the
     project's ``hydra_plugins`` folder is on the import path, loaded from it otherwise)."""

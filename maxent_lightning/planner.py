@@ -24,15 +24,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from . import moduledir
+from . import moduledir, pool
 from .builders import data_source, named_model
-from .cli import RUNNING
-from .compat import hydra_internals, kept_hydra_config, set_hydra_config
+from .compat import hydra_config, hydra_internals, kept_hydra_config, set_hydra_config
 from .config import at_the_door
 from .errors import UserError
 from .identity import first_group_key, group_key, job_fingerprint, module_spec, spec_fingerprint
 from .launcher import SWEEPERS, SweepComposer
 from .phases import imp_used, validate
+from .process import RUNNING
 from .recipe import Recipe
 from .storage import write_json
 from .store import ModuleStore, TrainingPass
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 STAGES = ("sweep", "jobs", "passes")
 PLAN_FILE = "plan.json"
 MAX_GROUP_LINES = 6  # groups listed one per line in the printed plan
+LARGE_SWEEP = 1000  # jobs from which a sweep says that it is large before planning
 
 
 @dataclass
@@ -239,6 +240,14 @@ def pair_twins(plan: Plan) -> None:
             g.missing = [(r, d) for r, d in g.missing if d not in paired]
 
 
+def warn_if_large(jobs: int) -> None:
+    """A sweep of ``LARGE_SWEEP`` jobs or more says so before it is planned."""
+    if jobs >= LARGE_SWEEP:
+        print(f"plan: warning: a large sweep of {jobs:,} jobs (planning alone takes minutes; "
+              "plan_only=true prints the plan alone, docs/scaling.md spreads "
+              "the training over GPUs or a cluster)", flush=True)
+
+
 def describe(plan: Plan) -> str:
     """The plan in a few lines."""
     lines = [f"plan: {plan.jobs} job(s), {plan.finished} already finished"]
@@ -260,15 +269,40 @@ def describe(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def train(plan: Plan) -> None:
-    """Hand every group's passes to the store, then have it train any dense twin that its IMP
-    module did not yield (e.g. resumed after round 0)."""
-    for g in plan.groups.values():
-        if g.training:
-            store = ModuleStore(g.store)
-            with named_model(g.model):
-                for p in g.training:
-                    store.train(p)
+def works(plan: Plan) -> list[pool.Work]:
+    """Every group's passes as the pool's work, numbered in plan order."""
+    todo = [g for g in plan.groups.values() if g.training]
+    out = []
+    for k, g in enumerate(todo, 1):
+        label = (f"{g.cfg.loss.targets} {g.model}{'' if imp_used(g.cfg.imp) else ' dense'} "
+                 f"seed={g.cfg.seed}")
+        epochs = pool.module_epochs(g.cfg)
+        out += [pool.Work(len(out) + i, k, len(todo), label, g.model, g.store, p,
+                          epochs * len(p.members)) for i, p in enumerate(g.training, 1)]
+    return out
+
+
+def sweep_devices(config: DictConfig) -> list[str]:
+    """The devices of the sweep's training workers (``pool.pool_devices``)."""
+    import torch
+
+    trainer = config.get("trainer") or {}
+    return pool.pool_devices(trainer.get("accelerator", "auto"), trainer.get("devices", 1),
+                             torch.cuda.device_count(), (config.get("sweep") or {}).get("workers"))
+
+
+def train(plan: Plan, devices: list[str] | None = None) -> None:
+    """Train every group's passes on one worker per device (``pool.run``; default: here, on
+    the device the store planned), then have the store train any dense twin that its IMP
+    module did not yield (e.g. resumed after round 0). A failed pass is one warning line: the
+    jobs that need its modules fail alone."""
+    work = works(plan)
+    if work:
+        devices = devices or [work[0].p.device]
+        running = hydra_config()
+        hydra = OmegaConf.create({"hydra": running}) if running is not None else None
+        for line in pool.run(work, devices, hydra=hydra):
+            print(f"warning: {line}; the jobs that need its modules will fail", file=sys.stderr)
     for g in plan.groups.values():
         if g.deferred:
             with named_model(g.model):
@@ -315,6 +349,7 @@ class SweepPlanner(Callback):
                 or config.get("task") == "train_pass" or hydra_internals() is None:
             return
         try:
+            warn_if_large(len(sweep_jobs(config)))
             plan = make_plan(config)
             if plan.jobs and sum(plan.errors.values()) == plan.jobs:  # no job could run
                 first, count = next(iter(plan.errors.items()))
@@ -330,8 +365,19 @@ class SweepPlanner(Callback):
             log.warning("sweep planning failed (%s: %s); each job trains the modules it lacks",
                         type(err).__name__, err)
             return
+        devices = None
         if plan.groups or plan.finished or only:
-            print(describe(plan), flush=True)
+            lines = [describe(plan)]
+            if stage == "sweep" and plan.passes:
+                try:
+                    devices = sweep_devices(config)
+                except UserError as err:
+                    print(f"error: {err}", file=sys.stderr)
+                    sys.exit(2)
+                n = min(len(devices), plan.passes)
+                threads = pool.threads_per_worker(n) if n > 1 else None
+                lines.append(pool.describe(works(plan), devices, threads))
+            print("\n".join(lines), flush=True)
         if only:
             print("plan_only=true: nothing launched")
             sys.exit(0)
@@ -344,6 +390,6 @@ class SweepPlanner(Callback):
             # an interrupt now says that no job ran (cli.interrupted_line)
             RUNNING.update(job=0, out=f"{config.hydra.sweep.dir}, training its modules first")
             try:
-                train(plan)
+                train(plan, devices)
             except UserError as err:  # e.g. a diverged module: the jobs needing it fail alone
                 print(f"warning: {err}; the jobs that need it will fail", file=sys.stderr)

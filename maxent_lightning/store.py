@@ -60,7 +60,8 @@ def _trainer(recipe: Recipe) -> tuple[str, int, str | None]:
         return FAMILY, 1, None
     src = data_source(recipe.config)
     net = build_net(recipe.model, src.input_shape, src.num_classes)
-    device = pick_device(str(recipe.trainer.get("accelerator", "auto")))
+    device = pick_device(str(recipe.trainer.get("accelerator", "auto")),
+                         recipe.trainer.get("devices"))
     return FAMILY, plan_sizes(net, src.input_shape, int(recipe.data.batch_size), device,
                               recipe.family.chunk_size)[0], None
 

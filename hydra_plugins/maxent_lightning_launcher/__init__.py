@@ -5,6 +5,7 @@ and launcher with each job's config composed by ``maxent_lightning.launcher.Swee
 Configs: ``conf/hydra/{sweeper,launcher}/fast.yaml``, the default of a multirun."""
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from maxent_lightning.cli import keep_record
 from maxent_lightning.compat import basic_plugins, hydra_internals
-from maxent_lightning.launcher import SweepComposer
+from maxent_lightning.launcher import SweepComposer, jobs_line
 
 log = logging.getLogger(__name__)
 BasicSweeper, BasicLauncher = basic_plugins()
@@ -51,7 +52,7 @@ class FastLauncher(BasicLauncher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs locally")
-        runs = []
+        runs, started = [], time.monotonic()
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             sweep_config = self.composer.compose(list(overrides))
@@ -65,4 +66,5 @@ class FastLauncher(BasicLauncher):
                                 job_dir_key="hydra.sweep.dir",
                                 job_subdir_key="hydra.sweep.subdir"))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            log.info(jobs_line(len(runs), len(job_overrides), time.monotonic() - started))
         return runs

@@ -98,7 +98,8 @@ def train_family(recipe: Recipe, jobs, twins=None) -> list[dict]:
     recipe = Recipe.of(recipe)
     validate(recipe.config)
     src = data_source(recipe.config)
-    device = pick_device(str(recipe.trainer.get("accelerator", "auto")))
+    device = pick_device(str(recipe.trainer.get("accelerator", "auto")),
+                         recipe.trainer.get("devices"))
     probe = build_net(recipe.model, src.input_shape, src.num_classes)
     chunk, group = plan_sizes(probe, src.input_shape, int(recipe.data.batch_size), device,
                               recipe.family.chunk_size)

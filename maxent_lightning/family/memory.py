@@ -1,6 +1,7 @@
 """Where the family trains and how many members fit: per pass and per evaluation group."""
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -11,8 +12,14 @@ from ..builders import trace_calls
 EVAL_BATCH = 1000  # MaxEntDataModule's default eval_batch_size (for memory planning)
 
 
-def pick_device(accelerator: str) -> torch.device:
+def pick_device(accelerator: str, devices=None) -> torch.device:
+    """The family's device: a GPU where the accelerator takes one (the first of a
+    ``trainer.devices`` list, e.g. [2]; else the current one), else the CPU."""
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if isinstance(devices, str) and "," in devices:  # Lightning's "2,3"
+            devices = [d for d in devices.split(",") if d.strip()]
+        if isinstance(devices, Sequence) and not isinstance(devices, str) and len(devices):
+            return torch.device("cuda", int(devices[0]))
         return torch.device("cuda")
     return torch.device("cpu")
 

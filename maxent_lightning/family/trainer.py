@@ -9,6 +9,7 @@ and the same artifacts in each member's directory (``modulerun.py``).
 
 import copy
 import logging
+import time
 
 import torch
 from hydra.utils import instantiate
@@ -226,8 +227,12 @@ class FamilyTrainer:
                  len(rows), epochs, "".join(f", {n} sparse ({alive[n]:.1%} alive)"
                                             for n in sorted(sparse)))
         for epoch in range(epochs):
+            began = time.perf_counter()
             train_loss = self.train_epoch(stack, rows, [gens[k] for k in rows])
             val, extra = self.val_losses(stack, rows)
+            log.info("family %s epoch %d/%d: %d module(s), mean val/loss %.4f, %.1f s",
+                     self.plan.label(phase) or "dense", epoch + 1, epochs, len(rows),
+                     float(val.mean()), time.perf_counter() - began)
             stopped = []
             for i, k in enumerate(rows):
                 m = self.members[k]
