@@ -54,7 +54,6 @@ SWEEPERS = (BASIC_SWEEPER, FAST_SWEEPER)  # the sweepers whose jobs the planner 
 _BASES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-
 @dataclass
 class PlannedJobs:
     """What the sweep planner learnt of a multirun's jobs: the overrides of those it composed
