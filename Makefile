@@ -129,3 +129,10 @@ sync:
 ## a table and `speedup: X.XX`, writes reports/bench.json. ARGS: --modules 100 --device cuda ...
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
+
+.PHONY: gpu-check
+## On a GPU machine: the headline sweep (+experiment=pairwise_cifar10 -m seed=0) on random
+## CIFAR-10-format images over every visible GPU, per device passes, modules, wall time and peak
+## memory, then family vs sequential samples/s; writes reports/gpu_check.json. ARGS: --images N ...
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py $(ARGS)

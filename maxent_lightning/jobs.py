@@ -39,6 +39,11 @@ def job_num(cfg: DictConfig) -> int:
     return int(OmegaConf.select(cfg, "runtime.num", default=0) or 0)
 
 
+def skip_line(task: str, out) -> str:
+    """What a finished job prints instead of running (its sweep's planner prints it for it)."""
+    return f"skip: {task} job already done in {out}"
+
+
 # ---------------------------------------------------------------- evaluation
 def wants_recalibration(cfg: DictConfig, net: nn.Module) -> bool:
     mode = str(cfg.merge.recalibrate_bn).lower()
@@ -95,7 +100,7 @@ class Job:
         job = cls(cfg, task)
         fix = "choose another hydra.sweep.dir / hydra.run.dir or delete it"
         if moduledir.finished_run(job.out, job.fingerprint, "job", fix) is not None:
-            print(f"skip: {task} job already done in {job.out}")
+            print(skip_line(task, job.out))
             return None
         moduledir.write_config(job.out, cfg)
         job.devices = setup_device(cfg, job_num(cfg))

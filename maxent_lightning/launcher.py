@@ -19,6 +19,12 @@ the import path. Other launchers (``hydra/launcher=joblib``,
 ``submitit_local``) work with the fast sweeper; ``hydra/launcher=basic hydra/sweeper=basic`` is
 Hydra's reference. The Hydra internals used here are ``compat``'s: under another Hydra, each
 job is composed by Hydra's own ``load_sweep_config`` (as the basic sweeper and launcher do).
+
+A job the sweep planner found finished (``planner.make_plan``: its directory holds its
+``metrics.json``) is not launched by the fast sweeper, whatever the launcher: the sweeper prints
+its skip line (the one the job itself would print) and launches the other jobs in contiguous
+runs, each run from its first job's number, so every job keeps its number and directory
+(``launch_unfinished``).
 """
 
 import copy
@@ -28,6 +34,7 @@ import os
 import sys
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -45,6 +52,19 @@ SWEEPERS = (BASIC_SWEEPER, FAST_SWEEPER)  # the sweepers whose jobs the planner 
 # Base compositions per config loader (one per process in the CLI), shared by the planner
 # and the sweeper: {loader: {(config name, hydra overrides, group overrides): config}}.
 _BASES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class PlannedJobs:
+    """What the sweep planner learnt of a multirun's jobs: the overrides of those it composed
+    (the sweeper need not compose them again to validate them) and the finished ones (job
+    number -> (overrides, skip line)), which the fast sweeper does not launch."""
+
+    composed: set = field(default_factory=set)
+    finished: dict = field(default_factory=dict)
+
+
+PLANNED: dict[str, PlannedJobs] = {}  # per sweep directory (planner.SweepPlanner fills it)
 
 
 class SweepComposer:
@@ -135,6 +155,31 @@ def clock(seconds: float) -> str:
     if s >= 3600:
         return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
     return f"{s // 60}:{s % 60:02d}"
+
+
+def planned_jobs(config: DictConfig) -> PlannedJobs:
+    """What the planner of the multirun of ``config`` learnt of its jobs (nothing unplanned)."""
+    return PLANNED.get(str(config.hydra.sweep.dir), PlannedJobs())
+
+
+def launch_unfinished(launch, batch: Sequence[Sequence[str]], initial_job_idx: int,
+                      finished: dict) -> list:
+    """``launch(jobs, initial_job_idx)`` (a launcher's) for the jobs of ``batch`` (numbered
+    from ``initial_job_idx``) that are not ``finished``, one call per contiguous run of them;
+    each finished job's skip line printed in its place. The launched jobs' returns."""
+    returns, run, start = [], [], initial_job_idx
+    for idx, overrides in enumerate(batch, start=initial_job_idx):
+        done = finished.get(idx)
+        if done is None or done[0] != tuple(overrides):
+            run.append(overrides)
+            continue
+        if run:
+            returns += launch(run, initial_job_idx=start)
+        print(done[1], flush=True)
+        run, start = [], idx + 1
+    if run:
+        returns += launch(run, initial_job_idx=start)
+    return returns
 
 
 def register_plugins() -> None:

@@ -30,7 +30,9 @@ from .compat import hydra_config, hydra_internals, kept_hydra_config, set_hydra_
 from .config import at_the_door
 from .errors import UserError
 from .identity import first_group_key, group_key, job_fingerprint, module_spec, spec_fingerprint
-from .launcher import SWEEPERS, SweepComposer
+from .jobs import skip_line
+from .launcher import PLANNED, SWEEPERS, PlannedJobs, SweepComposer
+from .loggers import run_tags
 from .phases import imp_used, validate
 from .process import RUNNING
 from .recipe import Recipe
@@ -80,6 +82,7 @@ class Group:
 class Plan:
     jobs: int = 0
     finished: int = 0
+    launch: PlannedJobs = field(default_factory=PlannedJobs)  # what the sweeper is told
     unplanned: dict = field(default_factory=dict)  # why -> number of jobs
     errors: dict = field(default_factory=dict)  # a job's bad input -> number of jobs
     groups: dict = field(default_factory=dict)  # group key -> Group
@@ -171,9 +174,11 @@ def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
             plan.jobs += 1
             try:
                 cfg, out, model = job_config(compose, overrides, num)
+                plan.launch.composed.add(tuple(overrides))
                 validate(cfg)
                 fix = "choose another hydra.sweep.dir"
                 if check_jobs and moduledir.finished_run(out, job_fingerprint(cfg), "job", fix):
+                    skip_finished(plan, cfg, num, overrides, out)
                     plan.finished += 1
                     continue
                 sets = needs(cfg, num_classes(cfg))
@@ -187,6 +192,18 @@ def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
                 continue
             add_modules(plan, cfg, sets, model)
     return plan
+
+
+def skip_finished(plan: Plan, cfg: DictConfig, num: int, overrides: list[str],
+                  out: Path) -> None:
+    """Job ``num`` is finished: where its task is a composition task (whose job would only
+    print its skip line: ``Job.start``), the fast sweeper prints that line instead of
+    launching it."""
+    task = lookup(cfg.task)
+    if task.composition:
+        run_tags(cfg)  # as Job.start: bad tags fail the job, finished or not
+        line = skip_line(task.name, os.path.abspath(out))
+        plan.launch.finished[num] = (tuple(overrides), line)
 
 
 def add_modules(plan: Plan, cfg: DictConfig, sets: list[list[int]], model: str) -> None:
@@ -345,6 +362,7 @@ class SweepPlanner(Callback):
             print(f"error: sweep_training={stage} must be one of: {', '.join(STAGES)}",
                   file=sys.stderr)
             sys.exit(2)
+        PLANNED.pop(str(config.hydra.sweep.dir), None)  # (what an earlier plan found)
         if (stage == "jobs" and not only) or config.hydra.sweeper._target_ not in SWEEPERS \
                 or config.get("task") == "train_pass" or hydra_internals() is None:
             return
@@ -381,6 +399,8 @@ class SweepPlanner(Callback):
         if only:
             print("plan_only=true: nothing launched")
             sys.exit(0)
+        if stage != "passes":  # the fast sweeper launches only the unfinished jobs
+            PLANNED[str(config.hydra.sweep.dir)] = plan.launch
         if stage == "passes":
             as_passes(config, plan)
             print(f"plan: launching the {plan.passes} training pass(es) as jobs in "

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,7 +31,7 @@ def test_bench_sweep_section(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench.py", "--modules", "1", "--epochs", "1", "--rounds",
-         "1", "--data", "digits", "--skip", "plain", "sequential", "dense", "smoke",
+         "1", "--data", "digits", "--skip", "plain", "sequential", "dense", "smoke", "extra",
          "--out", str(out), "--override", "model.hidden=[32]", "--sweep-pairs", "2",
          "--sweep-override", "data=digits", "model.hidden=[32]", "trainer.max_epochs=1",
          "imp.rounds=1"],
@@ -42,3 +44,23 @@ def test_bench_sweep_section(tmp_path):
         assert sweep[run]["rc"] == 0 and sweep[run]["jobs"] == 4
     assert sweep["planned"]["plan"][0] == "plan: 4 job(s), 0 already finished"
     assert "0 to train" in sweep["warm"]["plan"][1] and sweep["warm_per_job_s"] > 0
+    assert sweep["extra_job"] is None  # --skip extra (test_bench_extra_job_cost)
+
+
+@pytest.mark.slow
+def test_bench_extra_job_cost(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--modules", "1", "--epochs", "1", "--rounds",
+         "1", "--data", "digits", "--skip", "plain", "sequential", "dense", "smoke",
+         "--out", str(out), "--override", "model.hidden=[32]", "--sweep-pairs", "1",
+         "--sweep-override", "data=digits", "model.hidden=[32]", "trainer.max_epochs=1",
+         "imp.rounds=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    extra = json.loads(out.read_text())["sweep"]["extra_job"]
+    for kind in ("evaluate", "rerun"):
+        c = extra[kind]
+        assert c["five_s"] > 0 and c["one_s"] > 0
+        assert c["per_extra_job_s"] == round((c["five_s"] - c["one_s"]) / 4, 3)
+        assert f"an extra warm job ({kind})" in proc.stdout

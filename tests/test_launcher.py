@@ -16,7 +16,7 @@ from test_planner import cli  # the CLI multirun in a subprocess
 
 from maxent_lightning import planner
 from maxent_lightning.config import CONFIG_DIR, CONFIG_NAME
-from maxent_lightning.launcher import FAST_SWEEPER, SweepComposer
+from maxent_lightning.launcher import FAST_SWEEPER, SweepComposer, launch_unfinished
 
 
 @contextmanager
@@ -144,3 +144,24 @@ def test_another_hydra_falls_back_to_hydras_own_composition(monkeypatch, caplog)
         monkeypatch.setattr(planner, "hydra_internals", lambda: None)
         monkeypatch.setattr(planner, "make_plan", no_plan)
         assert planner.SweepPlanner().on_multirun_start(master) is None
+
+
+def test_finished_jobs_are_reported_and_the_others_launched_with_their_numbers(capsys):
+    jobs = [[f"pair={n}"] for n in range(7)]
+    finished = {n: ((f"pair={n}",), f"skip: job {n} done") for n in (0, 2, 3, 6)}
+    finished[5] = (("pair=other",), "skip: another job")  # not this job: launched
+    calls = []
+
+    def launch(batch, initial_job_idx):
+        calls.append((initial_job_idx, [list(j) for j in batch]))
+        return [f"ret{initial_job_idx + k}" for k in range(len(batch))]
+
+    returns = launch_unfinished(launch, jobs[2:], 2, finished)  # a batch from job 2 on
+    assert calls == [(4, [["pair=4"], ["pair=5"]])]
+    assert returns == ["ret4", "ret5"]
+    assert capsys.readouterr().out.splitlines() == [
+        "skip: job 2 done", "skip: job 3 done", "skip: job 6 done"]
+    assert launch_unfinished(launch, jobs, 0, finished) == ["ret1", "ret4", "ret5"]
+    assert calls[1:] == [(1, [["pair=1"]]), (4, [["pair=4"], ["pair=5"]])]
+    assert launch_unfinished(launch, jobs[:1], 0, finished) == []  # nothing left to launch
+    assert len(calls) == 3

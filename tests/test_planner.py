@@ -144,4 +144,28 @@ def test_multirun_trains_first_then_jobs_only_evaluate(tmp_path, fast_overrides)
     again = cli(tmp_path, *args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "plan: 3 job(s), 3 already finished" in again.stdout + again.stderr
-    assert (again.stdout + again.stderr).count("skip: pairwise job already done") == 3
+    for n in range(3):  # the sweeper prints each finished job's skip line, launches none
+        assert f"skip: pairwise job already done in {tmp_path}/sweep/{n}\n" in again.stdout
+    assert "Launching" not in again.stdout + again.stderr
+
+
+def test_rerun_launches_only_unfinished_jobs_keeping_their_numbers(tmp_path, fast_overrides):
+    """A rerun whose middle job is not finished launches that job alone (joblib here), as
+    job 1 in directory 1, with the results it had; the finished ones are reported, not run."""
+    args = [*fixed(tmp_path, fast_overrides), "cardinality=1", "pair=0,1,2",
+            f"hydra.sweep.dir={tmp_path}/sweep"]
+    assert cli(tmp_path, *args).returncode == 0
+    sweep = tmp_path / "sweep"
+    results = (sweep / "1" / "results.csv").read_text()
+    (sweep / "1" / "metrics.json").unlink()  # job 1 interrupted before its end
+    kept = {p: p.stat().st_mtime_ns for n in (0, 2) for p in (sweep / str(n)).rglob("*")}
+    again = cli(tmp_path, *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "plan: 3 job(s), 2 already finished" in log
+    assert log.count("skip: pairwise job already done") == 2
+    assert f"skip: pairwise job already done in {sweep}/2" in again.stdout
+    assert "pair 1 R1=" in log and "pair 0 R1=" not in log and "pair 2 R1=" not in log
+    assert (sweep / "1" / "results.csv").read_text() == results
+    assert (sweep / "1" / "metrics.json").exists()
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing of theirs rewritten
