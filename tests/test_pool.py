@@ -65,7 +65,7 @@ def test_the_family_and_train_pass_jobs_take_their_gpu(tmp_path, monkeypatch, co
     job = OmegaConf.create({"train_pass": {"plan": str(plan), "index": 0}})
     for count, num, devices in ((4, 5, [1]), (2, 6, [0]), (1, 5, 1)):  # 1: the launcher's GPU
         monkeypatch.setattr(torch.cuda, "device_count", lambda n=count: n)
-        monkeypatch.setattr(train_pass, "job_num", lambda n=num: n)
+        monkeypatch.setattr(train_pass, "job_num", lambda cfg, n=num: n)
         train_pass.run(job)
         assert seen.pop() == devices
 
