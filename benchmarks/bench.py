@@ -43,14 +43,14 @@ from maxent_lightning import masks as M
 from maxent_lightning.builders import build_datamodule, init_theta0, net_from_record
 from maxent_lightning.config import compose_config
 from maxent_lightning.data.cifar_files import write_cifar
-from maxent_lightning.evaluate import Plan, lean_trainer, run_plan
+from maxent_lightning.evaluate import Evaluation, lean_trainer, run_evaluation
 from maxent_lightning.family import train_family
 from maxent_lightning.loss import kl_to_target
 from maxent_lightning.metrics import evaluation_metrics
+from maxent_lightning.modulefile import ModuleRecord
 from maxent_lightning.phases import tracks_val_metrics
 from maxent_lightning.plots import confusion_png
 from maxent_lightning.process import quiet_libraries
-from maxent_lightning.storage import ModuleRecord
 from maxent_lightning.targets import make_targets
 from maxent_lightning.training import train_module
 
@@ -140,9 +140,9 @@ def plain_loop(cfg, sets, device, out: Path) -> None:
             net.load_state_dict(best_state)
             if r < rounds:
                 masks = M.prune_global(params, masks, rate)
-        plan = Plan()
-        plan.add("module", plan.net(net.cpu().eval()), rewarded)
-        res = run_plan(plan, {"test": (xt, yt)}, c, temp, lean_trainer("cpu"))["module"]
+        evaluation = Evaluation()
+        evaluation.add("module", evaluation.net(net.cpu().eval()), rewarded)
+        res = run_evaluation(evaluation, {"test": (xt, yt)}, c, temp, lean_trainer("cpu"))["module"]
         name = "-".join(map(str, rewarded))
         torch.save({"state_dict": net.state_dict(), "masks": masks, "metrics": res},
                    out / f"plain_{name}.pt")
@@ -176,12 +176,12 @@ def logit_average_time(cfg, modules: int, images: int, device) -> dict:
                for k in range(modules)]
     x = dm.test[0].repeat((images + len(dm.test[0]) - 1) // len(dm.test[0]),
                           *[1] * (dm.test[0].dim() - 1))[:images]
-    plan = Plan()
-    ids = [plan.net(net_from_record(r)) for r in records]
-    plan.add("logit", [(i, 1.0 / modules) for i in ids], list(range(dm.num_classes)))
+    evaluation = Evaluation()
+    ids = [evaluation.net(net_from_record(r)) for r in records]
+    evaluation.add("logit", [(i, 1.0 / modules) for i in ids], list(range(dm.num_classes)))
     trainer = lean_trainer("gpu" if device.type == "cuda" else "cpu")
     data = {"test": (x, torch.zeros(len(x), dtype=torch.long))}  # labels: cost only
-    wall, cpu, peak = timed(lambda: run_plan(plan, data, dm.num_classes, 1.0, trainer))
+    wall, cpu, peak = timed(lambda: run_evaluation(evaluation, data, dm.num_classes, 1.0, trainer))
     return {"modules": modules, "images": images, "wall_s": round(wall, 2),
             "peak_gpu_mib": round(peak, 1)}
 
@@ -216,10 +216,10 @@ def sweep_run(tmp: Path, name: str, store: str, args: list[str]) -> dict:
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)
     jobs = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
-    plan = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("plan:")]
+    evaluation = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("plan:")]
     return {"wall_s": round(wall, 2), "rc": proc.returncode, "jobs": len(jobs),
             "job_wall_s": round(sum(j["wall_s"] for j in jobs) / max(len(jobs), 1), 3),
-            "plan": plan, "command": " ".join(cmd[3:])}
+            "plan": evaluation, "command": " ".join(cmd[3:])}
 
 
 def sweep_section(tmp: Path, pairs: int, extra: list[str], skip=()) -> dict:

@@ -14,7 +14,8 @@ from torch import nn
 from . import models
 from .data.datamodule import MaxEntDataModule, cached_source, normalize_key
 from .errors import UserError
-from .storage import CorruptFile, ModuleRecord, state_digest
+from .files import CorruptFile
+from .modulefile import ModuleRecord, state_digest
 
 # Keys of a module's recorded model that describe the training recipe rather than the
 # constructor (the rows "model" of the identity table: ``identity.model_identity`` puts them

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 
 from . import masks as M
-from .phases import BestRule, PhasePlan
+from .phases import BestRule, Schedule
 
 
 class RestoreBestWeights(BestRule, Callback):
@@ -42,13 +42,13 @@ class IterativeMagnitudePruning(Callback):
     ``RestoreBestWeights`` so that the kept (best-validation) weights are pruned.
     """
 
-    def __init__(self, plan: PhasePlan, theta0: Mapping[str, torch.Tensor], masks: M.Masks,
+    def __init__(self, schedule: Schedule, theta0: Mapping[str, torch.Tensor], masks: M.Masks,
                  start_round: int = 0):
-        self.plan, self.theta0, self.masks, self.round = plan, theta0, masks, start_round
+        self.schedule, self.theta0, self.masks, self.round = schedule, theta0, masks, start_round
 
     @property
     def final_phase(self) -> bool:
-        return self.round >= self.plan.rounds
+        return self.round >= self.schedule.rounds
 
     def on_fit_start(self, trainer, pl_module) -> None:
         pl_module.masks = self.masks
@@ -57,7 +57,7 @@ class IterativeMagnitudePruning(Callback):
         if self.final_phase:
             return
         net = pl_module.net
-        self.masks = self.plan.next_masks(dict(net.named_parameters()), self.masks)
+        self.masks = self.schedule.next_masks(dict(net.named_parameters()), self.masks)
         M.rewind(net, self.theta0, self.masks)
         pl_module.masks = self.masks
         self.round += 1

@@ -1,4 +1,4 @@
-"""What the ``circuits`` task and its analysis (``multirun_analysis.circuits``) share, free of
+"""What the ``circuits`` task and its analysis (``multirun_analysis.circuit_report``) share, free of
 torch: the necessity target and the seed-level figures (Jaccard overlap heat maps, necessity
 bars), drawn from plain numbers."""
 

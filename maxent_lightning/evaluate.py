@@ -18,9 +18,9 @@ import lightning as L
 import torch
 from torch import nn
 
+from .composition import begin_calibration, end_calibration
 from .data.datamodule import batch_loader
 from .loss import kl_to_target
-from .merge import begin_calibration, end_calibration
 from .metrics import confusion_matrix, evaluation_metrics
 from .targets import make_targets
 
@@ -36,7 +36,7 @@ class Candidate:
     split: str = "test"
 
 
-class Plan:
+class Evaluation:
     """The nets and candidates of one evaluation."""
 
     def __init__(self):
@@ -64,13 +64,13 @@ class CandidateTester(L.LightningModule):
     entropy, accuracy, KL loss against ``targets`` built for its rewarded set, confusion and
     per-class mean entropy; every score NaN when an output of the candidate is not finite."""
 
-    def __init__(self, plan: Plan, num_classes: int, temperature: float,
+    def __init__(self, evaluation: Evaluation, num_classes: int, temperature: float,
                  targets: str = "maxent"):
         super().__init__()
-        self.nets = nn.ModuleList(plan.nets)
-        self.calibrate, self.candidates = list(plan.calibrate), list(plan.candidates)
+        self.nets = nn.ModuleList(evaluation.nets)
+        self.calibrate, self.candidates = list(evaluation.calibrate), list(evaluation.candidates)
         self.num_classes, self.temperature, self.targets = num_classes, temperature, targets
-        self.stages = (["calibrate"] if self.calibrate else []) + plan.splits()
+        self.stages = (["calibrate"] if self.calibrate else []) + evaluation.splits()
         self.scores = nn.ModuleList(evaluation_metrics(c.rewarded, num_classes)
                                     for c in self.candidates)
         self.confusions = nn.ModuleList(confusion_matrix(num_classes) for _ in self.candidates)
@@ -136,15 +136,15 @@ def lean_trainer(accelerator="auto", devices=1, precision="32-true") -> L.Traine
                      enable_progress_bar=False, num_sanity_val_steps=0)
 
 
-def run_plan(plan: Plan, data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+def run_evaluation(evaluation: Evaluation, data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
              num_classes: int, temperature: float, trainer: L.Trainer | None = None,
              targets: str = "maxent", batch_size: int = 1000) -> dict[str, dict]:
-    """{candidate name: scores} of every candidate of ``plan``; ``data``: (x, labels) of each
+    """{candidate name: scores} of every candidate of ``evaluation``; ``data``: (x, labels) of each
     split the candidates name (and of ``calibrate`` when a net is calibrated)."""
-    tester = CandidateTester(plan, num_classes, float(temperature), targets)
+    tester = CandidateTester(evaluation, num_classes, float(temperature), targets)
     loaders = [batch_loader(data[s], CALIBRATION_BATCH if s == "calibrate" else batch_size)
                for s in tester.stages]
     (trainer or lean_trainer()).test(tester, dataloaders=loaders, verbose=False)
-    for net in plan.nets:
+    for net in evaluation.nets:
         net.cpu()
     return tester.results

@@ -21,8 +21,9 @@ from typing import NamedTuple
 from omegaconf import DictConfig, OmegaConf
 
 from .builders import data_source, plain
+from .files import config_digest
+from .modulefile import read_module
 from .phases import imp_rounds, phase_epochs
-from .storage import config_digest, read_module
 
 # Bump when a change alters what a spec trains: every module gets a new fingerprint.
 VERSION = 2

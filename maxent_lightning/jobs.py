@@ -20,18 +20,19 @@ from torch import nn
 
 from . import moduledir
 from .builders import data_source, model_name
+from .composition import check_composable, has_batchnorm, logit_weights, weight_sum
 from .devices import setup_device
 from .errors import UserError
-from .evaluate import Plan, lean_trainer, run_plan
+from .evaluate import Evaluation, lean_trainer, run_evaluation
+from .files import write_json, write_text
 from .identity import checkpoint_paths, job_fingerprint, model_identity
 from .loggers import build_loggers, coordinates, finish_loggers, log_job, log_module, run_tags
-from .merge import check_composable, has_batchnorm, logit_weights, weight_sum
+from .modulefile import ModuleRecord, read_module
+from .modulestore import ModuleStore
 from .phases import imp_used, validate
 from .plots import confusion_png, line_png, wants_figures
 from .recipe import Recipe
 from .results import COLUMNS
-from .storage import ModuleRecord, read_module, write_json, write_text
-from .store import ModuleStore
 
 
 def job_num(cfg: DictConfig) -> int:
@@ -147,20 +148,21 @@ class Job:
         return lean_trainer(self.cfg.trainer.get("accelerator", "auto"), self.devices,
                             self.cfg.trainer.get("precision", "32-true"))
 
-    def evaluate(self, plan: Plan, temperature: float) -> dict[str, tuple[dict, torch.Tensor]]:
-        """{candidate: (row values, confusion)} of every candidate of ``plan``, all scored by
+    def evaluate(self, evaluation: Evaluation,
+                 temperature: float) -> dict[str, tuple[dict, torch.Tensor]]:
+        """{candidate: (row values, confusion)} of every candidate of ``evaluation``, all scored by
         one ``Trainer.test`` on the job's device (its precision, ``setup_device``)."""
         s = self.splits
         data = {"test": (s.x_test, s.y_test), "train": (s.x_train, s.y_train),
                 "calibrate": (s.x_train, s.y_train)}
-        scores = run_plan(plan, data, s.num_classes, temperature, self.trainer())
+        scores = run_evaluation(evaluation, data, s.num_classes, temperature, self.trainer())
         return {name: row_values(v) for name, v in scores.items()}
 
-    def merged_net(self, plan: Plan, net: nn.Module) -> int:
-        """A composed net in ``plan``, its BatchNorm statistics recomputed (as configured)."""
-        return plan.net(net, calibrate=wants_recalibration(self.cfg, net))
+    def merged_net(self, evaluation: Evaluation, net: nn.Module) -> int:
+        """A composed net in ``evaluation``, its BatchNorm statistics recomputed (as configured)."""
+        return evaluation.net(net, calibrate=wants_recalibration(self.cfg, net))
 
-    def plan_merges(self, plan: Plan, records, module_ids, rewarded, kinds,
+    def add_merges(self, evaluation: Evaluation, records, module_ids, rewarded, kinds,
                     weights=None) -> dict[str, nn.Module | None]:
         """Candidates ``weight`` (the weight sum) and/or ``logit`` (the logit average of the
         plan's nets ``module_ids``) on ``rewarded``; {kind: its merged net or None}."""
@@ -168,10 +170,10 @@ class Job:
         for kind in kinds:
             if kind == "weight":
                 nets[kind] = weight_sum(records)[0]
-                plan.add(kind, self.merged_net(plan, nets[kind]), rewarded)
+                evaluation.add(kind, self.merged_net(evaluation, nets[kind]), rewarded)
             else:
                 ws = logit_weights(len(records), weights)
-                plan.add(kind, list(zip(module_ids, ws, strict=True)), rewarded)
+                evaluation.add(kind, list(zip(module_ids, ws, strict=True)), rewarded)
                 nets[kind] = None
         return nets
 

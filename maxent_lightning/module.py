@@ -11,18 +11,16 @@ from torch import nn
 
 from .builders import build_net, plain, trust_backbone
 from .errors import UserError
+from .files import CorruptFile, load_torch, save_torch
 from .loss import MaxEntLoss
 from .metrics import confusion_matrix, evaluation_metrics
-from .storage import (
+from .modulefile import (
     HPARAMS,
     LOSS_TARGET,
-    CorruptFile,
     ModuleRecord,
     lightning_version,
-    load_torch,
     module_hparams,
     record_of,
-    save_torch,
     seal,
     state_digest,
     stored_fields,
@@ -204,7 +202,7 @@ class MaxEntModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Adds the masks; a module of the store (read from it, its weights and masks still
         those stored, not fitted since) also gets the store's fields, format tag and digest
-        (``storage.seal``). A checkpoint of a fit (e.g. Lightning's ModelCheckpoint) or of an
+        (``modulefile.seal``). A checkpoint of a fit (e.g. Lightning's ModelCheckpoint) or of an
         edited module holds the masks and hyper-parameters, and claims nothing of the store."""
         checkpoint["masks"] = {k: v.cpu() for k, v in self.masks.items()}
         if self.stored is not None and \

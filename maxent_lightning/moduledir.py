@@ -26,17 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from . import masks as M
 from .compat import hydra_config
 from .errors import UserError
+from .files import CorruptFile, load_torch, read_json, save_torch, write_json, write_text
+from .modulefile import read_module, state_digest
 from .phases import BestRule
-from .storage import (
-    CorruptFile,
-    load_torch,
-    read_json,
-    read_module,
-    save_torch,
-    state_digest,
-    write_json,
-    write_text,
-)
 
 DONE, MODULE, ROUNDS = "metrics.json", "module.pt", "imp"
 # What a finished module's metrics.json must hold (else it is retrained, with a warning).

@@ -26,10 +26,10 @@ from .loggers import (
     module_run_name,
 )
 from .module import save_module
-from .phases import BestRule, Phase, PhasePlan
+from .modulefile import ModuleRecord
+from .phases import BestRule, Phase, Schedule
 from .plots import confusion_png
 from .recipe import Recipe
-from .storage import ModuleRecord
 
 
 class Diverged(UserError):
@@ -75,7 +75,7 @@ class ModuleRun:
         warned)."""
         return moduledir.finished_module(self.out_dir, self.fingerprint)
 
-    def resume(self, phases: PhasePlan, net, steps_per_epoch: int, *, dm, theta0_id: str,
+    def resume(self, phases: Schedule, net, steps_per_epoch: int, *, dm, theta0_id: str,
                temperature: float) -> None:
         """Start on ``dm`` from θ0 (``net``'s weights, digest ``theta0_id``): after the last
         finished IMP round of ``phases`` in its directory, else at round 0 with every weight of

@@ -24,9 +24,9 @@ from torch import nn
 from . import masks as M
 from .builders import backbone_target
 from .compat import choose_accelerator, precisions
+from .composition import logit_weights
 from .errors import UserError
 from .imp import Strategy, strategy
-from .merge import logit_weights
 from .metrics import METRIC_KEYS
 from .results import ORDERED
 
@@ -314,7 +314,7 @@ class Phase:
 
 
 @dataclass(frozen=True)
-class PhasePlan:
+class Schedule:
     phases: tuple[Phase, ...]
     strategy: Strategy
     rate: float  # K = 1 - (1 - P)^(1/N): fraction of alive weights pruned per round
@@ -351,7 +351,7 @@ def phase_epochs(cfg: DictConfig, final: bool) -> int:
     return int(cfg.imp.round_epochs)
 
 
-def plan(cfg: DictConfig, net: nn.Module) -> PhasePlan:
+def schedule(cfg: DictConfig, net: nn.Module) -> Schedule:
     """The phase plan of ``cfg`` for a backbone of ``net``'s architecture."""
     validate(cfg)
     rounds, seed = imp_rounds(cfg.imp), int(cfg.seed)
@@ -359,5 +359,5 @@ def plan(cfg: DictConfig, net: nn.Module) -> PhasePlan:
     prunable = tuple(M.prunable_names(net, include_bias=strat.include_bias))
     phases = tuple(Phase(r, phase_epochs(cfg, r == rounds), r == rounds, seed + r,
                          seed * 1000 + r) for r in range(rounds + 1))
-    return PhasePlan(phases, strat, M.per_round_rate(float(cfg.imp.sparsity), rounds), prunable,
+    return Schedule(phases, strat, M.per_round_rate(float(cfg.imp.sparsity), rounds), prunable,
                      prunable[-1].rsplit(".", 1)[0], tracks_val_metrics(cfg))

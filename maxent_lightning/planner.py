@@ -2,7 +2,7 @@
 sweeper logic), compose each job's config (``launcher.SweepComposer``), ask its task which
 store modules it needs (``needs(cfg, num_classes)`` in the task module), de-duplicate them by
 store fingerprint, count the stored ones, group the missing ones by everything but the
-rewarded set and hand each group's missing ones to the store, whose plan (``ModuleStore.plan``:
+rewarded set and hand each group's missing ones to the store, whose plan (``ModuleStore.passes``:
 trainer, members per pass, dense twins) trains them before any job runs. Jobs then only load and
 evaluate.
 
@@ -29,15 +29,15 @@ from .builders import data_source, named_model
 from .compat import hydra_config, hydra_internals, kept_hydra_config, set_hydra_config
 from .config import at_the_door
 from .errors import UserError
+from .files import write_json
 from .identity import first_group_key, group_key, job_fingerprint, module_spec, spec_fingerprint
 from .jobs import skip_line
 from .launcher import PLANNED, SWEEPERS, PlannedJobs, SweepComposer
 from .loggers import run_tags
+from .modulestore import ModuleStore, TrainingPass
 from .phases import imp_used, validate
 from .process import RUNNING
 from .recipe import Recipe
-from .storage import write_json
-from .store import ModuleStore, TrainingPass
 from .tasks import lookup
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Group:
 
 
 @dataclass
-class Plan:
+class SweepPlan:
     jobs: int = 0
     finished: int = 0
     launch: PlannedJobs = field(default_factory=PlannedJobs)  # what the sweeper is told
@@ -164,9 +164,9 @@ def class_counter():
     return count
 
 
-def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
+def plan_sweep(config: DictConfig, check_jobs: bool = True) -> SweepPlan:
     """The plan of the sweep of ``config`` (the multirun's master config)."""
-    plan = Plan()
+    plan = SweepPlan()
     compose = SweepComposer(config, GlobalHydra.instance().config_loader())
     num_classes = class_counter()
     with kept_hydra_config():  # the master config, as before planning
@@ -194,7 +194,7 @@ def make_plan(config: DictConfig, check_jobs: bool = True) -> Plan:
     return plan
 
 
-def skip_finished(plan: Plan, cfg: DictConfig, num: int, overrides: list[str],
+def skip_finished(plan: SweepPlan, cfg: DictConfig, num: int, overrides: list[str],
                   out: Path) -> None:
     """Job ``num`` is finished: where its task is a composition task (whose job would only
     print its skip line: ``Job.start``), the fast sweeper prints that line instead of
@@ -206,7 +206,7 @@ def skip_finished(plan: Plan, cfg: DictConfig, num: int, overrides: list[str],
         plan.launch.finished[num] = (tuple(overrides), line)
 
 
-def add_modules(plan: Plan, cfg: DictConfig, sets: list[list[int]], model: str) -> None:
+def add_modules(plan: SweepPlan, cfg: DictConfig, sets: list[list[int]], model: str) -> None:
     spec = module_spec(cfg, [])
     key = group_key(cfg, spec)
     group = plan.groups.get(key)
@@ -221,7 +221,7 @@ def add_modules(plan: Plan, cfg: DictConfig, sets: list[list[int]], model: str) 
         group.modules.setdefault(directory, spec["rewarded"])
 
 
-def check_store(plan: Plan, twins: bool = True) -> None:
+def check_store(plan: SweepPlan, twins: bool = True) -> None:
     """Fill in each group's missing modules and the store's passes that train them; with
     ``twins``, an IMP group's passes also store the dense modules its round 0 yields."""
     for group in plan.groups.values():
@@ -231,13 +231,13 @@ def check_store(plan: Plan, twins: bool = True) -> None:
         pair_twins(plan)
     for group in plan.groups.values():
         if group.missing and not group.training:
-            group.training = ModuleStore(group.store).plan(group.recipe, group.missing)
+            group.training = ModuleStore(group.store).passes(group.recipe, group.missing)
 
 
-def pair_twins(plan: Plan) -> None:
+def pair_twins(plan: SweepPlan) -> None:
     """A dense module whose training is the IMP round 0 of a module that the sweep trains
     (``identity.first_group_key``: same settings, round epochs = epochs) is stored from
-    that round by the IMP group's passes (the store decides which: ``ModuleStore.plan``)
+    that round by the IMP group's passes (the store decides which: ``ModuleStore.passes``)
     instead of being trained again: it moves from its group's missing modules to its
     deferred ones."""
     by_first = {}
@@ -249,7 +249,7 @@ def pair_twins(plan: Plan) -> None:
         dense = [g for g in groups if not imp_used(g.cfg.imp)]
         if source is None or not dense:
             continue
-        source.training = ModuleStore(source.store).plan(
+        source.training = ModuleStore(source.store).passes(
             source.recipe, source.missing, [(g.recipe, g.missing) for g in dense])
         paired = {d for _, d in source.twins.values()}
         for g in dense:
@@ -265,7 +265,7 @@ def warn_if_large(jobs: int) -> None:
               "the training over GPUs or a cluster)", flush=True)
 
 
-def describe(plan: Plan) -> str:
+def describe(plan: SweepPlan) -> str:
     """The plan in a few lines."""
     lines = [f"plan: {plan.jobs} job(s), {plan.finished} already finished"]
     lines += [f"plan: {n} job(s) not planned: {why}" for why, n in plan.unplanned.items()]
@@ -286,7 +286,7 @@ def describe(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def works(plan: Plan) -> list[pool.Work]:
+def works(plan: SweepPlan) -> list[pool.Work]:
     """Every group's passes as the pool's work, numbered in plan order."""
     todo = [g for g in plan.groups.values() if g.training]
     out = []
@@ -308,7 +308,7 @@ def sweep_devices(config: DictConfig) -> list[str]:
                              torch.cuda.device_count(), (config.get("sweep") or {}).get("workers"))
 
 
-def train(plan: Plan, devices: list[str] | None = None) -> None:
+def train(plan: SweepPlan, devices: list[str] | None = None) -> None:
     """Train every group's passes on one worker per device (``pool.run``; default: here, on
     the device the store planned), then have the store train any dense twin that its IMP
     module did not yield (e.g. resumed after round 0). A failed pass is one warning line: the
@@ -327,7 +327,7 @@ def train(plan: Plan, devices: list[str] | None = None) -> None:
 
 
 # ---------------------------------------------------------------- training passes as jobs
-def pass_records(plan: Plan) -> list[dict]:
+def pass_records(plan: SweepPlan) -> list[dict]:
     """One record per training pass: the resolved job config and its rewarded sets."""
     records = []
     for g in plan.groups.values():
@@ -338,7 +338,7 @@ def pass_records(plan: Plan) -> list[dict]:
     return records
 
 
-def as_passes(config: DictConfig, plan: Plan) -> None:
+def as_passes(config: DictConfig, plan: SweepPlan) -> None:
     """Turn the sweep into one ``train_pass`` job per pass (in ``passes/<n>`` of the sweep
     directory), so that a cluster launcher runs them as its jobs."""
     sweep_dir = Path(config.hydra.sweep.dir)
@@ -368,7 +368,7 @@ class SweepPlanner(Callback):
             return
         try:
             warn_if_large(len(sweep_jobs(config)))
-            plan = make_plan(config)
+            plan = plan_sweep(config)
             if plan.jobs and sum(plan.errors.values()) == plan.jobs:  # no job could run
                 first, count = next(iter(plan.errors.items()))
                 raise UserError(f"all {plan.jobs} job(s) of the sweep have bad input "

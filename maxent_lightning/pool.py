@@ -25,9 +25,9 @@ from .builders import named_model
 from .compat import set_hydra_config
 from .errors import UserError
 from .launcher import clock
+from .modulestore import ModuleStore, TrainingPass
 from .phases import imp_rounds, phase_epochs
 from .process import RUNNING, quiet_libraries
-from .store import ModuleStore, TrainingPass
 
 log = logging.getLogger(__name__)
 GPU_ACCELERATORS = ("auto", "gpu", "cuda")

@@ -100,6 +100,6 @@ class RerunRecord(Callback):
         with read_write(record.hydra), open_dict(record.hydra):
             for key in ("launcher", "sweeper"):  # plugin classes a joblib worker cannot pickle
                 record.hydra[key] = OmegaConf.create(OmegaConf.to_container(record.hydra[key]))
-        # storage's atomic writer (storage imports torch: loaded here, when a job runs)
-        write_bytes = importlib.import_module("maxent_lightning.storage").write_bytes
+        # the atomic writer (files.py imports torch: loaded here, when a job runs)
+        write_bytes = importlib.import_module("maxent_lightning.files").write_bytes
         write_bytes(out / "config.pickle", pickle.dumps(record, protocol=4))

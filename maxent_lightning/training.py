@@ -14,7 +14,7 @@ from .dropout import begin_stream, stream_dropouts
 from .identity import first_phase_key
 from .module import MaxEntModule
 from .modulerun import Diverged, ModuleRun
-from .phases import phase_callbacks, plan
+from .phases import phase_callbacks, schedule
 from .recipe import Recipe
 
 
@@ -31,7 +31,7 @@ def train_module(recipe: Recipe, out_dir: Path, rewarded=None, quiet: bool = Fal
                                          recipe.seed)
     drops = stream_dropouts(net, dm.input_shape)
     first_key = first_phase_key(recipe.config, dm.rewarded)
-    phases = plan(recipe.config, net)
+    phases = schedule(recipe.config, net)
     # built from the recipe's configs (its hyper-parameters), on the θ0 net already built
     module = MaxEntModule(run.spec["model"], instantiate(recipe.loss), dm.rewarded,
                           dm.num_classes, instantiate(recipe.optimizer),

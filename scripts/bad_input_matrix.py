@@ -236,7 +236,8 @@ def crafted(source, target: Path, edit) -> Path:
     recomputed, as a forger would (the store writes only modules it can rebuild)."""
     import torch
 
-    from maxent_lightning.storage import record_digest, save_torch
+    from maxent_lightning.files import save_torch
+    from maxent_lightning.modulefile import record_digest
 
     payload = torch.load(source, weights_only=True)
     edit(payload)
@@ -251,7 +252,7 @@ def _crafted_modules(work: Path, genuine: str) -> dict:
 
     import torch
 
-    from maxent_lightning.storage import config_digest
+    from maxent_lightning.files import config_digest
 
     marker = str(work / MARKER)
     call = {"_target_": "pathlib.Path.write_text", "self": marker, "data": "pwned"}
@@ -334,9 +335,9 @@ def prepare(work: Path, modules=tuple(MODULES), real_merge: bool = True, cheap=(
     case (else only its done marker, metrics.json of another fingerprint, is written);
     ``cheap``: extra overrides for training the modules."""
     from maxent_lightning.classsets import pick_pair
+    from maxent_lightning.files import write_json
     from maxent_lightning.identity import module_spec, spec_fingerprint
-    from maxent_lightning.storage import write_json
-    from maxent_lightning.store import ModuleStore
+    from maxent_lightning.modulestore import ModuleStore
     from maxent_lightning.training import train_module
 
     paths = {"nowhere": str(work / "nowhere"), "empty_store": str(work / "empty_store")}

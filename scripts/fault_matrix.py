@@ -46,7 +46,7 @@ def one_line(err: str) -> str | None:
 
 
 def same_module(a: Path, b: Path) -> bool:
-    from maxent_lightning.storage import load_module
+    from maxent_lightning.modulefile import load_module
 
     x, y = load_module(a / "module.pt"), load_module(b / "module.pt")
     return all(torch.equal(x.state_dict[k], y.state_dict[k]) for k in x.state_dict) and \
@@ -135,7 +135,7 @@ def lock_wait_case(work: Path) -> tuple[bool, str]:
     must say who holds it, and train once the holder goes on and releases it."""
     from maxent_lightning.classsets import pick_pair
     from maxent_lightning.config import compose_config
-    from maxent_lightning.store import ModuleStore
+    from maxent_lightning.modulestore import ModuleStore
 
     store = work / "lock_store"
     args = [*TINY, "task=pairwise", "trainer.max_epochs=2", f"paths.store_dir={store}"]
@@ -169,12 +169,12 @@ def lock_wait_case(work: Path) -> tuple[bool, str]:
 
 WRITER = """
 import os, signal, sys
-from maxent_lightning import storage
+from maxent_lightning import files
 def write(fh):
     fh.write(b"half a file")
     fh.flush()
     os.kill(os.getpid(), getattr(signal, sys.argv[2]))
-storage._atomic(sys.argv[1], write)
+files._atomic(sys.argv[1], write)
 """
 
 

@@ -88,7 +88,7 @@ def run(work: Path, launcher: str) -> str:
 def compare(ref: Path, work: Path) -> list[str]:
     import torch
 
-    from maxent_lightning.storage import load_module
+    from maxent_lightning.modulefile import load_module
 
     problems = []
     jobs = sorted(p.parent.name for p in ref.glob("sweep/*/metrics.json"))

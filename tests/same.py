@@ -7,7 +7,8 @@ scores equal within that."""
 import pytest
 import torch
 
-from maxent_lightning.storage import load_module, read_json
+from maxent_lightning.files import read_json
+from maxent_lightning.modulefile import load_module
 
 SAME = {"atol": 1e-4, "rtol": 1e-4}
 

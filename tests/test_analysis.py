@@ -369,7 +369,7 @@ def test_which_directories_are_jobs(tmp_path):
 
 
 def test_circuits_header_is_accepted(tmp_path):
-    from maxent_lightning.storage import write_text
+    from maxent_lightning.files import write_text
     from maxent_lightning.tasks.circuits import ID_COLUMNS
 
     assert CIRCUIT_KEYS == ID_COLUMNS

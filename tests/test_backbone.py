@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from maxent_lightning.errors import UserError
-from maxent_lightning.storage import load_module
+from maxent_lightning.modulefile import load_module
 
 USER_MODULE = '''
 import math

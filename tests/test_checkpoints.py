@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from maxent_lightning.data.datamodule import MaxEntDataModule
+from maxent_lightning.files import CorruptFile
 from maxent_lightning.module import MaxEntModule
-from maxent_lightning.storage import CorruptFile, load_module
+from maxent_lightning.modulefile import load_module
 
 TEST_KEYS = ("test/loss", "test/acc", "test/rewarded_acc", "test/nonrewarded_entropy")
 

@@ -14,8 +14,9 @@ import torch
 from conftest import CIFAR100_VAL
 
 from maxent_lightning.builders import net_from_record
-from maxent_lightning.merge import path_point, sum_states
-from maxent_lightning.storage import CorruptFile, load_module
+from maxent_lightning.composition import path_point, sum_states
+from maxent_lightning.files import CorruptFile
+from maxent_lightning.modulefile import load_module
 
 # Small versions of every model in conf/model/.
 MODELS = {

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from maxent_lightning import circuits as C
-from maxent_lightning.merge import sum_states
-from multirun_analysis.circuits import main, report
+from maxent_lightning import circuit_analysis as C
+from maxent_lightning.composition import sum_states
+from multirun_analysis.circuit_report import main, report
 
 ANALYSES = {"anatomy", "overlap", "full", "necessity", "sufficiency", "unlearning", "editing"}
 

@@ -10,10 +10,7 @@ from torch import nn
 
 from maxent_lightning import classsets, devices
 from maxent_lightning.builders import net_from_record
-from maxent_lightning.data.datamodule import cached_source
-from maxent_lightning.errors import UserError
-from maxent_lightning.identity import job_fingerprint
-from maxent_lightning.merge import (
+from maxent_lightning.composition import (
     LogitAverage,
     logit_average,
     path_point,
@@ -21,9 +18,13 @@ from maxent_lightning.merge import (
     relative_barrier,
     weight_sum,
 )
+from maxent_lightning.data.datamodule import cached_source
+from maxent_lightning.errors import UserError
+from maxent_lightning.files import config_digest
+from maxent_lightning.identity import job_fingerprint
 from maxent_lightning.models import MLP
+from maxent_lightning.modulefile import ModuleRecord, load_module
 from maxent_lightning.results import COLUMNS
-from maxent_lightning.storage import ModuleRecord, config_digest, load_module
 
 SPEC = {"model": {"_target_": "maxent_lightning.models.MLP", "hidden": [8], "dropout": 0.0,
                   "output_bias": False},

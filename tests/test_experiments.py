@@ -16,9 +16,9 @@ from maxent_lightning.cli import TASKS, run_task
 from maxent_lightning.compat import hydra_internals
 from maxent_lightning.config import CONFIG_DIR, compose_config
 from maxent_lightning.errors import UserError
+from maxent_lightning.files import read_json
 from maxent_lightning.module import save_module
 from maxent_lightning.results import COLUMNS
-from maxent_lightning.storage import read_json
 
 COMPOSITION_TASKS = ("single", "pairwise", "complete", "mode_connectivity", "merge", "eval")
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))

@@ -16,7 +16,7 @@ import torch
 
 from maxent_lightning.data.sources import load_source
 from maxent_lightning.errors import UserError
-from maxent_lightning.storage import load_module
+from maxent_lightning.modulefile import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "extending.md"

@@ -16,9 +16,10 @@ from maxent_lightning.data.datamodule import split_indices
 from maxent_lightning.data.sources import load_source
 from maxent_lightning.errors import UserError
 from maxent_lightning.family import chunks, train_family, trainer, unsupported_reason
+from maxent_lightning.files import load_torch, read_json
+from maxent_lightning.modulefile import load_module
+from maxent_lightning.modulestore import ModuleStore
 from maxent_lightning.phases import tracks_val_metrics
-from maxent_lightning.storage import load_module, load_torch, read_json
-from maxent_lightning.store import ModuleStore
 from maxent_lightning.targets import rewarded_mask
 from maxent_lightning.training import train_module
 
@@ -160,7 +161,7 @@ def test_chunks_resume_and_skip(make_cfg, tmp_path, monkeypatch):
                 assert new[k] == pytest.approx(v, abs=1e-6), k
             elif k != "wall_s":  # stop_epochs too: the same with or without an interruption
                 assert new[k] == v, k
-    for p in store.plan(cfg, list(zip(sets, dirs, strict=True))):  # all done: nothing trained
+    for p in store.passes(cfg, list(zip(sets, dirs, strict=True))):  # all done: nothing trained
         assert [m["rewarded"] for m in store.train(p)] == [r for r, _ in p.members]
     assert calls == [2]
 
@@ -200,9 +201,9 @@ def test_fallbacks_are_logged(make_cfg, tmp_path, caplog):
                                        "family.cpu_convolutions=true")) is None
     cfg = make_cfg("model=lenet", "trainer.accelerator=cpu", "trainer.max_epochs=1")
     store = ModuleStore(tmp_path)
-    (cnn,) = store.plan(cfg, [([1], tmp_path / "cnn")])
+    (cnn,) = store.passes(cfg, [([1], tmp_path / "cnn")])
     assert cnn.trainer == "sequential" and "convolutions" in cnn.why
-    with caplog.at_level(logging.INFO, logger="maxent_lightning.store"):
+    with caplog.at_level(logging.INFO, logger="maxent_lightning.modulestore"):
         (m,) = store.train(cnn)
     assert "family training off (vectorized convolutions" in caplog.text
     assert m["rewarded"] == [1]
@@ -303,7 +304,7 @@ def test_bf16_modules_are_the_familys_by_every_path(make_cfg, tmp_path, caplog):
     alone = make_cfg("model.dropout=0", "trainer.precision=bf16-mixed", "imp=none",
                      "family.enabled=false")
     store = ModuleStore(tmp_path)
-    (one,) = store.plan(alone, [([6], tmp_path / "alone")])
+    (one,) = store.passes(alone, [([6], tmp_path / "alone")])
     assert one.trainer == "family" and one.chunk == 1  # a family of one
     store.train(one)
     assert "family training: 1 module(s)" in caplog.text

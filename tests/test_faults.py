@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from maxent_lightning import moduledir, storage
+from maxent_lightning import files as atomic_files
+from maxent_lightning import moduledir
 from maxent_lightning.errors import UserError
-from maxent_lightning.evaluate import Plan, run_plan
+from maxent_lightning.evaluate import Evaluation, run_evaluation
 from maxent_lightning.family import train_family
+from maxent_lightning.files import CorruptFile, save_torch
+from maxent_lightning.modulefile import load_module, record_digest
 from maxent_lightning.modulerun import Diverged
-from maxent_lightning.storage import CorruptFile, load_module, record_digest, save_torch
-from maxent_lightning.store import ModuleStore
+from maxent_lightning.modulestore import ModuleStore
 from maxent_lightning.training import train_module
 
 TINY = ["data=digits", "trainer.max_epochs=2", "imp.round_epochs=1", "model.hidden=[32]",
@@ -97,9 +99,9 @@ def test_nothing_diverged_is_stored_or_scored(make_cfg, tmp_path):
         assert not (tmp_path / d / "module.pt").exists() and not (tmp_path / d /
                                                                    "metrics.json").exists()
     x, y = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
-    plan = Plan()
-    plan.add("nan", plan.net(NaNNet()), [0])
-    scores = run_plan(plan, {"test": (x, y)}, 10, 5.0)["nan"]
+    evaluation = Evaluation()
+    evaluation.add("nan", evaluation.net(NaNNet()), [0])
+    scores = run_evaluation(evaluation, {"test": (x, y)}, 10, 5.0)["nan"]
     assert all(math.isnan(scores[k]) for k in ("rewarded_acc", "acc", "loss"))
 
 
@@ -175,7 +177,7 @@ def test_a_signal_in_a_sweep_says_which_jobs_did_not_run(tmp_path):
 # ------------------------------------------------------------------ lock waits
 HOLDER = """
 import sys
-from maxent_lightning import moduledir, storage
+from maxent_lightning import files as atomic_files, moduledir
 with moduledir.locked(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()  # until the test closes stdin
@@ -241,11 +243,11 @@ def test_temporaries_of_dead_writers_are_removed_by_the_next_write(tmp_path):
         seen.extend(p.name for p in tmp_path.iterdir() if p.name.startswith(".a.json."))
         fh.write(b"{}")
 
-    storage._atomic(tmp_path / "a.json", peek)
+    atomic_files._atomic(tmp_path / "a.json", peek)
     host = socket.gethostname()
     assert len(seen) == 1 and seen[0].startswith(f".a.json.{os.getpid()}@{host}.")
     suffix = seen[0].rsplit(".", 1)[1]
-    day = storage.STALE_TEMPORARY_S
+    day = atomic_files.STALE_TEMPORARY_S
     files = {  # name: (age in seconds, removed?)
         f".module.pt.{_dead_pid()}@{host}.{suffix}": (0, True),  # killed writer
         f".module.pt.{os.getpid()}@{host}.{suffix}": (0, False),  # a live writer (us)
@@ -259,6 +261,6 @@ def test_temporaries_of_dead_writers_are_removed_by_the_next_write(tmp_path):
     for name, (age, _) in files.items():
         (tmp_path / name).write_bytes(b"partial")
         os.utime(tmp_path / name, (time.time() - age, time.time() - age))
-    storage.write_json(tmp_path / "metrics.json", {"a": 1})
+    atomic_files.write_json(tmp_path / "metrics.json", {"a": 1})
     left = {p.name for p in tmp_path.iterdir()}
     assert left == {"a.json", "metrics.json"} | {n for n, (_, gone) in files.items() if not gone}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maxent_lightning.storage import load_module
+from maxent_lightning.modulefile import load_module
 
 pytestmark = pytest.mark.gpu
 

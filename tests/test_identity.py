@@ -26,8 +26,8 @@ from maxent_lightning.identity import (
     module_spec,
     spec_fingerprint,
 )
+from maxent_lightning.modulestore import ModuleStore
 from maxent_lightning.recipe import Recipe
-from maxent_lightning.store import ModuleStore
 from maxent_lightning.training import train_module
 
 CLASS = [4]
@@ -53,7 +53,7 @@ def test_the_quickstarts_module_is_reused_by_the_next_composition_job(tmp_path, 
     run_job(tmp_path / "train", "task=train", "rewarded=[2]", "imp.rounds=1")
     stored = list((tmp_path / "store" / "digits").iterdir())
     before = (stored[0] / "module.pt").stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="maxent_lightning.store"):
+    with caplog.at_level(logging.INFO, logger="maxent_lightning.modulestore"):
         run_job(tmp_path / "single", "task=single", "classes=[2,6]", "imp.rounds=1")
     assert "training 1 missing module(s) of seed 0: R=[6]" in caplog.text
     assert (stored[0] / "module.pt").stat().st_mtime_ns == before
@@ -67,7 +67,7 @@ def test_a_sequential_dense_module_is_the_twin_of_imp_round_0(tmp_path, make_cfg
         dense = make_cfg(f"loss={loss}", "imp=none")
         store = ModuleStore(tmp_path / loss)
         twin_dir = store.dir_for(dense, CLASS)
-        (one,) = store.plan(imp, [(CLASS, store.dir_for(imp, CLASS))],
+        (one,) = store.passes(imp, [(CLASS, store.dir_for(imp, CLASS))],
                             dense=[(dense, [(CLASS, twin_dir)])])
         assert one.twins == {tuple(CLASS): (Recipe.of(dense), twin_dir)}
         store.train(one)

@@ -11,11 +11,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from maxent_lightning.data.datamodule import MaxEntDataModule
 from maxent_lightning.errors import UserError
+from maxent_lightning.files import CorruptFile
 from maxent_lightning.module import MaxEntModule, save_module
-from maxent_lightning.storage import (
+from maxent_lightning.modulefile import (
     HPARAMS,
     MODULE_FORMAT,
-    CorruptFile,
     load_module,
     module_hparams,
     record_of,

@@ -8,8 +8,8 @@ from maxent_lightning.callbacks import IterativeMagnitudePruning
 from maxent_lightning.loss import MaxEntLoss
 from maxent_lightning.models import MLP
 from maxent_lightning.module import MaxEntModule
-from maxent_lightning.phases import plan
-from maxent_lightning.storage import load_module
+from maxent_lightning.modulefile import load_module
+from maxent_lightning.phases import schedule
 from maxent_lightning.training import train_module
 
 
@@ -79,7 +79,7 @@ def test_layerwise_prunes_biases_and_output_layer_at_half_rate():
 def test_rewind_restores_theta0_times_mask_and_callback_prunes_at_fit_end(make_cfg):
     net = _net()
     theta0 = {k: v.clone() for k, v in net.state_dict().items()}
-    phases = plan(make_cfg("imp=global", "imp.rounds=2", "imp.sparsity=0.75"), net)
+    phases = schedule(make_cfg("imp=global", "imp.rounds=2", "imp.sparsity=0.75"), net)
     pruner = IterativeMagnitudePruning(phases, theta0, phases.full_masks(net))
     with torch.no_grad():
         for p in net.parameters():
@@ -98,7 +98,7 @@ def test_masked_gradients_and_weights_stay_zero_through_adam_steps(make_cfg):
     """The module enforces its masks (the IMP callback only hands them over): gradients masked
     before each optimizer step, weights re-masked after it."""
     net = _net()
-    phases = plan(make_cfg("imp.rounds=1", "imp.sparsity=0.7"), net)
+    phases = schedule(make_cfg("imp.rounds=1", "imp.sparsity=0.7"), net)
     masks = M.prune_global(dict(net.named_parameters()), phases.full_masks(net), 0.7)
     config = {"_target_": "maxent_lightning.models.MLP", "hidden": [16, 8], "dropout": 0.0}
     module = MaxEntModule(config, MaxEntLoss(), [0], 4, input_shape=(20,), backbone=net)

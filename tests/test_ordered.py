@@ -11,9 +11,10 @@ from test_experiments import cli
 
 from maxent_lightning import classsets
 from maxent_lightning.errors import UserError
+from maxent_lightning.files import read_json
+from maxent_lightning.modulefile import load_module
 from maxent_lightning.phases import validate
 from maxent_lightning.results import ADDED, COLUMNS
-from maxent_lightning.storage import load_module, read_json
 from multirun_analysis import analyze, load_runs
 from multirun_analysis.figures import one_order
 

@@ -11,7 +11,7 @@ from maxent_lightning.cpu import denormals_flushed
 from maxent_lightning.errors import UserError
 from maxent_lightning.imp import STRATEGIES, strategy
 from maxent_lightning.models import MLP
-from maxent_lightning.phases import StopRule, imp_used, plan
+from maxent_lightning.phases import StopRule, imp_used, schedule
 
 
 def _net():
@@ -20,7 +20,7 @@ def _net():
 
 
 def test_plan_lists_rounds_then_the_final_phase(make_cfg):
-    phases = plan(make_cfg("seed=3", "imp=global", "imp.rounds=2", "imp.sparsity=0.99",
+    phases = schedule(make_cfg("seed=3", "imp=global", "imp.rounds=2", "imp.sparsity=0.99",
                            "trainer.max_epochs=6", "imp.round_epochs=null"), _net())
     assert phases.rounds == 2 and [p.round for p in phases.phases] == [0, 1, 2]
     assert [p.final for p in phases.phases] == [False, False, True]
@@ -34,7 +34,7 @@ def test_plan_lists_rounds_then_the_final_phase(make_cfg):
 
 def test_dense_plan_has_only_the_final_phase(make_cfg):
     cfg = make_cfg("imp=none")
-    phases = plan(cfg, _net())
+    phases = schedule(cfg, _net())
     assert len(phases.phases) == 1 and phases.phases[0].final and phases.rate == 0.0
     assert not imp_used(cfg.imp)
 
@@ -42,7 +42,7 @@ def test_dense_plan_has_only_the_final_phase(make_cfg):
 @pytest.mark.parametrize("scope", sorted(STRATEGIES))
 def test_plan_prunes_with_the_configured_strategy(make_cfg, scope):
     net = _net()
-    phases = plan(make_cfg(f"imp.scope={scope}", "imp.rounds=1", "imp.sparsity=0.5"), net)
+    phases = schedule(make_cfg(f"imp.scope={scope}", "imp.rounds=1", "imp.sparsity=0.5"), net)
     assert any(n.endswith(".bias") for n in phases.prunable) == (scope == "layerwise")
     masks = phases.next_masks(dict(net.named_parameters()), phases.full_masks(net))
     if scope == "global":

@@ -45,7 +45,7 @@ def test_plan_expands_dedups_and_groups(tmp_path, fast_overrides):
     sweep = ["seed=0,1", "cardinality=1,2", "pair=0,1,2"]
     with master(tmp_path, fixed(tmp_path, fast_overrides), sweep) as cfg:
         jobs = planner.sweep_jobs(cfg)
-        plan = planner.make_plan(cfg)
+        plan = planner.plan_sweep(cfg)
     assert len(jobs) == plan.jobs == 2 * 2 * 3
     assert {"seed=1", "cardinality=2", "pair=2"} <= set(jobs[-1])
     per_seed = set()
@@ -67,13 +67,13 @@ def test_plan_expands_dedups_and_groups(tmp_path, fast_overrides):
 def test_resume_counts_stored_modules(tmp_path, fast_overrides):
     sweep = ["loss=maxent,cross_entropy", "pair=0,1"]
     with master(tmp_path, fixed(tmp_path, fast_overrides), sweep) as cfg:
-        plan = planner.make_plan(cfg)
+        plan = planner.plan_sweep(cfg)
         planner.check_store(plan)
         groups = list(plan.groups.values())
         assert len(groups) == 2 and groups[0].passes == 1 and groups[1].passes >= 1
         del plan.groups[next(k for k, g in plan.groups.items() if g is groups[1])]
         planner.train(plan)  # the maxent group only: a sweep killed after its first pass
-        again = planner.make_plan(cfg)
+        again = planner.plan_sweep(cfg)
         planner.check_store(again)
     stored = len(groups[0].modules)
     assert again.modules == stored + len(groups[1].modules)
@@ -86,14 +86,14 @@ def test_dense_modules_are_stored_from_the_imp_round_0(tmp_path, fast_overrides)
     from that round, the module a dense training gives (tests/same.py; dropout included)."""
     sweep = ["imp=global,none", "loss=maxent,cross_entropy", "pair=0,1"]
     with master(tmp_path, fixed(tmp_path, fast_overrides, "trainer.max_epochs=2"), sweep) as cfg:
-        plan = planner.make_plan(cfg)
+        plan = planner.plan_sweep(cfg)
         planner.check_store(plan)
         dense = [g for g in plan.groups.values() if not g.cfg.imp.enabled]
         assert len(dense) == 2 and all(not g.missing and g.deferred for g in dense)
         assert plan.twins == sum(len(g.deferred) for g in dense) == plan.missing
         assert "dense module(s) stored from the IMP round 0" in planner.describe(plan)
         planner.train(plan)
-        again = planner.make_plan(cfg)
+        again = planner.plan_sweep(cfg)
         planner.check_store(again)
         assert again.missing == 0 and again.twins == 0
         for g in dense:
@@ -105,7 +105,7 @@ def test_dense_modules_are_stored_from_the_imp_round_0(tmp_path, fast_overrides)
 
 def test_unknown_task_and_bad_jobs_are_not_planned(tmp_path, fast_overrides):
     with master(tmp_path, fixed(tmp_path, fast_overrides, "n_pairs=2"), ["pair=0,5"]) as cfg:
-        plan = planner.make_plan(cfg)
+        plan = planner.plan_sweep(cfg)
     assert plan.jobs == 2 and sum(plan.unplanned.values()) == 1  # pair=5 fails in its job
     assert "pair=5 must be in 0..1" in next(iter(plan.unplanned))
 

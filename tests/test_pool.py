@@ -17,7 +17,7 @@ from maxent_lightning import planner, pool
 from maxent_lightning.family import pick_device
 from maxent_lightning.launcher import jobs_line
 from maxent_lightning.moduledir import MODULE
-from maxent_lightning.store import TrainingPass
+from maxent_lightning.modulestore import TrainingPass
 from maxent_lightning.tasks import train_pass
 
 
@@ -91,7 +91,7 @@ def test_two_cpu_workers_store_the_same_modules_as_one(tmp_path, fast_overrides,
     for n in (2, 1):
         root = tmp_path / f"w{n}"
         with master(root, fixed(root, fast_overrides, "family.chunk_size=2"), sweep) as cfg:
-            plan = planner.make_plan(cfg)
+            plan = planner.plan_sweep(cfg)
             planner.check_store(plan, twins=False)
             works = planner.works(plan)
             assert [w.index for w in works] == list(range(1, len(works) + 1))

@@ -19,8 +19,9 @@ import torch
 
 from maxent_lightning.cli import unwritable
 from maxent_lightning.errors import UserError
-from maxent_lightning.storage import CorruptFile, load_module, write_json, write_text
-from maxent_lightning.store import ModuleStore
+from maxent_lightning.files import CorruptFile, write_json, write_text
+from maxent_lightning.modulefile import load_module
+from maxent_lightning.modulestore import ModuleStore
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bad_input_matrix",
@@ -149,13 +150,13 @@ def test_accelerator_gpu_without_a_gpu_is_one_line(world):
 
 def test_the_largest_imp_rounds_allowed_plans_at_once(make_cfg):
     from maxent_lightning.models import MLP
-    from maxent_lightning.phases import MAX_IMP_ROUNDS, plan
+    from maxent_lightning.phases import MAX_IMP_ROUNDS, schedule
 
     cfg = make_cfg(f"imp.rounds={MAX_IMP_ROUNDS}", "imp.round_epochs=null")
-    phases = plan(cfg, MLP(input_shape=(4,), num_classes=3, hidden=[8]))
+    phases = schedule(cfg, MLP(input_shape=(4,), num_classes=3, hidden=[8]))
     assert phases.rounds == MAX_IMP_ROUNDS and phases.phases[0].epochs == 1
     with pytest.raises(UserError, match=f"imp.rounds={MAX_IMP_ROUNDS + 1} is more than"):
-        plan(make_cfg(f"imp.rounds={MAX_IMP_ROUNDS + 1}"), MLP(input_shape=(4,), num_classes=3))
+        schedule(make_cfg(f"imp.rounds={MAX_IMP_ROUNDS + 1}"), MLP(input_shape=(4,), num_classes=3))
 
 
 def test_merge_of_overlapping_class_sets_is_refused(world, tmp_path):
@@ -185,9 +186,9 @@ def test_a_failing_sweep_job_does_not_stop_the_others(world, tmp_path):
 # ------------------------------------------------------------------ atomic, verified outputs
 NON_ATOMIC = re.compile(r"torch\.save\(|\.write_text\(|\.write_bytes\(|json\.dump\(|"
                         r"\.to_csv\((?![a-z_]+=|\))|np\.save|open\([^)]*['\"][wa]b?['\"]")
-# Writers allowed: storage._atomic itself, the lock file of a directory, downloads (.part +
+# Writers allowed: files._atomic itself, the lock file of a directory, downloads (.part +
 # rename), small CIFAR-format files (a temporary folder + rename).
-ALLOWED = {"storage.py", "moduledir.py", "sources.py", "cifar_files.py"}
+ALLOWED = {"files.py", "moduledir.py", "sources.py", "cifar_files.py"}
 
 
 def test_every_trusted_file_goes_through_an_atomic_writer():
@@ -209,10 +210,10 @@ def test_atomic_write_keeps_old_file_when_the_writer_dies(tmp_path):
         fh.write(b'{"half": ')
         raise KeyboardInterrupt
 
-    from maxent_lightning import storage
+    from maxent_lightning import files
 
     with pytest.raises(KeyboardInterrupt):
-        storage._atomic(path, dies)
+        files._atomic(path, dies)
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -364,18 +365,19 @@ def test_sigkill_after_first_imp_round_then_rerun_matches_uninterrupted(tmp_path
 WORKER = """
 import json, sys, time
 from pathlib import Path
-import maxent_lightning.storage as storage
+import maxent_lightning.files as files
+import maxent_lightning.modulefile as modulefile
 
 log = Path({log!r})
-real = storage.save_torch
+real = files.save_torch
 def counted(path, obj):
     with open(log, "a") as fh:
         fh.write(f"{{Path(path).name}}\\n")
     return real(path, obj)
-storage.save_torch = counted  # before the modules that import it by name
+files.save_torch = counted  # before the modules that import it by name
 
 from maxent_lightning.config import compose_config
-from maxent_lightning.store import ModuleStore
+from maxent_lightning.modulestore import ModuleStore
 cfg = compose_config([*{fast!r}, "imp.rounds=1", "trainer.max_epochs=1",
                       "family.enabled={family}", "paths.store_dir={tmp}/store"])
 ready = Path({tmp!r}) / f"ready_{{sys.argv[1]}}"
@@ -383,7 +385,7 @@ ready.touch()
 while len(list(Path({tmp!r}).glob("ready_*"))) < 2:
     time.sleep(0.01)
 path = ModuleStore(cfg.store.root).get_many(cfg, [[3]])
-rec = storage.load_module(path[0])
+rec = modulefile.load_module(path[0])
 print(json.dumps({{"rewarded": rec.rewarded}}))
 """
 

@@ -1,7 +1,7 @@
-"""The package's import structure: tasks → store → {sequential trainer, family package} → {module
-directory, phase plan, IMP strategies} → {storage, data, masks}; no circles, no import of another
-module's underscore names, no in-function import of the package's own modules; the family package
-is entered through its face (``family/__init__.py``) only."""
+"""The package's import structure: tasks → module store → {sequential trainer, family package}
+→ {module directory, phase plan, IMP strategies} → {module file, files, data, masks}; no circles,
+no import of another module's underscore names, no in-function import of the package's own
+modules; the family package is entered through its face (``family/__init__.py``) only."""
 
 import ast
 import os
@@ -72,11 +72,11 @@ def test_no_private_names_and_no_in_function_imports_of_the_package():
 
 
 @pytest.mark.parametrize("low,high", [
-    ("maxent_lightning.training", "maxent_lightning.store"),
-    ("maxent_lightning.family", "maxent_lightning.store"),
+    ("maxent_lightning.training", "maxent_lightning.modulestore"),
+    ("maxent_lightning.family", "maxent_lightning.modulestore"),
     ("maxent_lightning.training", "maxent_lightning.family"),
     ("maxent_lightning.family", "maxent_lightning.training"),
-    ("maxent_lightning.store", "maxent_lightning.jobs"),
+    ("maxent_lightning.modulestore", "maxent_lightning.jobs"),
     ("maxent_lightning.moduledir", "maxent_lightning.training"),
     ("maxent_lightning.moduledir", "maxent_lightning.modulerun"),
     ("maxent_lightning.moduledir", "maxent_lightning.plots"),  # the protocol draws nothing
@@ -102,8 +102,10 @@ def test_the_planner_imports_nothing_of_the_family():
                 if t == "maxent_lightning.family" or t.startswith("maxent_lightning.family.")]
 
 
-def test_storage_imports_nothing_of_the_package_but_errors():
-    assert GRAPH["maxent_lightning.storage"] == {"maxent_lightning.errors"}
+def test_files_import_nothing_of_the_package_but_errors():
+    assert GRAPH["maxent_lightning.files"] == {"maxent_lightning.errors"}
+    assert GRAPH["maxent_lightning.modulefile"] == {"maxent_lightning.errors",
+                                                    "maxent_lightning.files"}
 
 
 # ---------------------------------------------------------------- library internals (compat.py)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from maxent_lightning.builders import net_from_record
-from maxent_lightning.storage import load_module
+from maxent_lightning.modulefile import load_module
 from maxent_lightning.training import train_module
 
 TINY = [

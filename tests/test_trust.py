@@ -11,10 +11,11 @@ import torch
 from omegaconf import open_dict
 
 from maxent_lightning.errors import UserError
+from maxent_lightning.files import CorruptFile, save_torch
 from maxent_lightning.identity import job_fingerprint, module_spec, spec_fingerprint
 from maxent_lightning.module import MaxEntModule
-from maxent_lightning.storage import CorruptFile, load_module, record_digest, save_torch
-from maxent_lightning.store import ModuleStore
+from maxent_lightning.modulefile import load_module, record_digest
+from maxent_lightning.modulestore import ModuleStore
 
 
 @pytest.fixture(scope="module")

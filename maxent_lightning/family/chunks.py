@@ -14,7 +14,7 @@ from .. import moduledir
 from ..builders import build_datamodule, build_net, data_source
 from ..cpu import denormals_flushed, reused_host_memory
 from ..modulerun import Diverged
-from ..phases import plan, validate
+from ..phases import schedule, validate
 from ..recipe import Recipe
 from .member import Member
 from .memory import pick_device, plan_sizes
@@ -45,7 +45,7 @@ def _deterministic(setting):
 def _train_chunk(recipe: Recipe, members: list[Member], device, group: int) -> list[dict]:
     start_time = time.perf_counter()
     trainer = FamilyTrainer(recipe, members, device, group)
-    phases = trainer.plan
+    phases = trainer.schedule
     origin = {"dm": trainer.dm, "theta0_id": trainer.theta0_id,
               "temperature": trainer.loss.temperature}
     for k, m in enumerate(members):
@@ -53,7 +53,7 @@ def _train_chunk(recipe: Recipe, members: list[Member], device, group: int) -> l
         if m.twin is not None and m.start > 0:  # round 0 is done: the twin trains on its own
             m.twin = None
         if (t := m.twin) is not None:
-            t.resume(plan(t.recipe.config, trainer.net), trainer.net, trainer.streams.steps(k),
+            t.resume(schedule(t.recipe.config, trainer.net), trainer.net, trainer.streams.steps(k),
                      **origin)
     twins = [m.twin for m in members if m.twin is not None]
     with (_deterministic(recipe.trainer.get("deterministic")), reused_host_memory(),

@@ -18,11 +18,11 @@ from torch.func import functional_call, vmap
 
 from ..builders import build_datamodule, init_theta0
 from ..dropout import generator, keep_mask, stream_dropouts
-from ..evaluate import Plan, lean_trainer, run_plan
+from ..evaluate import Evaluation, lean_trainer, run_evaluation
 from ..loss import MaxEntLoss, kl_to_target
 from ..metrics import evaluation_metrics
 from ..modulerun import Diverged
-from ..phases import Phase, StopRule, phase_callbacks, plan
+from ..phases import Phase, StopRule, phase_callbacks, schedule
 from ..recipe import Recipe
 from ..targets import make_targets
 from .member import Member
@@ -63,8 +63,8 @@ class FamilyTrainer:
         self.net.to(device)
         self.loss = instantiate(recipe.loss)
         assert isinstance(self.loss, MaxEntLoss)
-        self.plan = plan(recipe.config, self.net)
-        self.prunable, self.track = list(self.plan.prunable), self.plan.val_metrics
+        self.schedule = schedule(recipe.config, self.net)
+        self.prunable, self.track = list(self.schedule.prunable), self.schedule.val_metrics
         c = self.dm.num_classes
         labels = torch.arange(c)
         self.tables = torch.stack([make_targets(labels, m.rewarded, c, recipe.loss.targets)
@@ -223,15 +223,15 @@ class FamilyTrainer:
         phase.begin(self.dm)
         self.streams.begin(phase.shuffle_seed)
         epochs = phase.epochs
-        log.info("family %s: %d module(s), up to %d epochs%s", self.plan.label(phase) or "dense",
-                 len(rows), epochs, "".join(f", {n} sparse ({alive[n]:.1%} alive)"
-                                            for n in sorted(sparse)))
+        log.info("family %s: %d module(s), up to %d epochs%s",
+                 self.schedule.label(phase) or "dense", len(rows), epochs,
+                 "".join(f", {n} sparse ({alive[n]:.1%} alive)" for n in sorted(sparse)))
         for epoch in range(epochs):
             began = time.perf_counter()
             train_loss = self.train_epoch(stack, rows, [gens[k] for k in rows])
             val, extra = self.val_losses(stack, rows)
             log.info("family %s epoch %d/%d: %d module(s), mean val/loss %.4f, %.1f s",
-                     self.plan.label(phase) or "dense", epoch + 1, epochs, len(rows),
+                     self.schedule.label(phase) or "dense", epoch + 1, epochs, len(rows),
                      float(val.mean()), time.perf_counter() - began)
             stopped = []
             for i, k in enumerate(rows):
@@ -268,14 +268,14 @@ class FamilyTrainer:
             try:
                 m.check_round(phase, m.keeper, m.weights)
             except Diverged as err:
-                m.failed, m.start = str(err), self.plan.rounds + 1
+                m.failed, m.start = str(err), self.schedule.rounds + 1
                 continue
             if phase.final:
                 continue
             if phase.round == 0 and m.twin is not None:  # its round 0 is this dense module
                 m.twin.weights, m.twin.stop_epochs = m.weights, m.stop_epochs[:1]
                 m.twin.steps = m.steps
-            m.end_round(phase, m.keeper, self.plan.next_masks(m.weights, m.masks))
+            m.end_round(phase, m.keeper, self.schedule.next_masks(m.weights, m.masks))
 
     def finish(self, members: list[Member], wall_s: float) -> list[dict]:
         """Test the members together (one ``Trainer.test`` of a plan with one net each, a
@@ -283,18 +283,19 @@ class FamilyTrainer:
         recipe, dm = self.recipe, self.dm
         if not members:
             return []
-        plan, nets = Plan(), []
+        evaluation, nets = Evaluation(), []
         for i, m in enumerate(members):
             net = copy.deepcopy(self.net)
             net.load_state_dict({n: w.cpu() for n, w in m.weights.items()})
             nets.append(net)
-            plan.add(str(i), plan.net(net), m.rewarded)
+            evaluation.add(str(i), evaluation.net(net), m.rewarded)
         x, _, y = dm.test
         cuda = self.device.type == "cuda"
         trainer = lean_trainer("gpu" if cuda else "cpu", [self.device.index or 0] if cuda else 1,
                                recipe.trainer.get("precision", "32-true"))
-        scores = run_plan(plan, {"test": (x, y)}, dm.num_classes, self.loss.temperature, trainer,
-                          targets=recipe.loss.targets, batch_size=dm.eval_batch_size)
+        scores = run_evaluation(evaluation, {"test": (x, y)}, dm.num_classes,
+                                self.loss.temperature, trainer, targets=recipe.loss.targets,
+                                batch_size=dm.eval_batch_size)
         return [self._store(m, net, scores[str(i)], wall_s)
                 for i, (m, net) in enumerate(zip(members, nets, strict=True))]
 

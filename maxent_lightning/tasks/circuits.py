@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from .. import circuits as C
+from .. import circuit_analysis as C
 from ..data.datamodule import check_rewarded
 from ..errors import UserError
+from ..files import write_text
 from ..jobs import Job, Outcome
-from ..storage import write_text
 
 ID_COLUMNS = ["task", "experiment", "data", "model", "loss", "imp", "sparsity", "temperature",
               "seed", "num_classes"]

@@ -7,10 +7,10 @@ from omegaconf import DictConfig
 
 from ..builders import net_from_record
 from ..classsets import class_permutation, class_set
+from ..composition import sum_states
 from ..errors import UserError
-from ..evaluate import Plan
+from ..evaluate import Evaluation
 from ..jobs import Job, Outcome, merge_kinds
-from ..merge import sum_states
 from ..phases import permutation_value
 
 # Confusion matrices of every step go to metrics.json up to this many classes (else the last).
@@ -34,18 +34,18 @@ def run(job: Job) -> Outcome:
     T = records[0].temperature
     # every step of both kinds in one pass: n module nets (each run once per batch; step k's
     # logit average reads the first k) and n weight sums
-    plan = Plan()
-    ids = [plan.net(net_from_record(rec)) for rec in records] if "logit" in kinds else []
+    evaluation = Evaluation()
+    ids = [evaluation.net(net_from_record(rec)) for rec in records] if "logit" in kinds else []
     state = None
     for k, rec in enumerate(records, start=1):
         for kind in kinds:
             if kind == "weight":
                 state = rec.state_dict if state is None else sum_states([state, rec.state_dict])
-                terms = job.merged_net(plan, net_from_record(records[0], state))
+                terms = job.merged_net(evaluation, net_from_record(records[0], state))
             else:
                 terms = [(i, 1.0 / k) for i in ids[:k]]
-            plan.add(f"{kind}{k}", terms, order[:k])
-    scored = job.evaluate(plan, T)
+            evaluation.add(f"{kind}{k}", terms, order[:k])
+    scored = job.evaluate(evaluation, T)
     rows, confusions, curves = [], [], {k: ([], []) for k in kinds}
     for k in range(1, len(records) + 1):
         rewarded = order[:k]

@@ -5,7 +5,7 @@ from ..builders import net_from_record
 from ..classsets import class_set
 from ..data.datamodule import check_rewarded
 from ..errors import UserError
-from ..evaluate import Plan
+from ..evaluate import Evaluation
 from ..jobs import Job, Outcome
 
 
@@ -18,9 +18,9 @@ def run(job: Job) -> Outcome:
     rewarded = (rec.rewarded if cfg.eval.rewarded is None
                 else check_rewarded(list(cfg.eval.rewarded), rec.num_classes,
                                     rec.spec["data"]["name"]))
-    plan = Plan()
-    plan.add("module", plan.net(net_from_record(rec)), rewarded)
-    values, confusion = job.evaluate(plan, rec.temperature)["module"]
+    evaluation = Evaluation()
+    evaluation.add("module", evaluation.net(net_from_record(rec)), rewarded)
+    values, confusion = job.evaluate(evaluation, rec.temperature)["module"]
     row = job.record_row(rec, class_set=class_set(rewarded), merge="none", split="test",
                          **values)
     job.confusion("confusion", confusion, job.splits.classes, title=f"R={rewarded}")

@@ -6,10 +6,11 @@ compositions on the union of their rewarded sets, and save the weight sum as ``m
 from .. import masks as M
 from ..builders import net_from_record
 from ..classsets import class_set
-from ..evaluate import Plan
+from ..evaluate import Evaluation
+from ..files import config_digest
 from ..jobs import Job, Outcome, merge_kinds
 from ..module import save_module
-from ..storage import ModuleRecord, config_digest
+from ..modulefile import ModuleRecord
 
 
 def merged_record(records: list[ModuleRecord], net, union: list[int], metrics: dict):
@@ -29,12 +30,13 @@ def run(job: Job) -> Outcome:
     records = job.checkpoints()
     first = records[0]
     union = sorted({c for r in records for c in r.rewarded})
-    plan = Plan()
-    ids = [plan.net(net_from_record(rec)) for rec in records]
+    evaluation = Evaluation()
+    ids = [evaluation.net(net_from_record(rec)) for rec in records]
     for i, rec in zip(ids, records, strict=True):
-        plan.add(f"module{i}", i, rec.rewarded)
-    nets = job.plan_merges(plan, records, ids, union, merge_kinds(cfg), cfg.merge.logit_weights)
-    scored = job.evaluate(plan, first.temperature)
+        evaluation.add(f"module{i}", i, rec.rewarded)
+    nets = job.add_merges(evaluation, records, ids, union, merge_kinds(cfg),
+                          cfg.merge.logit_weights)
+    scored = job.evaluate(evaluation, first.temperature)
     rows = [job.record_row(rec, class_set=class_set(rec.rewarded), merge="none", split="test",
                            **scored[f"module{i}"][0]) for i, rec in zip(ids, records, strict=True)]
     summary = {"checkpoints": [str(p) for p in job.module_paths], "union": union,

@@ -10,10 +10,10 @@ from omegaconf import DictConfig
 
 from ..builders import net_from_record
 from ..classsets import class_permutation, class_set, pick_pair
+from ..composition import path_point, relative_barrier, sum_states
 from ..errors import UserError
-from ..evaluate import Plan
+from ..evaluate import Evaluation
 from ..jobs import Job, Outcome
-from ..merge import path_point, relative_barrier, sum_states
 from ..phases import permutation_value
 
 
@@ -56,12 +56,13 @@ def run(job: Job) -> Outcome:
                   else sum_states([theta1, records[last - 1].state_dict]))
         theta2, rewarded = records[last].state_dict, sorted(sum(sets[: last + 1], []))
         # one Trainer.test per path: its points (BatchNorm recalibrated) on both splits
-        plan = Plan()
+        evaluation = Evaluation()
         for t in ts:
-            i = job.merged_net(plan, net_from_record(records[0], path_point(theta1, theta2, t)))
+            point = net_from_record(records[0], path_point(theta1, theta2, t))
+            i = job.merged_net(evaluation, point)
             for split in splits_scored:
-                plan.add(f"{split}{t}", i, rewarded, split)
-        result = job.evaluate(plan, records[0].temperature)
+                evaluation.add(f"{split}{t}", i, rewarded, split)
+        result = job.evaluate(evaluation, records[0].temperature)
         scored = {split: [result[f"{split}{t}"][0] for t in ts] for split in splits_scored}
         for split, values in scored.items():
             barrier = relative_barrier([v["loss_value"] for v in values], ts)

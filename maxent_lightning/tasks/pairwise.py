@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 from ..builders import net_from_record
 from ..classsets import class_set, pick_pair
-from ..evaluate import Plan
+from ..evaluate import Evaluation
 from ..jobs import Job, Outcome, merge_kinds
 
 
@@ -27,12 +27,13 @@ def run(job: Job) -> Outcome:
     records = job.modules(list(pair))
     union = sorted(pair[0] + pair[1])
     common = {"cardinality": int(cfg.cardinality), "pair": int(cfg.pair), "split": "test"}
-    plan = Plan()
-    ids = [plan.net(net_from_record(rec)) for rec in records]
+    evaluation = Evaluation()
+    ids = [evaluation.net(net_from_record(rec)) for rec in records]
     for i, rewarded in zip(ids, pair, strict=True):
-        plan.add(f"R{class_set(rewarded)}", i, rewarded)
-    kinds = job.plan_merges(plan, records, ids, union, merge_kinds(cfg), cfg.merge.logit_weights)
-    scored = job.evaluate(plan, records[0].temperature)
+        evaluation.add(f"R{class_set(rewarded)}", i, rewarded)
+    kinds = job.add_merges(evaluation, records, ids, union, merge_kinds(cfg),
+                           cfg.merge.logit_weights)
+    scored = job.evaluate(evaluation, records[0].temperature)
     rows = [job.row(class_set=class_set(rewarded), merge="none", **common,
                     **scored[f"R{class_set(rewarded)}"][0]) for rewarded in pair]
     summary = {"pair": [pair[0], pair[1]], "union": union, "confusions": []}

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from ..builders import net_from_record
 from ..classsets import class_set, sample_pairs
 from ..data.datamodule import check_rewarded
-from ..evaluate import Plan
+from ..evaluate import Evaluation
 from ..jobs import Job, Outcome
 
 
@@ -32,11 +32,11 @@ def run(job: Job) -> Outcome:
     splits = job.load_data()
     sets = rewarded_sets(cfg, splits.num_classes)
     records = job.modules(sets, compose=False)
-    plan = Plan()
+    evaluation = Evaluation()
     for rewarded, rec in zip(sets, records, strict=True):
-        plan.add(class_set(rewarded), plan.net(net_from_record(rec)), rewarded)
+        evaluation.add(class_set(rewarded), evaluation.net(net_from_record(rec)), rewarded)
     # one pass for all modules; temperatures are equal (one config)
-    scored = job.evaluate(plan, records[0].temperature)
+    scored = job.evaluate(evaluation, records[0].temperature)
     rows, confusions = [], []
     for rewarded in sets:
         name = class_set(rewarded)

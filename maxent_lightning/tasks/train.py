@@ -12,12 +12,12 @@ from omegaconf import DictConfig
 from .. import moduledir
 from ..builders import data_source
 from ..data.datamodule import check_rewarded
+from ..files import read_json
 from ..identity import module_spec, spec_fingerprint
+from ..modulestore import ModuleStore
 from ..phases import imp_used, validate
 from ..plots import confusion_png, wants_figures
 from ..recipe import Recipe
-from ..storage import read_json
-from ..store import ModuleStore
 
 
 def claim_output_dir(out: Path, cfg: DictConfig, fingerprint: str) -> None:

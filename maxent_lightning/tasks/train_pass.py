@@ -9,10 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..builders import named_model
 from ..devices import setup_device
 from ..errors import UserError
+from ..files import read_json
 from ..jobs import job_num
+from ..modulestore import ModuleStore
 from ..recipe import Recipe
-from ..storage import read_json
-from ..store import ModuleStore
 
 
 def run(cfg: DictConfig) -> dict:

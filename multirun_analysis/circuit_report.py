@@ -2,7 +2,7 @@
 
 ``report(frames, out_dir)`` takes every ``results.csv`` row with ``task=circuits`` and writes
 ``circuits.md`` plus one CSV per table and the seed-averaged overlap and necessity figures, per
-experiment. Standalone: ``python -m multirun_analysis.circuits DIR [DIR ...] --out OUT``.
+experiment. Standalone: ``python -m multirun_analysis.circuit_report DIR [DIR ...] --out OUT``.
 Numbers read "mean (std)": the mean over seeds of a per-seed value, its std over seeds.
 """
 
@@ -222,7 +222,7 @@ def report(frames: pd.DataFrame, out_dir) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m multirun_analysis.circuits",
+    parser = argparse.ArgumentParser(prog="python -m multirun_analysis.circuit_report",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", help="multirun (or job) directories")
     parser.add_argument("--out", required=True, help="folder for tables and figures")

@@ -2,7 +2,7 @@
 set, seed) is trained once and reused by every experiment that needs it. The store owns the
 training plan: which modules train together, by which trainer (the family where the config
 allows it, else the sequential one), how many per pass and which dense twins a pass stores
-(``ModuleStore.plan``); single runs (``get_many``) and the sweep planner go through it."""
+(``ModuleStore.passes``); single runs (``get_many``) and the sweep planner go through it."""
 
 import logging
 from collections.abc import Sequence
@@ -109,7 +109,7 @@ class ModuleStore:
                 log.warning("module R=%s seed=%s: %s; retraining it", rewarded, seed, why)
                 moduledir.discard(directory)
 
-    def plan(self, recipe: Recipe, members: Members, dense=()) -> list[TrainingPass]:
+    def passes(self, recipe: Recipe, members: Members, dense=()) -> list[TrainingPass]:
         """The passes that train ``members`` ((rewarded, dir) modules of ``recipe``, to train):
         a family pass holds up to ``chunk`` of them (cross-entropy ones with equally many steps
         per epoch: ``family.passes``), a sequential pass one. ``dense``: (config, members) of
@@ -176,7 +176,7 @@ class ModuleStore:
         if missing:
             log.info("store %s: training %d missing module(s) of seed %s: %s", self.root,
                      len(missing), recipe.seed, " ".join(f"R={r}" for r, _, _ in missing))
-            for p in self.plan(recipe, [(r, d) for r, d, _ in missing]):
+            for p in self.passes(recipe, [(r, d) for r, d, _ in missing]):
                 self.train(p, quiet)
         return [d / moduledir.MODULE for d in dirs]
 

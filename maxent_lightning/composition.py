@@ -10,7 +10,7 @@ from torch import nn
 from . import masks as M
 from .builders import net_from_record
 from .errors import UserError
-from .storage import ModuleRecord
+from .modulefile import ModuleRecord
 
 State = dict[str, torch.Tensor]
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -24,10 +24,10 @@ from torch import nn
 from . import masks as M
 from .builders import net_from_record
 from .circuit_figures import NecessityTarget, necessity_png, overlap_png  # noqa: F401 (task)
-from .evaluate import Plan, run_plan
-from .merge import State, check_composable, sum_states
+from .composition import State, check_composable, sum_states
+from .evaluate import Evaluation, run_evaluation
+from .modulefile import ModuleRecord
 from .plots import plt
-from .storage import ModuleRecord
 
 ALL_LAYERS = "all"
 UNITS = "/units"
@@ -162,11 +162,11 @@ class TestSet:
     classes: list[int]
     trainer: Callable[[], L.Trainer] | None = None
 
-    def score(self, plan: Plan) -> dict[str, dict]:
-        """Every candidate of ``plan`` in one ``Trainer.test``: its scores, its accuracy per
+    def score(self, evaluation: Evaluation) -> dict[str, dict]:
+        """Every candidate of ``evaluation`` in one ``Trainer.test``: its scores, its accuracy per
         class (``per_class``) and mean entropy per class (``class_entropy``)."""
-        out = run_plan(plan, {"test": (self.x, self.y)}, self.num_classes, self.temperature,
-                       self.trainer() if self.trainer else None)
+        out = run_evaluation(evaluation, {"test": (self.x, self.y)}, self.num_classes,
+                             self.temperature, self.trainer() if self.trainer else None)
         for v in out.values():
             conf = v.pop("confusion").double()
             v["per_class"] = (conf.diag() / conf.sum(1).clamp_min(1)).tolist()
@@ -218,13 +218,13 @@ class Compositions:
     def score(self, models: dict) -> dict:
         """{key: scores} of ``{key: (a net, or logit terms over the modules, rewarded)}``, all
         in one pass (each module's net runs once per batch)."""
-        plan = Plan()
+        evaluation = Evaluation()
         for net in self.modules:
-            plan.net(net)
+            evaluation.net(net)
         for key, (model, rewarded) in models.items():
-            plan.add(repr(key), plan.net(model) if isinstance(model, nn.Module) else model,
-                     rewarded)
-        out = self.ts.score(plan)
+            ref = evaluation.net(model) if isinstance(model, nn.Module) else model
+            evaluation.add(repr(key), ref, rewarded)
+        out = self.ts.score(evaluation)
         return {key: out[repr(key)] for key in models}
 
     def others_sum(self, i: int) -> State:
