@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import compare, figures, tables
-from .circuits import report as circuits_report
+from .circuit_report import report as circuits_report
 from .load import AnalysisError, NoRows, Runs, load_runs
 
 TABLES = {"table1": tables.table1, "table2": tables.table2, "table4": tables.table4}
