@@ -20,7 +20,7 @@ the import path. Other launchers (``hydra/launcher=joblib``,
 Hydra's reference. The Hydra internals used here are ``compat``'s: under another Hydra, each
 job is composed by Hydra's own ``load_sweep_config`` (as the basic sweeper and launcher do).
 
-A job the sweep planner found finished (``planner.make_plan``: its directory holds its
+A job the sweep planner found finished (``planner.plan_sweep``: its directory holds its
 ``metrics.json``) is not launched by the fast sweeper, whatever the launcher: the sweeper prints
 its skip line (the one the job itself would print) and launches the other jobs in contiguous
 runs, each run from its first job's number, so every job keeps its number and directory

@@ -59,16 +59,16 @@ def test_bf16_mixed_trains_on_the_gpu_as_on_the_cpu(tmp_path):
 RECORDING = """import json, runpy, sys
 from maxent_lightning import jobs
 log, sys.argv = sys.argv[1], ['maxent_lightning', *sys.argv[2:]]
-run_plan, job_num, current = jobs.run_plan, jobs.job_num, {}
+run_evaluation, job_num, current = jobs.run_evaluation, jobs.job_num, {}
 def numbered(cfg):
     current['num'] = job_num(cfg)
     return current['num']
-def recorded(plan, data, num_classes, temperature, trainer, *args, **kwargs):
-    out = run_plan(plan, data, num_classes, temperature, trainer, *args, **kwargs)
+def recorded(evaluation, data, num_classes, temperature, trainer, *args, **kwargs):
+    out = run_evaluation(evaluation, data, num_classes, temperature, trainer, *args, **kwargs)
     with open(log, 'a') as f:
         f.write(json.dumps([current['num'], str(trainer.strategy.root_device)]) + '\\n')
     return out
-jobs.run_plan, jobs.job_num = recorded, numbered
+jobs.run_evaluation, jobs.job_num = recorded, numbered
 runpy.run_module('maxent_lightning', run_name='__main__')
 """
 

@@ -142,7 +142,7 @@ def test_another_hydra_falls_back_to_hydras_own_composition(monkeypatch, caplog)
             raise AssertionError("planned under an unknown Hydra")
 
         monkeypatch.setattr(planner, "hydra_internals", lambda: None)
-        monkeypatch.setattr(planner, "make_plan", no_plan)
+        monkeypatch.setattr(planner, "plan_sweep", no_plan)
         assert planner.SweepPlanner().on_multirun_start(master) is None
 
 
