@@ -3,6 +3,7 @@ without importing anything by a built-in name, tasks of your own by import path,
 dispatcher owning a composition job's start, skip when done and finish."""
 
 import json
+import sys
 
 import pandas as pd
 import pytest
@@ -32,6 +33,8 @@ def test_the_planner_asks_the_registered_needs(make_cfg):
 
 def test_tasks_of_your_own_by_import_path(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        monkeypatch.delitem(sys.modules, name)  # another test's package of that name
     (tmp_path / "mypkg").mkdir()
     for name, text in (
             ("new", "from maxent_lightning.tasks import Task\n"
