@@ -27,6 +27,7 @@ def test_bench_reports_all_paths(tmp_path):
     assert report["pairwise_smoke"] is None
 
 
+@pytest.mark.slow  # the bench's 20-job sweeps
 def test_bench_sweep_section(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -109,6 +109,7 @@ def test_pairwise_cifar10_resnet18_and_vgg11(cifar_root, tmp_path):
         assert frame.imp.all() and frame.rewarded_acc.between(0, 1).all()
 
 
+@pytest.mark.slow  # a sweep; CIFAR-10 ResNet18/VGG11 run by default
 def test_pairwise_cifar100_resnet18(cifar_root, tmp_path):
     res = cli(tmp_path, "+experiment=pairwise_cifar100", "-m", "seed=0", "model=resnet18",
               "imp=none", "cardinality=1", "pair=0", "model.width=4", "trainer.max_epochs=1",
@@ -118,6 +119,7 @@ def test_pairwise_cifar100_resnet18(cifar_root, tmp_path):
     assert len(metrics["union"]) == 2 and {"weight", "logit"} <= set(metrics)
 
 
+@pytest.mark.slow  # 100 modules
 def test_complete_cifar100_merges_100_modules_and_is_drawn(cifar_root, tmp_path):
     res = cli(tmp_path, "+experiment=complete_cifar100", "-m", "seed=0", "model=resnet18",
               "imp=none", "permutation=0", "model.width=2", "trainer.max_epochs=1",

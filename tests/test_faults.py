@@ -139,7 +139,8 @@ def _signal_when(proc, path: Path, sig, pattern: str = "") -> tuple[int, str]:
     return proc.returncode, err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_a_signal_ends_a_training_run_non_zero_and_it_resumes(tmp_path, sig):
     args = [*TINY, "trainer.max_epochs=40", "imp.round_epochs=1", "rewarded=[5]",
             f"hydra.run.dir={tmp_path}/run"]  # its module trains in the store: ./store

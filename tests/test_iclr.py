@@ -102,6 +102,7 @@ def frame(job: Path) -> pd.DataFrame:
     return data
 
 
+@pytest.mark.slow  # a sweep of barriers
 def test_complete_and_incremental_barriers_on_cifar10(run):
     complete = frame(run("complete_cifar10", "complete", "model=resnet18", "imp=none",
                          "permutation=ordered") / "0")
@@ -138,6 +139,7 @@ def test_losses_on_cifar10_pairwise(run, tmp_path):
     assert "XE" in table and "ME" in table
 
 
+@pytest.mark.slow  # a width sweep
 def test_width_sweep_on_cifar10_and_its_figure(run, tmp_path):
     sweep = run("width_cifar10", "width", "model=resnet18", "model.width=4,8", "imp=none",
                 "cardinality=1", "pair=0")
