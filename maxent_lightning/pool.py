@@ -23,14 +23,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .builders import named_model
 from .compat import set_hydra_config
+from .devices import GPU_ACCELERATORS
 from .errors import UserError
 from .launcher import clock
 from .modulestore import ModuleStore, TrainingPass
 from .phases import imp_rounds, phase_epochs
 from .process import RUNNING, quiet_libraries
+from .recipe import Recipe
 
 log = logging.getLogger(__name__)
-GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 # CPU workers when sweep.workers is null: on the 2-core CPU, two processes of one torch thread
 # trained 4 MLP families in 0.45x the wall time of one process of two (docs/scaling.md).
 CPU_WORKERS = 2
@@ -146,10 +147,10 @@ def pinned(p: TrainingPass, device: str) -> TrainingPass:
     trainers honour; not in any fingerprint)."""
     if not device.startswith("cuda:"):
         return p
-    cfg = copy.deepcopy(p.cfg)
+    cfg = copy.deepcopy(p.recipe.config)
     with open_dict(cfg):
         cfg.trainer.devices = [int(device.split(":")[1])]
-    return replace(p, cfg=cfg, device=device)
+    return replace(p, recipe=Recipe.of(cfg), device=device)
 
 
 def train_work(w: Work, device: str) -> None:

@@ -18,6 +18,7 @@ from maxent_lightning.family import pick_device
 from maxent_lightning.launcher import jobs_line
 from maxent_lightning.moduledir import MODULE
 from maxent_lightning.modulestore import TrainingPass
+from maxent_lightning.recipe import Recipe
 from maxent_lightning.tasks import train_pass
 
 
@@ -68,6 +69,16 @@ def test_the_family_and_train_pass_jobs_take_their_gpu(tmp_path, monkeypatch, co
         monkeypatch.setattr(train_pass, "job_num", lambda cfg, n=num: n)
         train_pass.run(job)
         assert seen.pop() == devices
+
+
+def test_a_pass_pinned_to_a_gpu_trains_there_and_on_cpu_stays_as_it_is(compose_fast, tmp_path):
+    cfg = compose_fast(f"paths.store_dir={tmp_path}")
+    p = TrainingPass(Recipe.of(cfg), "family", [([1], tmp_path / "m")])
+    assert pool.pinned(p, "cpu") is p
+    gpu = pool.pinned(p, "cuda:3")
+    assert gpu.device == "cuda:3" and list(gpu.recipe.trainer.devices) == [3]
+    assert gpu.recipe.config.trainer.devices == [3] and p.recipe.trainer.devices != [3]
+    assert (gpu.trainer, gpu.members) == (p.trainer, p.members)
 
 
 def test_progress_says_group_modules_done_elapsed_and_eta(monkeypatch):
