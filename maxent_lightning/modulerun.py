@@ -44,7 +44,7 @@ class ModuleRun:
     recipe: Recipe
     rewarded: list[int]
     out_dir: Path
-    spec: dict  # builders.module_spec; its digest is the fingerprint
+    spec: dict  # identity.module_spec; its digest is the fingerprint
     fingerprint: str
     # what it is trained from (``resume``): the data module, θ0's digest, the loss temperature
     dm: Any = None

@@ -114,7 +114,7 @@ class ModuleStore:
         a family pass holds up to ``chunk`` of them (cross-entropy ones with equally many steps
         per epoch: ``family.passes``), a sequential pass one. ``dense``: (config, members) of
         dense modules whose training is the IMP round 0 of these (the same first phase: the
-        caller groups them, ``planner.first_group_key``); those with a rewarded set of
+        caller groups them, ``identity.first_group_key``); those with a rewarded set of
         ``members`` are the passes' twins, stored from that round instead of trained again."""
         recipe, members = Recipe.of(recipe), [(list(r), Path(d)) for r, d in members]
         if not members:
