@@ -29,7 +29,7 @@ from .builders import data_source, named_model
 from .compat import hydra_config, hydra_internals, kept_hydra_config, set_hydra_config
 from .config import at_the_door
 from .errors import UserError
-from .files import write_json
+from .files import config_digest, read_json, write_json
 from .identity import first_group_key, group_key, job_fingerprint, module_spec, spec_fingerprint
 from .jobs import skip_line
 from .launcher import PLANNED, SWEEPERS, PlannedJobs, SweepComposer
@@ -342,13 +342,15 @@ def as_passes(config: DictConfig, plan: SweepPlan) -> None:
     """Turn the sweep into one ``train_pass`` job per pass (in ``passes/<n>`` of the sweep
     directory), so that a cluster launcher runs them as its jobs."""
     sweep_dir = Path(config.hydra.sweep.dir)
-    write_json(sweep_dir / PLAN_FILE, {"passes": pass_records(plan)})
+    path = write_json(sweep_dir / PLAN_FILE, {"passes": pass_records(plan)})
+    digest = config_digest(read_json(path))  # each job checks the file it reads against it
     n = max(plan.passes, 1)
     with read_write(config), open_dict(config):
         config.hydra.sweeper.params = {}
         config.hydra.overrides.task = [
             "task=train_pass", f"+train_pass.plan={(sweep_dir / PLAN_FILE).resolve()}",
             f"+train_pass.index={','.join(map(str, range(n)))}",
+            f"+train_pass.digest='{digest}'",
             "hydra.sweep.subdir=passes/${hydra.job.num}"]
 
 

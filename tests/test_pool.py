@@ -14,7 +14,9 @@ from same import assert_same_module
 from test_planner import fixed, master
 
 from maxent_lightning import planner, pool
+from maxent_lightning.errors import UserError
 from maxent_lightning.family import pick_device
+from maxent_lightning.files import config_digest
 from maxent_lightning.launcher import jobs_line
 from maxent_lightning.moduledir import MODULE
 from maxent_lightning.modulestore import TrainingPass
@@ -63,12 +65,18 @@ def test_the_family_and_train_pass_jobs_take_their_gpu(tmp_path, monkeypatch, co
     seen = []
     monkeypatch.setattr(train_pass.ModuleStore, "get_many",
                         lambda self, c, sets: seen.append(c.trainer.devices) or [tmp_path])
-    job = OmegaConf.create({"train_pass": {"plan": str(plan), "index": 0}})
+    digest = config_digest(json.loads(plan.read_text()))
+    job = OmegaConf.create({"train_pass": {"plan": str(plan), "index": 0, "digest": digest}})
     for count, num, devices in ((4, 5, [1]), (2, 6, [0]), (1, 5, 1)):  # 1: the launcher's GPU
         monkeypatch.setattr(torch.cuda, "device_count", lambda n=count: n)
         monkeypatch.setattr(train_pass, "job_num", lambda cfg, n=num: n)
         train_pass.run(job)
         assert seen.pop() == devices
+    # a plan file that is not the sweep's (its configs would be instantiated) is refused
+    plan.write_text(plan.read_text().replace('"m"', '"n"'))
+    with pytest.raises(UserError, match="not the one this sweep wrote"):
+        train_pass.run(job)
+    assert seen == []
 
 
 def test_a_pass_pinned_to_a_gpu_trains_there_and_on_cpu_stays_as_it_is(compose_fast, tmp_path):

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..builders import named_model
 from ..devices import setup_device
 from ..errors import UserError
-from ..files import read_json
+from ..files import config_digest, read_json
 from ..jobs import job_num
 from ..modulestore import ModuleStore
 from ..recipe import Recipe
@@ -20,7 +20,12 @@ def run(cfg: DictConfig) -> dict:
     if opts is None or opts.get("plan") is None or opts.get("index") is None:
         raise UserError("task=train_pass needs +train_pass.plan=PLAN.json +train_pass.index=N "
                         "(the sweep planner sets them with sweep_training=passes)")
-    passes = read_json(opts.plan).get("passes", [])
+    plan = read_json(opts.plan)  # its configs are instantiated: only the sweep's own file
+    if opts.get("digest") is None or config_digest(plan) != str(opts.digest):
+        raise UserError(f"the plan file {opts.plan} is not the one this sweep wrote (its digest "
+                        "differs from +train_pass.digest); rerun the sweep's command with "
+                        "sweep_training=passes to plan it again")
+    passes = plan.get("passes", [])
     if not 0 <= int(opts.index) < len(passes):
         print(f"train_pass: the plan {opts.plan} has {len(passes)} pass(es); nothing to train")
         return {"trained": 0}
