@@ -76,8 +76,11 @@ def model_name(cfg: DictConfig) -> str:
     return backbone_target(cfg).rsplit(".", 1)[-1].lower()
 
 
-def model_choice(cfg: DictConfig) -> str | None:
-    """The model config chosen for the job of ``cfg`` (``runtime.model``: cli.py), if known."""
+def model_choice(cfg) -> str | None:
+    """The model config chosen for the job of ``cfg`` (``runtime.model``: cli.py; a recipe
+    carries it), if known."""
+    if not isinstance(cfg, DictConfig):
+        return cfg.model_choice
     return OmegaConf.select(cfg, "runtime.model", default=None)
 
 
@@ -211,17 +214,18 @@ def net_from_record(record: ModuleRecord, state: Mapping[str, torch.Tensor] | No
     return net.eval()
 
 
-def data_source(cfg: DictConfig, recorded: Mapping | None = None):
-    """The (cached) tensors of the data set of ``cfg``, or of a module's ``recorded`` data
-    settings (its name and normalization) read from ``cfg``'s data folder."""
-    d = recorded if recorded is not None else cfg.data
-    return cached_source(d["name"], cfg.data.root, bool(cfg.data.download),
+def data_source(data: DictConfig, recorded: Mapping | None = None):
+    """The (cached) tensors of the data set of the ``data`` settings (conf/data), or of a
+    module's ``recorded`` data settings (its name and normalization) read from their folder."""
+    d = recorded if recorded is not None else data
+    return cached_source(d["name"], data.root, bool(data.download),
                          normalize_key(d.get("normalize")))
 
 
-def build_datamodule(cfg: DictConfig, rewarded=None, targets: str | None = None):
-    """The data module of ``cfg`` for one rewarded set (each phase sets its shuffle seed), its
-    data loaded (``prepare_data``, ``setup``); ``targets`` overrides the loss's target kind."""
+def build_datamodule(cfg, rewarded=None, targets: str | None = None):
+    """The data module of ``cfg`` (a recipe or a job config) for one rewarded set (each phase
+    sets its shuffle seed), its data loaded (``prepare_data``, ``setup``); ``targets``
+    overrides the loss's target kind."""
     d = cfg.data
     dm = MaxEntDataModule(
         name=d.name,

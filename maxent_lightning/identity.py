@@ -167,26 +167,27 @@ def kept(scope: str, settings: dict, column: str) -> dict:
 
 
 # ---------------------------------------------------------------- a module
-def data_identity(cfg: DictConfig) -> dict:
-    """The data settings of ``cfg`` that decide what a module sees, plus the digest of the loaded
-    tensors (a moved copy is the same data; another folder, a partial copy or an edited file is
-    not)."""
-    return {**kept("data", plain(cfg.data), "module"), "digest": data_source(cfg).digest}
+def data_identity(cfg) -> dict:
+    """The data settings of ``cfg`` (a recipe or a job config) that decide what a module sees,
+    plus the digest of the loaded tensors (a moved copy is the same data; another folder, a
+    partial copy or an edited file is not)."""
+    return {**kept("data", plain(cfg.data), "module"), "digest": data_source(cfg.data).digest}
 
 
-def model_identity(cfg: DictConfig) -> dict:
+def model_identity(cfg) -> dict:
     """The ``model`` of a module's spec: the backbone config with the model's softmax
     temperature (``cfg.temperature``, set by conf/model/*.yaml beside ``model`` so that
     ``instantiate(cfg.model)`` builds the net), as recorded since the first identity."""
     model = plain(cfg.model)
     for key in IN_MODEL:
-        if cfg.get(key) is not None:
-            model[key] = plain(cfg[key])
+        if (value := getattr(cfg, key, None)) is not None:
+            model[key] = plain(value)
     return model
 
 
-def module_spec(cfg: DictConfig, rewarded=None) -> dict:
-    """What identifies a trained module: every path that trains a spec (Lightning alone, a
+def module_spec(cfg, rewarded=None) -> dict:
+    """What identifies a trained module of ``cfg`` (a ``Recipe``, or a job config: the same
+    names): every path that trains a spec (Lightning alone, a
     family of any size, a dense twin from IMP round 0, a resumed run) gives the same module, up
     to the order of float sums. Its digest is the module's fingerprint."""
     trainer = kept("trainer", plain(cfg.trainer), "module")
@@ -199,7 +200,7 @@ def module_spec(cfg: DictConfig, rewarded=None) -> dict:
         if key == "trainer":  # E here; the other fit settings (precision, limit_*_batches) last
             spec["max_epochs"] = trainer.pop("max_epochs")
         else:
-            spec[key] = parts[key](cfg) if key in parts else plain(cfg[key])
+            spec[key] = parts[key](cfg) if key in parts else plain(getattr(cfg, key))
     return {**spec, **({"trainer": trainer} if trainer else {})}
 
 
@@ -207,7 +208,7 @@ def spec_fingerprint(spec: dict) -> str:
     return config_digest(spec)
 
 
-def first_phase_key(cfg: DictConfig, rewarded) -> str:
+def first_phase_key(cfg, rewarded) -> str:
     """What decides a module's first phase (IMP round 0, or the whole of a dense training): its
     spec without the IMP settings, with that phase's epochs. An IMP module's round 0 trains
     exactly as the dense module of equal key (same θ0, seeds, batches and, in the family, the
@@ -262,5 +263,5 @@ def job_fingerprint(cfg: DictConfig) -> str:
     if paths:
         spec["checkpoints"] = [read_module(p).digest for p in paths]
     else:
-        spec["data"]["digest"] = data_source(cfg).digest
+        spec["data"]["digest"] = data_source(cfg.data).digest
     return config_digest(spec)

@@ -26,7 +26,15 @@ from .errors import UserError
 from .evaluate import Evaluation, lean_trainer, run_evaluation
 from .files import write_json, write_text
 from .identity import checkpoint_paths, job_fingerprint, model_identity
-from .loggers import build_loggers, coordinates, finish_loggers, log_job, log_module, run_tags
+from .loggers import (
+    build_loggers,
+    coordinates,
+    finish_loggers,
+    log_job,
+    log_module,
+    resolved,
+    run_tags,
+)
 from .modulefile import ModuleRecord, read_module
 from .modulestore import ModuleStore
 from .phases import imp_used, validate
@@ -110,7 +118,7 @@ class Job:
     # ------------------------------------------------------------ data and modules
     def load_data(self, recorded: Mapping | None = None):
         """The data set of the job (or the ``recorded`` data settings of given checkpoints)."""
-        self.splits = data_source(self.cfg, recorded)
+        self.splits = data_source(self.cfg.data, recorded)
         return self.splits
 
     def modules(self, rewarded_sets: Sequence[Sequence[int]],
@@ -251,7 +259,9 @@ class Job:
     def log(self, frame: pd.DataFrame, metrics: dict, run_name: str = "") -> None:
         """The job's run of each configured logger (W&B: flat numeric summary, the results as
         a Table, curves as line series, figures; the merged checkpoint as an artifact)."""
-        loggers = build_loggers(self.cfg, self.out, self.run_name(run_name), job_type=self.task)
+        loggers = build_loggers(self.cfg.logger, self.out, self.run_name(run_name),
+                                job_type=self.task, tags=run_tags(self.cfg),
+                                config=resolved(self.cfg))
         flat = log_job(loggers, frame, metrics, self.curves, self.images)
         if "merged_checkpoint" in metrics:
             log_module(loggers, Path(metrics["merged_checkpoint"]), self.fingerprint,

@@ -127,23 +127,25 @@ def module_run_name(cfg: DictConfig, rewarded: Sequence[int], fingerprint: str) 
     return f"R{'-'.join(map(str, rewarded))}-s{cfg.seed}-{coordinates(cfg)}-{fingerprint[:6]}"
 
 
-def build_loggers(cfg: DictConfig, out_dir: Path, name: str, job_type: str = "train",
-                  config: Mapping | None = None) -> list:
-    """The configured loggers (W&B, CSV, none), writing under ``out_dir``; W&B gets the run
-    name, job type, tags and ``config`` (default: the resolved config)."""
+def build_loggers(logger: DictConfig, out_dir: Path, name: str, job_type: str = "train", *,
+                  tags: Sequence[str], config: Mapping) -> list:
+    """The ``logger`` settings' loggers (conf/logger: W&B, CSV, none), writing under
+    ``out_dir``; W&B gets the run name, job type, ``tags`` and ``config`` (the run's resolved
+    config)."""
     loggers = []
-    for key, lcfg in cfg.logger.items():
+    for key, lcfg in logger.items():
         extra = {}
         if key == "wandb":  # (config passed to the partial: instantiate has its own 'config')
-            extra = {"name": name, "job_type": job_type, "tags": run_tags(cfg),
-                     "config": dict(config) if config is not None else resolved(cfg)}
+            extra = {"name": name, "job_type": job_type, "tags": list(tags),
+                     "config": dict(config)}
         loggers.append(instantiate(lcfg, _partial_=True, save_dir=str(out_dir))(**extra))
     return loggers
 
 
-def module_config(cfg: DictConfig, rewarded, fingerprint: str) -> dict:
-    """The resolved config of a module's run: its rewarded set and fingerprint."""
-    return {**resolved(cfg), "task": "train", "rewarded": list(rewarded),
+def module_config(run_config: Mapping, rewarded, fingerprint: str) -> dict:
+    """The resolved config of a module's run (its job's ``run_config``, ``resolved``): its
+    rewarded set and fingerprint."""
+    return {**run_config, "task": "train", "rewarded": list(rewarded),
             "fingerprint": fingerprint}
 
 

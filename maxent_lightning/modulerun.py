@@ -62,7 +62,7 @@ class ModuleRun:
     @classmethod
     def open(cls, recipe: Recipe, rewarded, out_dir: Path) -> "ModuleRun":
         """The run of the module of ``recipe`` rewarding ``rewarded`` (None: its own)."""
-        spec = module_spec(recipe.config, rewarded)
+        spec = module_spec(recipe, rewarded)
         rewarded = sorted(rewarded if rewarded is not None else recipe.rewarded)
         return cls(recipe, rewarded, Path(out_dir), spec, spec_fingerprint(spec))
 
@@ -85,10 +85,10 @@ class ModuleRun:
         masks, self.start, self.stop_epochs = resumed or (phases.full_masks(net), 0, [])
         self.masks = {n: v.cpu() for n, v in masks.items()}
         self.steps = sum(self.stop_epochs) * steps_per_epoch
-        cfg = self.recipe.config  # the loggers' settings, the run's name and W&B config
+        r = self.recipe
         self.loggers = build_loggers(
-            cfg, self.out_dir, module_run_name(cfg, self.rewarded, self.fingerprint),
-            config=module_config(cfg, self.rewarded, self.fingerprint))
+            r.logger, self.out_dir, module_run_name(r, self.rewarded, self.fingerprint),
+            tags=r.tags, config=module_config(r.run_config, self.rewarded, self.fingerprint))
 
     def begin_round(self, r: int, step_offset: int = 0) -> None:
         """Its loggers' rows carry IMP round ``r``, their steps offset by ``step_offset``."""

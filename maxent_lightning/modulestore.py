@@ -52,13 +52,13 @@ def _key(rewarded) -> tuple[int, ...]:
 def _trainer(recipe: Recipe) -> tuple[str, int, str | None]:
     """(trainer, members per pass, why not the family) for ``recipe``. Reduced precision is the
     family's wherever it can train it, with ``family.enabled=false`` a family of one each."""
-    if not (recipe.family.enabled or reduced_precision(recipe.config)):
+    if not (recipe.family.enabled or reduced_precision(recipe)):
         return SEQUENTIAL, 1, None
-    if (why := unsupported_reason(recipe.config)) is not None:
+    if (why := unsupported_reason(recipe)) is not None:
         return SEQUENTIAL, 1, why
     if not recipe.family.enabled:
         return FAMILY, 1, None
-    src = data_source(recipe.config)
+    src = data_source(recipe.data)
     net = build_net(recipe.model, src.input_shape, src.num_classes)
     device = pick_device(str(recipe.trainer.get("accelerator", "auto")),
                          recipe.trainer.get("devices"))
@@ -73,7 +73,7 @@ def _twins(members: Members, dense) -> dict:
     for dense_recipe, dense_members in dense:
         dense_recipe = Recipe.of(dense_recipe)
         if (imp_used(dense_recipe.imp) or not dense_recipe.family.enabled
-                or unsupported_reason(dense_recipe.config) is not None):
+                or unsupported_reason(dense_recipe) is not None):
             continue
         for r, d in dense_members:
             if _key(r) in wanted and _key(r) not in twins:
@@ -90,7 +90,7 @@ class ModuleStore:
         self._told = set()  # reasons for training one by one, logged once per store
 
     def dir_for(self, recipe: Recipe, rewarded: Sequence[int]) -> Path:
-        spec = module_spec(Recipe.of(recipe).config, rewarded)
+        spec = module_spec(Recipe.of(recipe), rewarded)
         return self.root / spec["data"]["name"] / spec_fingerprint(spec)
 
     def check(self, directory: Path) -> str | None:
@@ -126,7 +126,7 @@ class ModuleStore:
                     for m in members]
         twins = _twins(members, dense) if recipe.family.enabled and imp_used(recipe.imp) else {}
         parts = [[members[i] for i in ix]
-                 for ix in passes(recipe.config, [r for r, _ in members], chunk)]
+                 for ix in passes(recipe, [r for r, _ in members], chunk)]
         return [TrainingPass(recipe, trainer, part, {_key(r): twins[_key(r)] for r, _ in part
                                                   if _key(r) in twins}, chunk, device)
                 for part in parts]
@@ -135,7 +135,7 @@ class ModuleStore:
         """Train a pass: its members' metrics. Finished members are skipped, corrupt ones
         trained again; each directory is locked while its module trains. Sequential modules
         show Lightning's progress unless ``quiet``."""
-        src = data_source(p.recipe.config)  # every member's classes have samples: before any lock
+        src = data_source(p.recipe.data)  # every member's classes have samples: before any lock
         for r, _ in p.members:
             check_split_samples(src, check_rewarded(r, src.num_classes, src.name),
                                 p.recipe.data.val_fraction, p.recipe.data.split_seed)
@@ -169,7 +169,7 @@ class ModuleStore:
                 f"module R={r} seed={recipe.seed} {what} ({d}); train it first "
                 "or set store.train_missing=true"
             )
-        src = data_source(recipe.config)  # every missing module's classes have samples: first
+        src = data_source(recipe.data)  # every missing module's classes have samples: first
         for r, _, _ in missing:
             check_split_samples(src, check_rewarded(r, src.num_classes, src.name),
                                 recipe.data.val_fraction, recipe.data.split_seed)

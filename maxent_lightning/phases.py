@@ -219,7 +219,7 @@ def _accelerator(given: str):
     return accelerator
 
 
-def tracks_val_metrics(cfg: DictConfig) -> bool:
+def tracks_val_metrics(cfg) -> bool:
     """Whether anything reads the per-epoch validation metrics other than the loss: a logger,
     or a callback monitoring one of them (the checkpoint criterion, early stopping)."""
     monitored = {str(c.get("monitor", "")) for c in cfg.callbacks.values()}
@@ -256,7 +256,7 @@ class BestRule:
         return True
 
 
-def phase_callbacks(cfg: DictConfig) -> dict:
+def phase_callbacks(cfg) -> dict:
     """Fresh instances of the configured callbacks by name, one set per phase: the checkpoint
     criterion (exactly one ``BestRule``, first) and the others (early stopping)."""
     try:
@@ -341,7 +341,7 @@ class Schedule:
         return "final phase" if phase.final else f"IMP round {phase.round + 1}/{self.rounds}"
 
 
-def phase_epochs(cfg: DictConfig, final: bool) -> int:
+def phase_epochs(cfg, final: bool) -> int:
     """E in the final phase; ``imp.round_epochs`` per round, or E // N when that is null."""
     epochs = int(cfg.trainer.max_epochs)
     if final:
@@ -351,13 +351,13 @@ def phase_epochs(cfg: DictConfig, final: bool) -> int:
     return int(cfg.imp.round_epochs)
 
 
-def schedule(cfg: DictConfig, net: nn.Module) -> Schedule:
-    """The phase plan of ``cfg`` for a backbone of ``net``'s architecture."""
-    validate(cfg)
-    rounds, seed = imp_rounds(cfg.imp), int(cfg.seed)
-    strat = strategy(cfg.imp.scope)
+def schedule(recipe, net: nn.Module) -> Schedule:
+    """The phase plan of ``recipe`` (a ``recipe.Recipe``, validated when built; a job config
+    reads alike) for a backbone of ``net``'s architecture."""
+    rounds, seed = imp_rounds(recipe.imp), int(recipe.seed)
+    strat = strategy(recipe.imp.scope)
     prunable = tuple(M.prunable_names(net, include_bias=strat.include_bias))
-    phases = tuple(Phase(r, phase_epochs(cfg, r == rounds), r == rounds, seed + r,
+    phases = tuple(Phase(r, phase_epochs(recipe, r == rounds), r == rounds, seed + r,
                          seed * 1000 + r) for r in range(rounds + 1))
-    return Schedule(phases, strat, M.per_round_rate(float(cfg.imp.sparsity), rounds), prunable,
-                     prunable[-1].rsplit(".", 1)[0], tracks_val_metrics(cfg))
+    return Schedule(phases, strat, M.per_round_rate(float(recipe.imp.sparsity), rounds), prunable,
+                     prunable[-1].rsplit(".", 1)[0], tracks_val_metrics(recipe))

@@ -154,7 +154,7 @@ def class_counter():
         key = (cfg.data.name, cfg.data.root)
         if key not in known:
             try:
-                known[key] = data_source(cfg).num_classes
+                known[key] = data_source(cfg.data).num_classes
             except UserError as err:
                 known[key] = err
         if isinstance(known[key], UserError):

@@ -29,7 +29,6 @@ from .launcher import clock
 from .modulestore import ModuleStore, TrainingPass
 from .phases import imp_rounds, phase_epochs
 from .process import RUNNING, quiet_libraries
-from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 # CPU workers when sweep.workers is null: on the 2-core CPU, two processes of one torch thread
@@ -147,10 +146,10 @@ def pinned(p: TrainingPass, device: str) -> TrainingPass:
     trainers honour; not in any fingerprint)."""
     if not device.startswith("cuda:"):
         return p
-    cfg = copy.deepcopy(p.recipe.config)
-    with open_dict(cfg):
-        cfg.trainer.devices = [int(device.split(":")[1])]
-    return replace(p, recipe=Recipe.of(cfg), device=device)
+    trainer = copy.deepcopy(p.recipe.trainer)
+    with open_dict(trainer):
+        trainer.devices = [int(device.split(":")[1])]
+    return replace(p, recipe=replace(p.recipe, trainer=trainer), device=device)
 
 
 def train_work(w: Work, device: str) -> None:

@@ -26,12 +26,12 @@ def train_module(recipe: Recipe, out_dir: Path, rewarded=None, quiet: bool = Fal
     if (finished := run.finished()) is not None:
         return finished
     start_time = time.perf_counter()
-    dm = build_datamodule(recipe.config, rewarded)
+    dm = build_datamodule(recipe, rewarded)
     net, theta0, theta0_id = init_theta0(recipe.model, dm.input_shape, dm.num_classes,
                                          recipe.seed)
     drops = stream_dropouts(net, dm.input_shape)
-    first_key = first_phase_key(recipe.config, dm.rewarded)
-    phases = schedule(recipe.config, net)
+    first_key = first_phase_key(recipe, dm.rewarded)
+    phases = schedule(recipe, net)
     # built from the recipe's configs (its hyper-parameters), on the θ0 net already built
     module = MaxEntModule(run.spec["model"], instantiate(recipe.loss), dm.rewarded,
                           dm.num_classes, instantiate(recipe.optimizer),
@@ -50,7 +50,7 @@ def train_module(recipe: Recipe, out_dir: Path, rewarded=None, quiet: bool = Fal
                              phase.round, dm.batch_size)
                 run.begin_round(phase.round, run.steps)
                 # the checkpoint criterion first
-                best, *others = phase_callbacks(recipe.config).values()
+                best, *others = phase_callbacks(recipe).values()
                 trainer = instantiate(
                     recipe.trainer,
                     max_epochs=phase.epochs,

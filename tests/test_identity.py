@@ -133,6 +133,26 @@ def test_every_config_key_has_a_row(overrides):
     assert [k for k in keys if k not in ROWS] == []
 
 
+@pytest.mark.parametrize("overrides", [[], ["model=lenet"], ["loss=cross_entropy"],
+                                       ["imp=global", "imp.rounds=1"], ["protocol=paper"],
+                                       ["+experiment=pairwise_mnist5k"], ["logger=csv"],
+                                       ["trainer.precision=bf16-mixed", "temperature=2"]],
+                         ids=" ".join)
+def test_a_recipe_is_the_module_of_its_config_and_no_more(overrides):
+    """The store and the trainers read a recipe: the same module ids as the job config it was
+    built from, and of the config only the groups a fit instantiates (no root config)."""
+    cfg = compose_config(["data=digits", *overrides], output_dir="/tmp/out")
+    recipe = Recipe.of(cfg)
+    assert module_spec(recipe, CLASS) == module_spec(cfg, CLASS)
+    assert first_phase_key(recipe, CLASS) == first_phase_key(cfg, CLASS)
+    nodes = {f for f, v in vars(recipe).items() if OmegaConf.is_config(v)}
+    assert nodes == {"data", "model", "loss", "imp", "optimizer", "callbacks", "trainer",
+                     "family", "logger"}
+    assert all(getattr(recipe, f) is cfg[f] for f in nodes)
+    assert recipe.rewarded == tuple(cfg.rewarded) and recipe.seed == cfg.seed
+    assert recipe.run_config["imp"] == OmegaConf.to_container(cfg.imp, resolve=True)
+
+
 def test_the_table_reads_as_rows():
     assert len(ROWS) > 60 and {"*", "data.*", "trainer.*"} <= set(ROWS)
     assert identity.table("k  m\n---  -\nseed  yes  yes  no  -  a key\n") == {

@@ -85,7 +85,7 @@ def test_a_pass_pinned_to_a_gpu_trains_there_and_on_cpu_stays_as_it_is(compose_f
     assert pool.pinned(p, "cpu") is p
     gpu = pool.pinned(p, "cuda:3")
     assert gpu.device == "cuda:3" and list(gpu.recipe.trainer.devices) == [3]
-    assert gpu.recipe.config.trainer.devices == [3] and p.recipe.trainer.devices != [3]
+    assert gpu.recipe.trainer.devices == [3] and p.recipe.trainer.devices != [3]
     assert (gpu.trainer, gpu.members) == (p.trainer, p.members)
 
 

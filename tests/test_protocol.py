@@ -160,7 +160,7 @@ def test_a_bad_criterion_is_one_line(make_cfg, override, message):
 # ------------------------------------------------------------------ normalization
 def test_normalization_changes_the_data_and_the_module(make_cfg):
     authors, paper = make_cfg(), make_cfg("protocol=paper")
-    a, p = data_source(authors), data_source(paper)
+    a, p = data_source(authors.data), data_source(paper.data)
     assert torch.allclose(a.x_train * 0.5 + 0.5, p.x_train, atol=1e-6)
     assert p.x_train.min() == 0 and p.x_train.max() == 1  # pixels in [0, 1]
     assert a.digest != p.digest
@@ -175,7 +175,7 @@ def test_fashion_mnist_mean_and_std_of_the_authors_code(tmp_path, make_cfg):
     written = _write_mnist(tmp_path, "FashionMNIST")
     pixels = torch.from_numpy(written["train"][0]).float().unsqueeze(1) / 255
     loaded = {p: data_source(make_cfg("data=fashion_mnist", f"data.root={tmp_path}",
-                                      "data.download=false", f"protocol={p}"))
+                                      "data.download=false", f"protocol={p}").data)
               for p in PROTOCOLS}
     assert torch.allclose(loaded["authors"].x_train, (pixels - 0.1307) / 0.3081, atol=1e-5)
     assert torch.allclose(loaded["paper"].x_train, pixels, atol=1e-6)

@@ -151,12 +151,13 @@ def test_accelerator_gpu_without_a_gpu_is_one_line(world):
 def test_the_largest_imp_rounds_allowed_plans_at_once(make_cfg):
     from maxent_lightning.models import MLP
     from maxent_lightning.phases import MAX_IMP_ROUNDS, schedule
+    from maxent_lightning.recipe import Recipe
 
     cfg = make_cfg(f"imp.rounds={MAX_IMP_ROUNDS}", "imp.round_epochs=null")
-    phases = schedule(cfg, MLP(input_shape=(4,), num_classes=3, hidden=[8]))
+    phases = schedule(Recipe.of(cfg), MLP(input_shape=(4,), num_classes=3, hidden=[8]))
     assert phases.rounds == MAX_IMP_ROUNDS and phases.phases[0].epochs == 1
     with pytest.raises(UserError, match=f"imp.rounds={MAX_IMP_ROUNDS + 1} is more than"):
-        schedule(make_cfg(f"imp.rounds={MAX_IMP_ROUNDS + 1}"), MLP(input_shape=(4,), num_classes=3))
+        Recipe.of(make_cfg(f"imp.rounds={MAX_IMP_ROUNDS + 1}"))  # a recipe is validated
 
 
 def test_merge_of_overlapping_class_sets_is_refused(world, tmp_path):

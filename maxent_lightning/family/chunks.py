@@ -8,13 +8,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from .. import moduledir
 from ..builders import build_datamodule, build_net, data_source
 from ..cpu import denormals_flushed, reused_host_memory
 from ..modulerun import Diverged
-from ..phases import schedule, validate
+from ..phases import schedule
 from ..recipe import Recipe
 from .member import Member
 from .memory import pick_device, plan_sizes
@@ -53,7 +52,7 @@ def _train_chunk(recipe: Recipe, members: list[Member], device, group: int) -> l
         if m.twin is not None and m.start > 0:  # round 0 is done: the twin trains on its own
             m.twin = None
         if (t := m.twin) is not None:
-            t.resume(schedule(t.recipe.config, trainer.net), trainer.net, trainer.streams.steps(k),
+            t.resume(schedule(t.recipe, trainer.net), trainer.net, trainer.streams.steps(k),
                      **origin)
     twins = [m.twin for m in members if m.twin is not None]
     with (_deterministic(recipe.trainer.get("deterministic")), reused_host_memory(),
@@ -75,7 +74,7 @@ def _train_chunk(recipe: Recipe, members: list[Member], device, group: int) -> l
     return results
 
 
-def passes(cfg: DictConfig, sets: list, chunk: int) -> list[list[int]]:
+def passes(cfg, sets: list, chunk: int) -> list[list[int]]:
     """The rewarded ``sets`` (their indices) in training passes of up to ``chunk``; with
     per-member streams (cross-entropy) a pass holds sets of equally many steps per epoch (the
     members of a stack share the optimizer's step count)."""
@@ -96,8 +95,7 @@ def train_family(recipe: Recipe, jobs, twins=None) -> list[dict]:
     dense modules whose training is the IMP round 0 of these (``first_phase_key``): stored from
     it, not trained again."""
     recipe = Recipe.of(recipe)
-    validate(recipe.config)
-    src = data_source(recipe.config)
+    src = data_source(recipe.data)
     device = pick_device(str(recipe.trainer.get("accelerator", "auto")),
                          recipe.trainer.get("devices"))
     probe = build_net(recipe.model, src.input_shape, src.num_classes)
@@ -120,7 +118,7 @@ def train_family(recipe: Recipe, jobs, twins=None) -> list[dict]:
             if m.twin.first_key != m.first_key:
                 raise ValueError(f"{twin[1]} is not the round 0 of R={m.rewarded}")
     parts = [sorted((todo[i] for i in ix), key=lambda m: str(m.out_dir.resolve()))
-             for ix in passes(recipe.config, [m.rewarded for m in todo], chunk)]
+             for ix in passes(recipe, [m.rewarded for m in todo], chunk)]
     log.info("family training: %d module(s) of seed %s in %d pass(es) of up to %d, on %s",
              len(todo), recipe.seed, len(parts), chunk, device)
     for part in parts:

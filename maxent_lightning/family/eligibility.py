@@ -2,7 +2,6 @@
 
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
-from omegaconf import DictConfig
 from torch import nn
 
 from ..builders import build_net, data_source
@@ -22,10 +21,10 @@ OTHER_DROPOUTS = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def unsupported_reason(cfg: DictConfig) -> str | None:
+def unsupported_reason(cfg) -> str | None:
     """Why ``cfg`` is not trained as a family (then it is trained sequentially), or None: the
     family cannot train it (``cannot_train``), or on CPU it would be slower."""
-    src = data_source(cfg)
+    src = data_source(cfg.data)
     net = build_net(cfg.model, src.input_shape, src.num_classes)
     reason = cannot_train(cfg, net)
     if reason is not None or reduced_precision(cfg):  # reduced precision: see reduced_precision
@@ -38,7 +37,7 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     return None
 
 
-def reduced_precision(cfg: DictConfig) -> bool:
+def reduced_precision(cfg) -> bool:
     """Whether ``cfg`` trains in reduced precision (bf16-mixed). Its bfloat16 roundings differ
     from Lightning's autocast beyond the order of sums, so such a module is defined by the family
     trainer wherever it can train it (alone, as a family of one): the same module by every path
@@ -46,7 +45,7 @@ def reduced_precision(cfg: DictConfig) -> bool:
     return str(cfg.trainer.get("precision", "32-true")) not in FULL_PRECISION
 
 
-def cannot_train(cfg: DictConfig, net: nn.Module) -> str | None:
+def cannot_train(cfg, net: nn.Module) -> str | None:
     """Why the family trainer cannot train ``cfg`` (its backbone: ``net``) at all, or None."""
     extra = sorted(k for k in cfg.trainer if k not in FAMILY_TRAINER_KEYS)
     if extra:

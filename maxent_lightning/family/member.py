@@ -32,7 +32,7 @@ class Member(ModuleRun):
         """The member that trains the module of ``recipe`` rewarding ``rewarded`` in
         ``out_dir``."""
         m = cls.open(recipe, rewarded, out_dir)
-        check_split_samples(data_source(recipe.config), check_rewarded(rewarded, num_classes, name),
+        check_split_samples(data_source(recipe.data), check_rewarded(rewarded, num_classes, name),
                             recipe.data.val_fraction, recipe.data.split_seed)  # every member's
-        m.first_key = first_phase_key(recipe.config, rewarded)
+        m.first_key = first_phase_key(recipe, rewarded)
         return m

@@ -55,7 +55,7 @@ class FamilyTrainer:
     def __init__(self, recipe: Recipe, members: list[Member], device, eval_group: int):
         self.recipe, self.members, self.device, self.group = recipe, members, device, eval_group
         # every sample of the split; a cross-entropy member's own ones are its stream
-        self.dm = build_datamodule(recipe.config, members[0].rewarded, targets="maxent")
+        self.dm = build_datamodule(recipe, members[0].rewarded, targets="maxent")
         self.per_member = recipe.loss.targets == "cross_entropy"
         self.streams = Streams(self.dm, [m.rewarded for m in members], self.per_member, device)
         self.net, self.theta0, self.theta0_id = init_theta0(
@@ -63,7 +63,7 @@ class FamilyTrainer:
         self.net.to(device)
         self.loss = instantiate(recipe.loss)
         assert isinstance(self.loss, MaxEntLoss)
-        self.schedule = schedule(recipe.config, self.net)
+        self.schedule = schedule(recipe, self.net)
         self.prunable, self.track = list(self.schedule.prunable), self.schedule.val_metrics
         c = self.dm.num_classes
         labels = torch.arange(c)
@@ -215,7 +215,7 @@ class FamilyTrainer:
         for k in rows:
             m = self.members[k]
             m.begin_round(r)
-            m.keeper, *others = phase_callbacks(self.recipe.config).values()
+            m.keeper, *others = phase_callbacks(self.recipe).values()
             m.stoppers = [StopRule(cb) for cb in others]
             m.best, m.last = None, None
         gens = {k: generator(self.members[k].first_key if r == 0 else
@@ -223,16 +223,21 @@ class FamilyTrainer:
         phase.begin(self.dm)
         self.streams.begin(phase.shuffle_seed)
         epochs = phase.epochs
+        entries = sum(m.numel() for m in masks.values())
+        share = sum(float(m.sum()) for m in masks.values()) / entries if entries else 1.0
         log.info("family %s: %d module(s), up to %d epochs%s",
                  self.schedule.label(phase) or "dense", len(rows), epochs,
                  "".join(f", {n} sparse ({alive[n]:.1%} alive)" for n in sorted(sparse)))
         for epoch in range(epochs):
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             train_loss = self.train_epoch(stack, rows, [gens[k] for k in rows])
             val, extra = self.val_losses(stack, rows)
+            seconds = time.perf_counter() - began  # and in the record, for benchmarks/bench.py
             log.info("family %s epoch %d/%d: %d module(s), mean val/loss %.4f, %.1f s",
                      self.schedule.label(phase) or "dense", epoch + 1, epochs, len(rows),
-                     float(val.mean()), time.perf_counter() - began)
+                     float(val.mean()), seconds,
+                     extra={"epoch_s": seconds, "epoch_cpu_s": time.process_time() - cpu,
+                            "round": r, "alive": share})
             stopped = []
             for i, k in enumerate(rows):
                 m = self.members[k]

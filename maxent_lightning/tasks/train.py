@@ -55,7 +55,7 @@ def link_or_copy(source: Path, target: Path) -> None:
 def run(cfg: DictConfig) -> dict:
     validate(cfg)
     out = Path(cfg.paths.output_dir)
-    rewarded = check_rewarded(list(cfg.rewarded), data_source(cfg).num_classes, cfg.data.name)
+    rewarded = check_rewarded(list(cfg.rewarded), data_source(cfg.data).num_classes, cfg.data.name)
     claim_output_dir(out, cfg, spec_fingerprint(module_spec(cfg, rewarded)))
     alone = cfg.copy()  # one module: Lightning's fit and progress (the family's module too)
     alone.family.enabled = False
@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict:
     files = "module.pt, metrics.json, config.yaml"
     if wants_figures(cfg):
         confusion_png(out / "confusion.png", torch.tensor(metrics["confusion"]),
-                      data_source(cfg).classes,
+                      data_source(cfg.data).classes,
                       title=f"R={rewarded} seed={cfg.seed}")
         files = "module.pt, metrics.json, confusion.png, config.yaml"
     moduledir.mark_done(out, metrics)
