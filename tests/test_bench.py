@@ -25,6 +25,13 @@ def test_bench_reports_all_paths(tmp_path):
     assert all(row["wall_s"] > 0 and row["samples_per_s"] > 0 for row in report["paths"].values())
     assert report["work"]["samples_total"] == 2 * 2 * 1 * report["work"]["train_samples"]
     assert report["pairwise_smoke"] is None
+    for name in ("family", "dense family"):  # per-phase epochs: the dense one and the pruned one
+        dense, pruned = report["family_phase_epochs"][name]
+        assert (dense["round"], dense["alive"], dense["ratio_to_dense"]) == (0, 1.0, 1.0)
+        assert pruned["round"] == 1 and 0 < pruned["alive"] < 1 and pruned["ratio_to_dense"] > 0
+        assert pruned["target"] == round(pruned["alive"] + 0.2, 3)
+    assert "round 1:" in proc.stdout and "target <=" in proc.stdout
+    assert report["sgemm_gflops"] > 0 and "GFLOP/s" in proc.stdout
 
 
 @pytest.mark.slow  # the bench's 20-job sweeps
