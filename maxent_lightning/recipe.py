@@ -38,7 +38,7 @@ class Recipe:
     flush_denormals: bool
     model_choice: str | None  # the model config chosen (runtime.model): runs are named by it
     tags: tuple[str, ...]  # W&B run tags
-    run_config: dict  # the job's resolved config: what W&B records of a module's run
+    run_config: dict  # the job's resolved config, what W&B records of a module's run (or {})
 
     @classmethod
     def of(cls, cfg: "DictConfig | Recipe") -> "Recipe":
@@ -51,4 +51,4 @@ class Recipe:
                    tuple(int(c) for c in cfg.rewarded), Path(cfg.store.root),
                    bool(cfg.store.get("train_missing", True)), wants_figures(cfg),
                    bool(cfg.get("flush_denormals", True)), model_choice(cfg),
-                   tuple(run_tags(cfg)), resolved(cfg))
+                   tuple(run_tags(cfg)), resolved(cfg) if "wandb" in cfg.logger else {})

@@ -150,7 +150,10 @@ def test_a_recipe_is_the_module_of_its_config_and_no_more(overrides):
                      "family", "logger"}
     assert all(getattr(recipe, f) is cfg[f] for f in nodes)
     assert recipe.rewarded == tuple(cfg.rewarded) and recipe.seed == cfg.seed
-    assert recipe.run_config["imp"] == OmegaConf.to_container(cfg.imp, resolve=True)
+    if "wandb" in cfg.logger:  # what W&B records of a module's run: the resolved config
+        assert recipe.run_config["imp"] == OmegaConf.to_container(cfg.imp, resolve=True)
+    else:
+        assert recipe.run_config == {}
 
 
 def test_the_table_reads_as_rows():
