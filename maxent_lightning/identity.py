@@ -187,9 +187,9 @@ def model_identity(cfg) -> dict:
 
 def module_spec(cfg, rewarded=None) -> dict:
     """What identifies a trained module of ``cfg`` (a ``Recipe``, or a job config: the same
-    names): every path that trains a spec (Lightning alone, a
-    family of any size, a dense twin from IMP round 0, a resumed run) gives the same module, up
-    to the order of float sums. Its digest is the module's fingerprint."""
+    names): every path that trains a spec (Lightning alone, a family of any size, a dense twin
+    from IMP round 0, a resumed run) gives the same module, up to the order of float sums. Its
+    digest is the module's fingerprint."""
     trainer = kept("trainer", plain(cfg.trainer), "module")
     if str(trainer.get("precision", "32-true")) in FULL_PRECISION:
         trainer.pop("precision", None)
