@@ -25,6 +25,7 @@ from . import masks as M
 from .builders import backbone_target
 from .compat import choose_accelerator, precisions
 from .composition import logit_weights
+from .data.datamodule import check_class_indices
 from .errors import UserError
 from .imp import Strategy, strategy
 from .metrics import METRIC_KEYS
@@ -111,6 +112,7 @@ def validate(cfg: DictConfig) -> None:
     if not OmegaConf.is_list(cfg.rewarded):
         raise UserError(f"rewarded={cfg.rewarded} must be a list of classes, e.g. "
                         f"rewarded=[{cfg.rewarded}]")
+    check_class_indices(cfg.rewarded)  # the data set's classes are checked later
     validate_family(cfg)
     phase_callbacks(cfg)  # one checkpoint criterion, on a validation metric
     if cfg.merge.logit_weights is not None:  # the count is checked once the modules are known

@@ -438,3 +438,12 @@ def test_fault_matrix_script(tmp_path):
                          timeout=3600, cwd=ROOT)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     assert "| fault |" in res.stdout and "NOT:" not in res.stdout
+
+
+@pytest.mark.parametrize("task", ["train", "pairwise", "single"])
+def test_a_rewarded_set_of_non_integers_is_one_line_in_every_task(tmp_path, run_job, task):
+    """The data-free check (``phases.validate``) refuses it before a job builds its recipe."""
+    with pytest.raises(UserError) as err:
+        run_job(tmp_path / task, f"task={task}", "rewarded=[a]")
+    assert str(err.value).startswith("rewarded=['a'] must hold integer class indices")
+    assert "\n" not in str(err.value) and not (tmp_path / "store").exists()

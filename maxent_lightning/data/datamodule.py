@@ -52,13 +52,20 @@ def cached_source(name: str, root: str | None, download: bool,
                        normalize=None if normalize is None else json.loads(normalize))
 
 
+def check_class_indices(rewarded: Sequence) -> list[int]:
+    """A rewarded set's entries as given, refused unless each is an integer (no data needed)."""
+    values = list(rewarded)
+    if any(not isinstance(c, int) or isinstance(c, bool) for c in values):
+        raise UserError(f"rewarded={values} must hold integer class indices, e.g. rewarded=[3]")
+    return values
+
+
 def check_rewarded(rewarded: Sequence[int], num_classes: int, name: str) -> list[int]:
     """Validate a rewarded class set against the data set; returns it sorted."""
     values = list(rewarded)
     if not values:
         raise UserError("rewarded set is empty; give at least one class, e.g. rewarded=[3]")
-    if any(not isinstance(c, int) or isinstance(c, bool) for c in values):
-        raise UserError(f"rewarded={values} must hold integer class indices, e.g. rewarded=[3]")
+    check_class_indices(values)
     if len(set(values)) != len(values):
         raise UserError(f"rewarded={values} repeats a class; list each class once")
     bad = [c for c in values if not 0 <= c < num_classes]
