@@ -32,13 +32,11 @@ from .loggers import (
     finish_loggers,
     log_job,
     log_module,
-    resolved,
-    run_tags,
 )
 from .modulefile import ModuleRecord, read_module
 from .modulestore import ModuleStore
-from .phases import imp_used, validate
-from .plots import confusion_png, line_png, wants_figures
+from .phases import imp_used
+from .plots import confusion_png, line_png
 from .recipe import Recipe
 from .results import COLUMNS
 
@@ -93,19 +91,18 @@ class Job:
 
     def __init__(self, cfg: DictConfig, task: str):
         self.cfg, self.task, self.t0 = cfg, task, time.perf_counter()
+        self.recipe = Recipe.of(cfg)  # validated; bad tags fail here, before any work
         self.out = Path(cfg.paths.output_dir)
         self.fingerprint = job_fingerprint(cfg)
         self.images: dict[str, Path] = {}
         self.curves: dict[str, tuple] = {}
         self.devices = 1
         self.splits, self.module_paths = None, []
-        self.figures = wants_figures(cfg)
+        self.figures = self.recipe.figures
 
     @classmethod
     def start(cls, cfg: DictConfig, task: str) -> "Job | None":
         """The job, or None (after printing 'skip') when it already finished."""
-        validate(cfg)
-        run_tags(cfg)  # bad tags fail before any work
         job = cls(cfg, task)
         fix = "choose another hydra.sweep.dir / hydra.run.dir or delete it"
         if moduledir.finished_run(job.out, job.fingerprint, "job", fix) is not None:
@@ -125,9 +122,8 @@ class Job:
                 compose: bool = True) -> list[ModuleRecord]:
         """The job's modules from the store (training the missing ones); checked to compose
         unless ``compose=False`` (modules evaluated only alone)."""
-        recipe = Recipe.of(self.cfg)
-        store = ModuleStore(recipe.store_root, recipe.train_missing)
-        self.module_paths = store.get_many(recipe, rewarded_sets)
+        store = ModuleStore(self.recipe.store_root, self.recipe.train_missing)
+        self.module_paths = store.get_many(self.recipe, rewarded_sets)
         records = [read_module(p) for p in self.module_paths]
         if compose:
             check_composable(records)
@@ -260,8 +256,8 @@ class Job:
         """The job's run of each configured logger (W&B: flat numeric summary, the results as
         a Table, curves as line series, figures; the merged checkpoint as an artifact)."""
         loggers = build_loggers(self.cfg.logger, self.out, self.run_name(run_name),
-                                job_type=self.task, tags=run_tags(self.cfg),
-                                config=resolved(self.cfg))
+                                job_type=self.task, tags=self.recipe.tags,
+                                config=self.recipe.run_config)
         flat = log_job(loggers, frame, metrics, self.curves, self.images)
         if "merged_checkpoint" in metrics:
             log_module(loggers, Path(metrics["merged_checkpoint"]), self.fingerprint,

@@ -15,8 +15,8 @@ from ..data.datamodule import check_rewarded
 from ..files import read_json
 from ..identity import module_spec, spec_fingerprint
 from ..modulestore import ModuleStore
-from ..phases import imp_used, validate
-from ..plots import confusion_png, wants_figures
+from ..phases import imp_used
+from ..plots import confusion_png
 from ..recipe import Recipe
 
 
@@ -53,21 +53,19 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 
 def run(cfg: DictConfig) -> dict:
-    validate(cfg)
-    out = Path(cfg.paths.output_dir)
-    rewarded = check_rewarded(list(cfg.rewarded), data_source(cfg.data).num_classes, cfg.data.name)
-    claim_output_dir(out, cfg, spec_fingerprint(module_spec(cfg, rewarded)))
     alone = cfg.copy()  # one module: Lightning's fit and progress (the family's module too)
     alone.family.enabled = False
-    recipe = Recipe.of(alone)
+    recipe = Recipe.of(alone)  # validated
+    out, src = Path(cfg.paths.output_dir), data_source(recipe.data)
+    rewarded = check_rewarded(recipe.rewarded, src.num_classes, recipe.data.name)
+    claim_output_dir(out, cfg, spec_fingerprint(module_spec(recipe, rewarded)))
     module = ModuleStore(recipe.store_root).get_many(recipe, [rewarded], quiet=False)[0]
     metrics = {**read_json(module.parent / moduledir.DONE), "module": str(module.resolve())}
     link_or_copy(module, out / moduledir.MODULE)
     files = "module.pt, metrics.json, config.yaml"
-    if wants_figures(cfg):
-        confusion_png(out / "confusion.png", torch.tensor(metrics["confusion"]),
-                      data_source(cfg.data).classes,
-                      title=f"R={rewarded} seed={cfg.seed}")
+    if recipe.figures:
+        confusion_png(out / "confusion.png", torch.tensor(metrics["confusion"]), src.classes,
+                      title=f"R={rewarded} seed={recipe.seed}")
         files = "module.pt, metrics.json, confusion.png, config.yaml"
     moduledir.mark_done(out, metrics)
     print(summary(metrics, cfg.imp.sparsity if imp_used(cfg.imp) else 0.0, out, files))
