@@ -271,10 +271,10 @@ def sweep_run(tmp: Path, name: str, store: str, args: list[str]) -> dict:
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)
     jobs = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
-    evaluation = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("plan:")]
+    plan_lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("plan:")]
     return {"wall_s": round(wall, 2), "rc": proc.returncode, "jobs": len(jobs),
             "job_wall_s": round(sum(j["wall_s"] for j in jobs) / max(len(jobs), 1), 3),
-            "plan": evaluation, "command": " ".join(cmd[3:])}
+            "plan": plan_lines, "command": " ".join(cmd[3:])}
 
 
 def sweep_section(tmp: Path, pairs: int, extra: list[str], skip=()) -> dict:
