@@ -10,6 +10,20 @@ def kl_to_target(scaled_logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return torch.xlogy(targets, targets).sum(-1) - (targets * log_probs).sum(-1)
 
 
+def kl_and_gradient(scaled_logits: torch.Tensor, targets: torch.Tensor):
+    """Per-sample KL(ỹ ‖ softmax(z/T)) and its gradient with respect to z/T (what autograd
+    takes through kl_to_target): sum(ỹ) softmax(z/T) - ỹ."""
+    log_probs = torch.log_softmax(scaled_logits, dim=-1)
+    kl = torch.xlogy(targets, targets).sum(-1) - (targets * log_probs).sum(-1)
+    return kl, log_probs.exp() * targets.sum(-1, keepdim=True) - targets
+
+
+def batch_means(kl: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-member means (K,) of per-sample losses (K, B); ``weight`` (K, B): each sample's
+    share of its member's mean (None: the plain mean)."""
+    return kl.mean(-1) if weight is None else (kl * weight).sum(-1)
+
+
 class MaxEntLoss(nn.Module):
     """KL divergence between a target distribution and the tempered softmax.
 

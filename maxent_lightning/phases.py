@@ -163,7 +163,7 @@ def validate_imp(cfg: DictConfig) -> None:
 
 
 def validate_family(cfg: DictConfig) -> None:
-    for key in ("enabled", "fused_optimizer", "cpu_convolutions"):
+    for key in ("enabled", "fused_optimizer", "cpu_convolutions", "explicit_mlp"):
         flag(cfg, f"family.{key}")
     if cfg.family.chunk_size is not None:
         number(cfg, "family.chunk_size", int, 1, example="8 (null: as many as fit)")

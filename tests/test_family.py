@@ -115,6 +115,22 @@ def test_accuracy_criterion_family_matches_sequential(make_cfg, tmp_path):
     assert ties  # the tie rule decided somewhere
 
 
+@pytest.mark.parametrize("model,loss", [("model.hidden=[32]", "maxent"),
+                                        ("model.hidden=[32, 16]", "maxent"),
+                                        ("model.hidden=[32, 16]", "cross_entropy")])
+def test_written_out_mlp_trains_the_modules_of_vmap(make_cfg, tmp_path, model, loss, all_sparse):
+    """Phases with sparse products of an MLP take the written-out steps (family/mlp.py, the CPU
+    default): the modules are those of vmap and autograd (family.explicit_mlp=false), for a
+    shared first-layer input and per-member streams, dropout, hidden layers fed per member."""
+    sets = [[0], [7, 1]] if loss == "maxent" else [[0], [3]]
+    for explicit in ("true", "false"):
+        cfg = make_cfg(model, f"loss={loss}", "trainer.max_epochs=3", all_sparse,
+                       f"family.explicit_mlp={explicit}")
+        train_family(cfg, [(r, tmp_path / f"{explicit}{i}") for i, r in enumerate(sets)])
+    for i in range(len(sets)):
+        assert_same_module(tmp_path / f"false{i}", tmp_path / f"true{i}")
+
+
 def test_lenet_family_matches_sequential(make_cfg, tmp_path):
     cfg = make_cfg("model=lenet", "model.channels=[4]", "model.hidden=[16]",
                    "imp=layerwise", "family.fused_optimizer=true")

@@ -14,13 +14,15 @@ rule, best-validation restore, IMP pruning, and the same artifacts in each membe
 (``modulerun.py``): equal to a module trained alone up to the order of float sums (float32).
 On CPU, a large Linear weight with few alive entries (the pruned IMP phases) is
 trained as the 1-D leaf of its alive entries and multiplied sparsely (``family.sparse_below``,
-sparse.py).
+sparse.py); an MLP's steps in such phases are written out by hand (``family.explicit_mlp``,
+mlp.py).
 
 The rooms: ``eligibility`` (which configs the family trains), ``memory`` (the device and how
 many members fit), ``chunks`` (a seed's modules in passes: locks, resume, twins), ``member`` (one
 module's state), ``trainer`` (``FamilyTrainer``: one pass through the phases, test, artifacts),
 ``stack`` (the stacked parameters and their optimizer), ``streams`` (the members' batches),
-``sparse`` (sparse products of pruned Linear weights). Others use only the names below.
+``sparse`` (sparse products of pruned Linear weights), ``mlp`` (an MLP's written-out steps in
+the phases with sparse products). Others use only the names below.
 """
 
 from .chunks import passes, train_family

@@ -19,13 +19,14 @@ from torch.func import functional_call, vmap
 from ..builders import build_datamodule, init_theta0
 from ..dropout import generator, keep_mask, stream_dropouts
 from ..evaluate import Evaluation, lean_trainer, run_evaluation
-from ..loss import MaxEntLoss, kl_to_target
+from ..loss import MaxEntLoss, batch_means, kl_to_target
 from ..metrics import evaluation_metrics
 from ..modulerun import Diverged
 from ..phases import Phase, StopRule, phase_callbacks, schedule
 from ..recipe import Recipe
 from ..targets import make_targets
 from .member import Member
+from .mlp import StackedMLP, mlp_layers
 from .sparse import family_linears
 from .stack import Stack, fused
 from .streams import Streams
@@ -81,6 +82,9 @@ class FamilyTrainer:
         self.buffers = [n for n, _ in self.net.named_buffers()]
         self.fwd = vmap(self._forward, in_dims=(0, None, 0, 0), randomness="same")
         self.fwd_each = vmap(self._forward, in_dims=(0, 0, 0, 0), randomness="same")
+        layers = (mlp_layers(self.train_net, self.drops)
+                  if recipe.family.explicit_mlp and not self.low and device.type == "cpu" else None)
+        self.mlp = StackedMLP(layers, self.loss) if layers else None
         self.orders = self._grad_layouts()
         self.optimizer = instantiate(recipe.optimizer)
         if recipe.family.fused_optimizer:
@@ -126,15 +130,23 @@ class FamilyTrainer:
             self.linears[n].sparse = state
         each = y.dim() == 2
         try:
-            logits = (self.fwd_each if each else self.fwd)(
-                params, x, list(keep), torch.zeros(len(tables), device=self.device)).float()
+            if self.mlp and sparse is not None and sparse.patterns:  # validation of a pruned phase
+                logits = self.mlp.logits(sparse, x, each)
+            else:
+                logits = (self.fwd_each if each else self.fwd)(
+                    params, x, list(keep), torch.zeros(len(tables), device=self.device)).float()
         finally:
             for module in self.linears.values():
                 module.sparse = None
-        targets = tables[torch.arange(len(tables), device=y.device)[:, None], y] if each \
-            else tables[:, y]
-        kl = kl_to_target(self.loss.scale(logits), targets)
-        return (kl.mean(-1) if weight is None else (kl * weight).sum(-1)), logits
+        kl = kl_to_target(self.loss.scale(logits), self._targets(tables, y))
+        return batch_means(kl, weight), logits
+
+    @staticmethod
+    def _targets(tables: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(K, B, C) targets of the labels ``y``: (B,) shared, or (K, B) one row per member."""
+        if y.dim() == 2:
+            return tables[torch.arange(len(tables), device=y.device)[:, None], y]
+        return tables[:, y]
 
     def _keep_masks(self, gens: list[torch.Generator], batch: int) -> list[torch.Tensor]:
         """Dropout keep-masks scaled by 1/(1-p), (K, batch, ...) per dropout layer, each
@@ -151,10 +163,15 @@ class FamilyTrainer:
             keep = ()
             if self.drops:  # a full batch of draws each step, as dropout.py specifies
                 keep = [k[:, :batch.size] for k in self._keep_masks(gens, self.dm.batch_size)]
-            losses, _ = self._losses(stack.state(), stack.tables, x_all[batch.index],
-                                     y_all[batch.index], keep, sparse=stack, weight=batch.weight)
+            x, y = x_all[batch.index], y_all[batch.index]
             stack.opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
+            if self.mlp and stack.patterns:  # a pruned phase: sparse products
+                losses = self.mlp.step(stack, x, self._targets(stack.tables, y), y.dim() == 2,
+                                       keep, batch.weight)
+            else:
+                losses, _ = self._losses(stack.state(), stack.tables, x, y, keep, sparse=stack,
+                                         weight=batch.weight)
+                losses.sum().backward()
             stack.opt.step()
             stack.mask_weights()
             if self.track:
