@@ -68,7 +68,7 @@ class StackedMLP:
     def forward(self, stack, x: torch.Tensor, per_member: bool, keep=()):
         """Logits (K, B, C) of a batch ``x`` ((B, ...) shared, or (K, B, ...) one per member)
         and what the backward reads: each layer's input (K, in, B) (shared: an expanded view)
-        and each hidden layer's ReLU output and dropout keep-mask.
+        and each hidden layer's output and dropout keep-mask.
         ``keep``: the dropout keep-masks (K, B, units) per dropout layer (none: eval)."""
         dense, sparse, k = stack.params(), stack.sparse(), len(stack)
         batch = x.shape[1] if per_member else x.shape[0]
@@ -76,26 +76,30 @@ class StackedMLP:
             a = x.reshape(k, batch, -1).transpose(1, 2)
         else:
             a = x.reshape(batch, -1).t().expand(k, -1, -1)
-        inputs, relus, keeps = [], [], []
+        inputs, outs, keeps = [], [], []
         for layer in self.layers:
             inputs.append(a)
-            if layer.weight in sparse:
+            bias = dense[layer.bias].unsqueeze(-1) if layer.bias else None  # (K, out, 1)
+            if layer.weight in sparse:  # the bias is the product's addend: one pass less
                 values, pattern = sparse[layer.weight]
-                y = (_sparse_matrix(values, pattern, a) @ _columns(a)).view(k, pattern.shape[1], -1)
+                matrix, cols = _sparse_matrix(values, pattern, a), _columns(a)
+                y = (matrix @ cols if bias is None else torch.addmm(
+                    bias.reshape(-1, 1).expand(-1, cols.shape[-1]), matrix, cols))
+                y = y.view(k, pattern.shape[1], -1)
             else:
-                y = torch.bmm(dense[layer.weight], a)
-            if layer.bias:
-                y += dense[layer.bias].unsqueeze(-1)
+                w = dense[layer.weight]
+                y = (torch.bmm(w, a) if bias is None else
+                     torch.baddbmm(bias.expand(-1, -1, a.shape[-1]), w, a))
             if layer.hidden:
                 y.clamp_min_(0)
-                relus.append(y)
                 mask = None
                 if keep and layer.dropout is not None:
                     mask = keep[layer.dropout].transpose(1, 2).contiguous()
-                    y = y * mask
+                    y.mul_(mask)
+                outs.append(y)  # > 0 exactly where the ReLU and the dropout pass gradients
                 keeps.append(mask)
             a = y
-        return a.transpose(1, 2), (inputs, relus, keeps)
+        return a.transpose(1, 2), (inputs, outs, keeps)
 
     def logits(self, stack, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
         with torch.no_grad():
@@ -106,25 +110,26 @@ class StackedMLP:
         """Each member's batch-mean KL(ỹ ‖ softmax(z/T)) (K,), its gradient written to the
         stack's leaves (``.grad``), as ``losses.sum().backward()`` would. ``targets``: (K, B, C);
         ``weight`` (K, B): each sample's share of its member's mean (None: the plain mean)."""
-        logits, (inputs, relus, keeps) = self.forward(stack, x, per_member, keep)
+        logits, (inputs, outs, keeps) = self.forward(stack, x, per_member, keep)
         kl, g = kl_and_gradient(self.loss.scale(logits), targets)
         losses = batch_means(kl, weight)
         share = 1.0 / kl.shape[-1] if weight is None else weight.unsqueeze(-1)
         g = (g * share / self.loss.temperature).transpose(1, 2).contiguous()  # (K, C, B)
         dense, sparse = stack.params(), stack.sparse()
-        grads, hidden = {}, len(relus)
+        grads, hidden = {}, len(outs)
         for i in range(len(self.layers) - 1, -1, -1):
             layer, a = self.layers[i], inputs[i]
             if layer.hidden:
                 hidden -= 1
-                if keeps[hidden] is not None:
-                    g = g * keeps[hidden]
-                g = torch.ops.aten.threshold_backward(g, relus[hidden], 0)  # ReLU's backward
+                if keeps[hidden] is not None:  # g is this step's own tensor
+                    g.mul_(keeps[hidden])
+                # the ReLU's backward (and the dropout's: its output is 0 where it dropped)
+                g = torch.ops.aten.threshold_backward(g, outs[hidden], 0)
             if layer.bias:
                 grads[layer.bias] = g.sum(-1)
             if layer.weight in sparse:
                 values, pattern = sparse[layer.weight]
-                where = _sparse_matrix(torch.zeros_like(values), pattern, a)
+                where = _sparse_matrix(pattern.zeros, pattern, a)
                 grads[layer.weight] = torch.sparse.sampled_addmm(
                     where, g.reshape(-1, g.shape[-1]), _columns(a).t().contiguous(),
                     beta=0.0).values()

@@ -10,6 +10,7 @@ and the optimizer steps only those. Each alive entry is computed exactly as in t
 up to the order of the sums.
 """
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -45,6 +46,11 @@ class Pattern:
         t_order = torch.argsort(block_col * (k * out) + rows)
         return cls(mask, _starts(rows, k * out), col, block_col, _starts(block_col, k * inp),
                    rows[t_order], t_order)
+
+    @functools.cached_property
+    def zeros(self) -> torch.Tensor:
+        """Zero values of every alive entry: the sampled products' pattern operand."""
+        return torch.zeros(len(self.col), device=self.col.device)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -129,7 +135,7 @@ class StackedSparseLinear(torch.autograd.Function):
         k, out, inp = pattern.shape
         g = grad_y.transpose(1, 2).reshape(k * out, -1).contiguous()  # (K * out, batch)
         rows = x.transpose(0, 1).reshape(x.shape[1], -1) if per_member else x  # (batch, cols)
-        where = pattern.matrix(torch.zeros_like(values), per_member)
+        where = pattern.matrix(pattern.zeros, per_member)
         grad_values = torch.sparse.sampled_addmm(where, g, rows.contiguous(), beta=0.0).values()
         grad_x = None
         if ctx.needs_input_grad[0]:
