@@ -148,6 +148,8 @@ CASES = [
          "family.sparse_below=-0.5 must be >= 0.0"),
     Case("family.enabled not a bool", ["task=pairwise", "family.enabled=abc"],
          "family.enabled=abc must be true or false"),
+    Case("family.explicit_mlp not a bool", ["family.explicit_mlp=sometimes"],
+         "family.explicit_mlp=sometimes must be true or false"),
     Case("imp.rounds absurd (1e6)", ["imp.rounds=1000000"], "imp.rounds=1000000 is more than"),
     Case("logit weights: inf", [MERGE, "checkpoints=[{A},{B}]", "merge.logit_weights=[inf,1]"],
          "must be finite"),

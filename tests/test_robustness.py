@@ -95,6 +95,7 @@ FAST_CASES = cases(
     "family chunk size not a number",
     "family sparse_below < 0",
     "family.enabled not a bool",
+    "family.explicit_mlp not a bool",
     "imp.rounds absurd (1e6)",
     "logit weights: inf",
     "logit weights: NaN",
