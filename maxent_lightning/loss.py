@@ -4,18 +4,20 @@ import torch
 from torch import nn
 
 
+def _kl(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.xlogy(targets, targets).sum(-1) - (targets * log_probs).sum(-1)
+
+
 def kl_to_target(scaled_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample KL(ỹ ‖ softmax(z/T)); zero target entries contribute 0."""
-    log_probs = torch.log_softmax(scaled_logits, dim=-1)
-    return torch.xlogy(targets, targets).sum(-1) - (targets * log_probs).sum(-1)
+    return _kl(torch.log_softmax(scaled_logits, dim=-1), targets)
 
 
 def kl_and_gradient(scaled_logits: torch.Tensor, targets: torch.Tensor):
     """Per-sample KL(ỹ ‖ softmax(z/T)) and its gradient with respect to z/T (what autograd
     takes through kl_to_target): sum(ỹ) softmax(z/T) - ỹ."""
     log_probs = torch.log_softmax(scaled_logits, dim=-1)
-    kl = torch.xlogy(targets, targets).sum(-1) - (targets * log_probs).sum(-1)
-    return kl, log_probs.exp() * targets.sum(-1, keepdim=True) - targets
+    return _kl(log_probs, targets), log_probs.exp() * targets.sum(-1, keepdim=True) - targets
 
 
 def batch_means(kl: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -82,7 +82,7 @@ class StackedMLP:
             bias = dense[layer.bias].unsqueeze(-1) if layer.bias else None  # (K, out, 1)
             if layer.weight in sparse:  # the bias is the product's addend: one pass less
                 values, pattern = sparse[layer.weight]
-                matrix, cols = _sparse_matrix(values, pattern, a), _columns(a)
+                matrix, cols = pattern.matrix(values, not _shared(a)), _columns(a)
                 y = (matrix @ cols if bias is None else torch.addmm(
                     bias.reshape(-1, 1).expand(-1, cols.shape[-1]), matrix, cols))
                 y = y.view(k, pattern.shape[1], -1)
@@ -101,9 +101,9 @@ class StackedMLP:
             a = y
         return a.transpose(1, 2), (inputs, outs, keeps)
 
+    @torch.no_grad()
     def logits(self, stack, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        with torch.no_grad():
-            return self.forward(stack, x, per_member)[0]
+        return self.forward(stack, x, per_member)[0]
 
     @torch.no_grad()
     def step(self, stack, x, targets, per_member: bool, keep=(), weight=None) -> torch.Tensor:
@@ -129,10 +129,8 @@ class StackedMLP:
                 grads[layer.bias] = g.sum(-1)
             if layer.weight in sparse:
                 values, pattern = sparse[layer.weight]
-                where = _sparse_matrix(pattern.zeros, pattern, a)
-                grads[layer.weight] = torch.sparse.sampled_addmm(
-                    where, g.reshape(-1, g.shape[-1]), _columns(a).t().contiguous(),
-                    beta=0.0).values()
+                grads[layer.weight] = pattern.values_grad(g.reshape(-1, g.shape[-1]),
+                                                          _columns(a).t(), not _shared(a))
                 if i:
                     g = (pattern.transposed(values) @ g.reshape(-1, g.shape[-1])).view(
                         a.shape)
@@ -151,12 +149,6 @@ class StackedMLP:
 def _shared(a: torch.Tensor) -> bool:
     """Whether a layer input (K, in, B) is one input expanded over the members."""
     return a.stride(0) == 0
-
-
-def _sparse_matrix(values, pattern, a):
-    """The CSR matrix of a pruned weight for the input ``a``: (K * out, in) for a shared input,
-    else block-diagonal (K * out, K * in)."""
-    return pattern.matrix(values, not _shared(a))
 
 
 def _columns(a: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,14 @@ class Pattern:
             return _csr(self.crow, self.block_col, values, (k * out, k * inp))
         return _csr(self.crow, self.col, values, (k * out, inp))
 
+    def values_grad(self, grad_out: torch.Tensor, rows: torch.Tensor,
+                    per_member_input: bool) -> torch.Tensor:
+        """The gradient of the alive values: the product of the output gradient (K * out,
+        batch) and the input (batch, in or K * in) sampled at the alive entries only."""
+        where = self.matrix(self.zeros, per_member_input)
+        return torch.sparse.sampled_addmm(where, grad_out.contiguous(), rows.contiguous(),
+                                          beta=0.0).values()
+
     def transposed(self, values: torch.Tensor) -> torch.Tensor:
         """The (K * in, K * out) transpose of the block-diagonal matrix, as CSR."""
         k, out, inp = self.shape
@@ -135,8 +143,7 @@ class StackedSparseLinear(torch.autograd.Function):
         k, out, inp = pattern.shape
         g = grad_y.transpose(1, 2).reshape(k * out, -1).contiguous()  # (K * out, batch)
         rows = x.transpose(0, 1).reshape(x.shape[1], -1) if per_member else x  # (batch, cols)
-        where = pattern.matrix(pattern.zeros, per_member)
-        grad_values = torch.sparse.sampled_addmm(where, g, rows.contiguous(), beta=0.0).values()
+        grad_values = pattern.values_grad(g, rows, per_member)
         grad_x = None
         if ctx.needs_input_grad[0]:
             gx = (pattern.transposed(values) @ g).view(k, inp, -1)  # (K, in, batch)

@@ -130,7 +130,7 @@ class FamilyTrainer:
             self.linears[n].sparse = state
         each = y.dim() == 2
         try:
-            if self.mlp and sparse is not None and sparse.patterns:  # validation of a pruned phase
+            if sparse is not None and self._written_out(sparse):  # validation, pruned phase
                 logits = self.mlp.logits(sparse, x, each)
             else:
                 logits = (self.fwd_each if each else self.fwd)(
@@ -140,6 +140,10 @@ class FamilyTrainer:
                 module.sparse = None
         kl = kl_to_target(self.loss.scale(logits), self._targets(tables, y))
         return batch_means(kl, weight), logits
+
+    def _written_out(self, stack: Stack) -> bool:
+        """Whether the steps on ``stack`` are mlp.py's: an MLP in a phase with sparse products."""
+        return self.mlp is not None and bool(stack.patterns)
 
     @staticmethod
     def _targets(tables: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -165,7 +169,7 @@ class FamilyTrainer:
                 keep = [k[:, :batch.size] for k in self._keep_masks(gens, self.dm.batch_size)]
             x, y = x_all[batch.index], y_all[batch.index]
             stack.opt.zero_grad(set_to_none=True)
-            if self.mlp and stack.patterns:  # a pruned phase: sparse products
+            if self._written_out(stack):
                 losses = self.mlp.step(stack, x, self._targets(stack.tables, y), y.dim() == 2,
                                        keep, batch.weight)
             else:
