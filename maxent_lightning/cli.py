@@ -295,6 +295,10 @@ def interrupted_line(signum: int) -> str:
     job, out = RUNNING.get("job"), RUNNING.get("out", "the run directory")
     where = (f"job {job} ({out}) stopped; it and the jobs after it did not run" if job is not None
              else f"{out} stopped")
+    if job is not None and RUNNING.get("job_processes"):  # jobworkers: others ran beside it
+        where = (f"job {job} ({out}) and the jobs of the other "
+                 f"{RUNNING['job_processes'] - 1} job process(es) stopped; they and the jobs "
+                 "after them did not run")
     return (f"error: interrupted by {name}: {where}; rerun the same command to resume "
             "(finished jobs are skipped, finished modules and IMP rounds are kept)")
 

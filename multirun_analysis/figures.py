@@ -1,6 +1,9 @@
 """The paper's figures (matplotlib, Agg): mean lines with ±1 std (ddof=1) bands/bars, each as a
 PDF (vector, for the paper) and a PNG at print resolution (``DPI``) beside it."""
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +22,7 @@ from .tables import ENTROPY, RACC, name, need, sort_key, summary_name, tested, w
 MERGES = ("weight", "logit")
 STYLE = {"weight": "tab:blue", "logit": "tab:red", "train": "tab:blue", "test": "tab:orange"}
 DPI = 300  # print resolution of the PNGs
+POOL_FIGURES = 6  # fewer figures are drawn here: a drawing process takes seconds to start
 IDENTITY = [k for k in KEYS if k not in ("seed", "step", "merge", "t", "split", "experiment")]
 
 
@@ -66,6 +70,7 @@ def _save(fig, path: Path) -> list[Path]:
     paths = [path, path.with_suffix(".pdf")]
     for p in paths:
         fig.savefig(p, dpi=DPI)
+        fig.set_layout_engine("none")  # the PDF keeps the layout the PNG computed
     plt.close(fig)
     return paths
 
@@ -314,28 +319,44 @@ def confusion(jobs, df: pd.DataFrame, out: Path, limit: int = 30) -> list[Path]:
     mats = one_order(mats)
     mats["rate"] = [_normalize(m) for m in mats["matrix"]]
     mats["size"] = [len(m) for m in mats["matrix"]]
-    paths = []
     keys = ["task", "data", "model", "loss", "imp", "sparsity", "temperature", "merge", "size"]
+    figures = []
     for path, label, part in _files(mats, keys, "confusion", out):
         panel = [k for k in ("step", "cardinality", "class_set") if part[k].notna().any()]
-        cells = _groups(part, panel)[:limit]
-        fig, axes = _axes(len(cells), 4, w=3.2, h=3.2,
-                          layout="constrained")  # room for the title and the colorbar
-        for ax, (values, p) in zip(axes, cells, strict=False):
-            image = ax.imshow(np.mean(np.stack(p["rate"].to_list()), axis=0), cmap="Blues",
-                              vmin=0, vmax=1)
-            title = ", ".join(_panel_title(k, v) for k, v in zip(panel, values, strict=True))
-            ax.set_title(f"{title} (n={len(p)})", fontsize=10)
-            ticks = range(len(p["rate"].iloc[0])) if len(p["rate"].iloc[0]) <= 10 else []
-            ax.set(xticks=ticks, yticks=ticks)
-            ax.set_xlabel("predicted", fontsize=9)
-            ax.set_ylabel("true", fontsize=9)
-            ax.tick_params(labelsize=8, length=0)
-        fig.colorbar(image, ax=axes[:len(cells)], shrink=0.8, label="fraction of the true class")
-        fig.suptitle(f"Confusion matrices (row-normalized, mean over seeds) {label}".strip(),
-                     fontsize=11, wrap=True)
-        paths += _save(fig, path)
-    return paths
+        cells = [(", ".join(_panel_title(k, v) for k, v in zip(panel, values, strict=True)),
+                  np.mean(np.stack(p["rate"].to_list()), axis=0), len(p))
+                 for values, p in _groups(part, panel)[:limit]]
+        figures.append((path, label, cells))
+    return [p for paths in drawn(_confusion_figure, figures) for p in paths]
+
+
+def _confusion_figure(path: Path, label: str, cells) -> list[Path]:
+    """One file of ``confusion``: a panel per (title, mean rate matrix, jobs averaged)."""
+    fig, axes = _axes(len(cells), 4, w=3.2, h=3.2,
+                      layout="constrained")  # room for the title and the colorbar
+    for ax, (title, rate, n) in zip(axes, cells, strict=False):
+        image = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{title} (n={n})", fontsize=10)
+        ticks = range(len(rate)) if len(rate) <= 10 else []
+        ax.set(xticks=ticks, yticks=ticks)
+        ax.set_xlabel("predicted", fontsize=9)
+        ax.set_ylabel("true", fontsize=9)
+        ax.tick_params(labelsize=8, length=0)
+    fig.colorbar(image, ax=axes[:len(cells)], shrink=0.8, label="fraction of the true class")
+    fig.suptitle(f"Confusion matrices (row-normalized, mean over seeds) {label}".strip(),
+                 fontsize=11, wrap=True)
+    return _save(fig, path)
+
+
+def drawn(draw, figures: list[tuple]) -> list:
+    """``draw(*args)`` for each ``args`` of ``figures``, in order; on a process per core where
+    there are ``POOL_FIGURES`` or more (drawing them is most of an analysis of many jobs)."""
+    workers = min(len(figures), len(os.sched_getaffinity(0)))
+    if workers < 2 or len(figures) < POOL_FIGURES:
+        return [draw(*args) for args in figures]
+    spawn = multiprocessing.get_context("spawn")  # a clean matplotlib in each
+    with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        return list(pool.map(draw, *zip(*figures, strict=True)))
 
 
 def _panel_title(key: str, value) -> str:

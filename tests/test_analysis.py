@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -240,6 +241,7 @@ def test_shared_axes_colorbar_and_latex(multirun, tmp_path, monkeypatch):
 
     save = figures._save
     monkeypatch.setattr(figures, "_save", keep)
+    monkeypatch.setattr(figures, "POOL_FIGURES", 10**6)  # drawn here, where keep sees them
     analyze([root], tmp_path / "r", ["fig4", "fig6"])
     panels = [ax for ax in figs["fig4.png"].axes if ax.get_visible()]
     assert len(panels) == 4 and len({ax.get_ylim() for ax in panels}) == 1
@@ -405,3 +407,23 @@ def test_make_clean_keeps_the_store_and_clean_store_deletes_it(tmp_path):
     assert make("clean-store").startswith("deleting the module store store/: 3 module dir")
     assert not (tmp_path / "store").exists()
     assert make("clean-store") == "no module store at store/: nothing to delete\n"
+
+
+def test_figures_drawn_on_processes_equal_those_drawn_here(tmp_path, monkeypatch):
+    """Six or more figures are drawn on a process per core: the same files, in order."""
+
+    def specs(where):
+        rng = np.random.default_rng(0)
+        return [(tmp_path / where / f"c{k}.png", f"fig {k}",
+                 [(f"R={{{k}}}", rng.random((3, 3)), 2) for _ in range(2)]) for k in range(6)]
+
+    drawn = {}
+    for where, least in (("pool", 6), ("here", 99)):
+        monkeypatch.setattr(figures, "POOL_FIGURES", least)
+        drawn[where] = figures.drawn(figures._confusion_figure, specs(where))
+    names = {w: [[p.relative_to(tmp_path / w) for p in ps] for ps in drawn[w]] for w in drawn}
+    assert names["pool"] == names["here"] and names["here"][5] == [Path("c5.png"),
+                                                                  Path("c5.pdf")]
+    for k in range(6):
+        pixels = [plt.imread(tmp_path / w / f"c{k}.png") for w in ("pool", "here")]
+        assert np.array_equal(*pixels)

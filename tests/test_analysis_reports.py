@@ -123,6 +123,7 @@ def test_confusion_titles_readable_class_sets(tmp_path, monkeypatch):
 
     save = figures._save
     monkeypatch.setattr(figures, "_save", keep)
+    monkeypatch.setattr(figures, "POOL_FIGURES", 10**6)  # drawn here, where keep sees them
     root, _ = make_multirun(tmp_path / "multirun" / "s")
     analyze([root], tmp_path / "r", ["confusion"])
     assert titles and all(size >= 9 for _, size in titles)
