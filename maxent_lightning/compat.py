@@ -10,7 +10,8 @@ Each use is checked against the library series it was written for (``HYDRA_SERIE
   missing, ``hydra_internals()`` is None and logs one line: each job is then composed as Hydra's
   basic sweeper and launcher compose it (``load_sweep_config``) and the planner leaves each job
   to train the modules it lacks. Hydra's basic sweeper and launcher themselves (the base classes
-  of the fast ones, ``hydra/sweeper=basic``) live in ``hydra._internal.core_plugins``.
+  of the fast ones, ``hydra/sweeper=basic``) live in ``hydra._internal.core_plugins``; a job
+  worker (``jobworkers``) builds the sweep's callbacks with ``hydra._internal.callbacks``.
 - Lightning: the precision names it accepts, how it resolves ``accelerator=auto|gpu``, and the
   W&B logger's init arguments and open run; elsewhere a public equivalent (imported lazily:
   the CLI imports this module without torch).
@@ -88,6 +89,16 @@ def set_hydra_config(cfg: DictConfig) -> None:
     """Make the ``hydra`` node of ``cfg`` Hydra's global runtime config (``${hydra:...}``
     resolves against it: a notebook's config, a job the planner composes)."""
     HydraConfig.instance().set_config(cfg)
+
+
+def job_context(config: DictConfig):
+    """What Hydra's ``run_job`` takes as its context in a process that runs jobs it did not
+    launch (``jobworkers``): the callbacks of ``config.hydra.callbacks``, instantiated as
+    Hydra instantiates them (``hydra._internal.callbacks``), no config loader."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.types import HydraContext
+
+    return HydraContext(config_loader=None, callbacks=Callbacks(config))
 
 
 @contextlib.contextmanager

@@ -21,9 +21,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 
+from .compat import job_context
 from .launcher import jobs_line
+from .process import quiet_libraries
 
 log = logging.getLogger(__name__)
 JOBS_PER_WORKER = 10  # fewer jobs per worker than this: fewer workers
@@ -219,11 +221,6 @@ def _worker(k: int, task: tuple[str, str], threads: int, inbox, results) -> None
     signal.signal(signal.SIGTERM, _stopped)  # (and the task keeps no handler of its own)
     whole_lines()
     import torch
-    from hydra._internal.callbacks import Callbacks
-    from hydra.core.utils import run_job, setup_globals
-    from hydra.types import HydraContext
-
-    from .process import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(threads)
@@ -232,7 +229,7 @@ def _worker(k: int, task: tuple[str, str], threads: int, inbox, results) -> None
     while (item := inbox.get()) is not None:
         idx, config = item
         if context is None:  # the sweep's callbacks (hydra.callbacks), as the parent has them
-            context = HydraContext(config_loader=None, callbacks=Callbacks(config))
+            context = job_context(config)
         results.put(("start", k, idx, None))
         ret = run_job(hydra_context=context, task_function=function, config=config,
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")

@@ -11,15 +11,14 @@ import re
 import signal
 
 import pytest
-from hydra._internal.callbacks import Callbacks
 from hydra.core.utils import JobStatus, run_job
-from hydra.types import HydraContext
 from omegaconf import open_dict
 from test_faults import TINY, _signal_when, _start
 from test_launcher import multirun_master
 from test_planner import cli, fixed
 
 from maxent_lightning import jobworkers, planner
+from maxent_lightning.compat import job_context
 from maxent_lightning.launcher import SweepComposer
 
 CRASH = "crash_in_worker"
@@ -40,7 +39,7 @@ def run_pool(tmp_path, processes: int, pairs: int):
     with multirun_master(*args) as (master, loader):
         composer = SweepComposer(master, loader)
         jobs = list(enumerate(planner.sweep_jobs(master)))
-        context = HydraContext(config_loader=None, callbacks=Callbacks())
+        context = job_context(None)  # no callbacks
 
         def compose(idx, overrides):
             cfg = composer.compose(list(overrides))
