@@ -25,7 +25,7 @@ from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 
 from .compat import job_context
 from .launcher import jobs_line
-from .process import quiet_libraries
+from .process import end_processes, quiet_libraries
 
 log = logging.getLogger(__name__)
 JOBS_PER_WORKER = 10  # fewer jobs per worker than this: fewer workers
@@ -118,7 +118,7 @@ class JobPool:
                 self.started[k] = idx
                 continue
             self.started.pop(k, None)
-            self.held[k] = deque(j for j in self.held[k] if j[0] != idx)
+            self.held[k].popleft()  # a worker runs its jobs in the order it got them
             done(idx, ret)
             block = False
 
@@ -142,17 +142,8 @@ class JobPool:
             inbox.cancel_join_thread()  # configs a dead worker never read do not hold us here
             if p.pid is not None and p.is_alive():
                 inbox.put(None)
-                if not finished:
-                    p.terminate()
         self.results.cancel_join_thread()
-        deadline = time.monotonic() + 5
-        for p in self.procs:
-            if p.pid is None:
-                continue
-            p.join(timeout=max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.terminate()
-                p.join()
+        end_processes(self.procs, at_once=not finished)
 
 
 class WholeLines:

@@ -28,7 +28,7 @@ from .errors import UserError
 from .launcher import clock
 from .modulestore import ModuleStore, TrainingPass
 from .phases import imp_rounds, phase_epochs
-from .process import RUNNING, quiet_libraries
+from .process import RUNNING, end_processes, quiet_libraries
 
 log = logging.getLogger(__name__)
 # CPU workers when sweep.workers is null: on the 2-core CPU, two processes of one torch thread
@@ -241,16 +241,7 @@ def _run_pool(works, devices, threads, hydra, progress, failed) -> None:
                 pending.discard(index)
                 _report(progress, by_index[index], names[k], failed, why)
     finally:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                p.terminate()
-        for p in procs:
-            if p.pid is None:  # never started
-                continue
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join()
+        end_processes(procs, at_once=True)
 
 
 def _check_alive(procs, names, current, pending, by_index, progress, failed) -> None:

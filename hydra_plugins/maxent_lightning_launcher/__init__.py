@@ -120,12 +120,12 @@ class FastLauncher(BasicLauncher):
 
         from maxent_lightning.pool import threads_per_worker  # (torch: imported by now)
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(threads_per_worker(processes))
+        threads, share = torch.get_num_threads(), threads_per_worker(processes)
+        torch.set_num_threads(share)
         RUNNING["job_processes"] = processes  # (read by the CLI's interrupt line)
         try:
-            runs = jobworkers.JobPool(processes, threads_per_worker(processes), task).run(
-                jobs, self._compose, self._run_here)
+            runs = jobworkers.JobPool(processes, share, task).run(jobs, self._compose,
+                                                                   self._run_here)
         finally:
             torch.set_num_threads(threads)
         del RUNNING["job_processes"]
