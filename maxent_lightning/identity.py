@@ -4,7 +4,8 @@ module  in the module id: ``module_spec`` (its digest, ``spec_fingerprint``, nam
         the store). Beside the keys: the identity ``VERSION`` and the digest of the loaded data.
         "model": recorded inside the spec's ``model`` (the model's softmax temperature).
         The first phase key (``first_phase_key``: IMP round 0, or a whole dense training) is the
-        module id without ``imp``, with that phase's epochs in place of ``max_epochs``.
+        module id without ``imp`` and ``max_epochs``: phases of equal key train alike epoch by
+        epoch, so the shorter one is the start of the longer one.
 job     in a composition job's id (``job_fingerprint``), with the data's digest, or the given
         checkpoints' digests in place of their paths.
 group   in the group key (``group_key``, ``first_group_key``): the modules the planner trains
@@ -23,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from .builders import data_source, plain
 from .files import config_digest
 from .modulefile import read_module
-from .phases import imp_rounds, phase_epochs
 
 # Bump when a change alters what a spec trains: every module gets a new fingerprint.
-VERSION = 2
+# 3: the first phase's dropout stream is keyed without its epochs (``first_phase_key``).
+VERSION = 3
 # trainer.precision values of a float32 module (absent from its spec, as before the key existed).
 FULL_PRECISION = ("32", "32-true")
 
@@ -209,13 +210,14 @@ def spec_fingerprint(spec: dict) -> str:
 
 
 def first_phase_key(cfg, rewarded) -> str:
-    """What decides a module's first phase (IMP round 0, or the whole of a dense training): its
-    spec without the IMP settings, with that phase's epochs. An IMP module's round 0 trains
-    exactly as the dense module of equal key (same θ0, seeds, batches and, in the family, the
-    dropout stream keyed by this): its best weights are that dense module."""
+    """What decides a module's first phase (IMP round 0, or the whole of a dense training),
+    epoch by epoch: its spec without the IMP settings and the epochs. Phases of equal key (same
+    θ0, seeds, batch order and, keyed by this, dropout stream) train alike: an IMP round 0 of
+    E0 epochs is the start of the dense training of equal key (E epochs), and the other way
+    round, so one training yields both (the family's dense twins)."""
     spec = module_spec(cfg, rewarded)
     del spec["imp"], spec["max_epochs"]
-    return config_digest({**spec, "epochs": phase_epochs(cfg, imp_rounds(cfg.imp) == 0)})
+    return config_digest(spec)
 
 
 # ---------------------------------------------------------------- a group of modules

@@ -113,9 +113,9 @@ class ModuleStore:
         """The passes that train ``members`` ((rewarded, dir) modules of ``recipe``, to train):
         a family pass holds up to ``chunk`` of them (cross-entropy ones with equally many steps
         per epoch: ``family.passes``), a sequential pass one. ``dense``: (config, members) of
-        dense modules whose training is the IMP round 0 of these (the same first phase: the
-        caller groups them, ``identity.first_group_key``); those with a rewarded set of
-        ``members`` are the passes' twins, stored from that round instead of trained again."""
+        dense modules whose training starts as the IMP round 0 of these, or is its start (the
+        same first phase: the caller groups them, ``identity.first_group_key``); those with a
+        rewarded set of ``members`` are the passes' twins, trained on that round's rows."""
         recipe, members = Recipe.of(recipe), [(list(r), Path(d)) for r, d in members]
         if not members:
             return []

@@ -235,10 +235,10 @@ def check_store(plan: SweepPlan, twins: bool = True) -> None:
 
 
 def pair_twins(plan: SweepPlan) -> None:
-    """A dense module whose training is the IMP round 0 of a module that the sweep trains
-    (``identity.first_group_key``: same settings, round epochs = epochs) is stored from
-    that round by the IMP group's passes (the store decides which: ``ModuleStore.passes``)
-    instead of being trained again: it moves from its group's missing modules to its
+    """A dense module whose training starts as the IMP round 0 of a module that the sweep
+    trains, or is its start (``identity.first_group_key``: same settings but the epochs), is
+    trained by the IMP group's passes on that round's stack row (the store decides which:
+    ``ModuleStore.passes``) instead of apart: it moves from its group's missing modules to its
     deferred ones."""
     by_first = {}
     for g in plan.groups.values():
@@ -273,8 +273,8 @@ def describe(plan: SweepPlan) -> str:
     lines.append(f"plan: {plan.modules} distinct module(s) in {len(plan.groups)} group(s), "
                  f"{stored} stored, {plan.missing} to train in {plan.passes} pass(es)")
     if plan.twins:
-        lines.append(f"plan: {plan.twins} dense module(s) stored from the IMP round 0 of "
-                     "modules trained above (same training)")
+        lines.append(f"plan: {plan.twins} dense module(s) trained with the IMP round 0 of "
+                     "modules above (one training: their first epochs are that round's)")
     todo = [g for g in plan.groups.values() if g.missing]
     for g in todo[:MAX_GROUP_LINES]:
         lines.append(f"plan:   {g.cfg.data.name} {g.model} {g.cfg.loss.targets} "
@@ -295,7 +295,8 @@ def works(plan: SweepPlan) -> list[pool.Work]:
                  f"seed={g.cfg.seed}")
         epochs = pool.module_epochs(g.cfg)
         out += [pool.Work(len(out) + i, k, len(todo), label, g.model, g.store, p,
-                          epochs * len(p.members)) for i, p in enumerate(g.training, 1)]
+                          epochs * len(p.members) + pool.twin_epochs(g.cfg, p.twins))
+                for i, p in enumerate(g.training, 1)]
     return out
 
 

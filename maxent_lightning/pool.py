@@ -51,10 +51,21 @@ class Work:
     p: TrainingPass
     cost: int  # module-epochs (at most: early stopping ends some sooner)
 
+    @property
+    def modules(self) -> int:
+        """The modules it stores: its members and their dense twins."""
+        return len(self.p.members) + len(self.p.twins)
+
 
 def module_epochs(cfg: DictConfig) -> int:
     """Epochs one module of ``cfg`` trains at most: every IMP round and the final phase."""
     return imp_rounds(cfg.imp) * phase_epochs(cfg, False) + phase_epochs(cfg, True)
+
+
+def twin_epochs(cfg: DictConfig, twins: dict) -> int:
+    """Epochs the dense ``twins`` of a pass of ``cfg`` add to its rows' IMP round 0."""
+    first = phase_epochs(cfg, imp_rounds(cfg.imp) == 0)
+    return sum(max(0, module_epochs(recipe) - first) for recipe, _ in twins.values())
 
 
 def largest_first(works: list[Work]) -> list[Work]:
@@ -99,7 +110,7 @@ def describe(works: list[Work], devices: list[str], threads: int | None) -> str:
     devices = devices[:max(len(works), 1)]  # as many workers as passes at most
     where = ", ".join(worker_names(devices))
     each = f", {threads} torch thread(s) each" if threads and len(devices) > 1 else ""
-    return (f"plan: training {sum(len(w.p.members) for w in works)} module(s) in {len(works)} "
+    return (f"plan: training {sum(w.modules for w in works)} module(s) in {len(works)} "
             f"pass(es), {sum(w.cost for w in works):,} module-epochs at most, on "
             f"{len(devices)} worker(s): {where}{each}")
 
@@ -109,7 +120,7 @@ class Progress:
     elapsed time and the ETA from the module-epochs of the passes finished so far."""
 
     def __init__(self, works: list[Work], stream=None):
-        self.passes, self.modules = len(works), sum(len(w.p.members) for w in works)
+        self.passes, self.modules = len(works), sum(w.modules for w in works)
         self.cost, self.done_passes, self.done_modules, self.done_cost = \
             sum(w.cost for w in works), 0, 0, 0
         self.start = time.monotonic()
@@ -122,18 +133,18 @@ class Progress:
 
     def line(self, w: Work, where: str, failed: str | None = None) -> str:
         self.done_passes += 1
-        self.done_modules += len(w.p.members)
+        self.done_modules += w.modules
         self.done_cost += w.cost
         elapsed = time.monotonic() - self.start
         left = self.cost - self.done_cost
         eta = clock(elapsed / self.done_cost * left) if self.done_cost and left else "0:00"
         what = "failed" if failed else "done"
         line = (f"train: pass {self.done_passes}/{self.passes} {what} on {where}: group "
-                f"{w.group} of {w.groups} ({w.label}), {len(w.p.members)} module(s); modules "
+                f"{w.group} of {w.groups} ({w.label}), {w.modules} module(s); modules "
                 f"{self.done_modules}/{self.modules}, {clock(elapsed)} elapsed, ETA {eta}")
         if self.bar is not None:
             self.bar.set_description(f"group {w.group}/{w.groups} {w.label}")
-            self.bar.update(len(w.p.members))
+            self.bar.update(w.modules)
         return line
 
     def close(self) -> None:

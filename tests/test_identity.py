@@ -59,20 +59,26 @@ def test_the_quickstarts_module_is_reused_by_the_next_composition_job(tmp_path, 
     assert (stored[0] / "module.pt").stat().st_mtime_ns == before
 
 
-def test_a_sequential_dense_module_is_the_twin_of_imp_round_0(tmp_path, make_cfg):
-    """The dense module stored from an IMP module's round 0 (family) is the one Lightning
-    trains alone, for cross-entropy too (per-member streams), dropout on."""
-    for loss in ("maxent", "cross_entropy"):
-        imp = make_cfg(f"loss={loss}", "imp.rounds=1", "imp.round_epochs=2")
-        dense = make_cfg(f"loss={loss}", "imp=none")
-        store = ModuleStore(tmp_path / loss)
-        twin_dir = store.dir_for(dense, CLASS)
-        (one,) = store.passes(imp, [(CLASS, store.dir_for(imp, CLASS))],
-                            dense=[(dense, [(CLASS, twin_dir)])])
+def test_a_dense_twin_and_its_imp_module_are_those_lightning_trains_alone(tmp_path, make_cfg):
+    """A dense module trained on the stack row of an IMP module's round 0 (family) is the one
+    Lightning trains alone, and so is that IMP module, when the dense training lasts as long as
+    round 0, longer or shorter; for cross-entropy too (per-member streams), dropout on."""
+    for loss, round_epochs in (("maxent", 2), ("maxent", 1), ("cross_entropy", 3)):
+        imp = make_cfg(f"loss={loss}", "imp.rounds=1", f"imp.round_epochs={round_epochs}")
+        dense = make_cfg(f"loss={loss}", "imp=none")  # 2 epochs
+        store = ModuleStore(tmp_path / f"{loss}{round_epochs}")
+        twin_dir, imp_dir = store.dir_for(dense, CLASS), store.dir_for(imp, CLASS)
+        (one,) = store.passes(imp, [(CLASS, imp_dir)], dense=[(dense, [(CLASS, twin_dir)])])
         assert one.twins == {tuple(CLASS): (Recipe.of(dense), twin_dir)}
         store.train(one)
-        train_module(dense, tmp_path / f"alone-{loss}", CLASS, quiet=True)
-        assert_same_module(twin_dir, tmp_path / f"alone-{loss}")
+        alone = tmp_path / f"alone-{loss}{round_epochs}"
+        train_module(dense, alone / "dense", CLASS, quiet=True)
+        twin, own = assert_same_module(twin_dir, alone / "dense")
+        assert twin["stop_epochs"] == own["stop_epochs"] == [2]
+        if round_epochs != 2:  # the equal case is the first one's module
+            train_module(imp, alone / "imp", CLASS, quiet=True)
+            ours, own = assert_same_module(imp_dir, alone / "imp")
+            assert ours["stop_epochs"] == own["stop_epochs"] == [round_epochs, 2]
 
 
 def test_another_data_folder_is_another_module(tmp_path, write_cifar, make_cfg):
@@ -225,10 +231,16 @@ def test_the_family_column_is_what_the_family_trainer_takes(make_cfg):
     assert wrong == []
 
 
-def test_the_first_phase_key_leaves_out_imp_but_not_its_round_epochs(make_cfg):
+def test_the_first_phase_key_leaves_out_imp_and_the_epochs(make_cfg):
+    """Equal keys train alike epoch by epoch (a shorter first phase is the longer one's start);
+    anything else that decides the training changes the key."""
     imp = make_cfg("imp.rounds=1", "imp.round_epochs=2")
     key = first_phase_key(imp, CLASS)
     assert first_phase_key(make_cfg("imp.rounds=1", "imp.round_epochs=2", "imp.sparsity=0.5"),
                            CLASS) == key
     assert first_phase_key(make_cfg("imp=none", "trainer.max_epochs=2"), CLASS) == key
-    assert first_phase_key(make_cfg("imp.rounds=1", "imp.round_epochs=1"), CLASS) != key
+    assert first_phase_key(make_cfg("imp.rounds=1", "imp.round_epochs=1"), CLASS) == key
+    assert first_phase_key(make_cfg("imp=none", "trainer.max_epochs=5"), CLASS) == key
+    assert first_phase_key(make_cfg("imp=none", "seed=1"), CLASS) != key
+    assert first_phase_key(make_cfg("imp=none", "optimizer.lr=0.01"), CLASS) != key
+    assert first_phase_key(make_cfg("imp=none"), [5]) != key

@@ -81,26 +81,30 @@ def test_resume_counts_stored_modules(tmp_path, fast_overrides):
     assert f"{stored} stored, {again.missing} to train" in planner.describe(again)
 
 
-def test_dense_modules_are_stored_from_the_imp_round_0(tmp_path, fast_overrides):
-    """imp=none modules train exactly as round 0 of their imp=global twins: the sweep stores them
-    from that round, the module a dense training gives (tests/same.py; dropout included)."""
-    sweep = ["imp=global,none", "loss=maxent,cross_entropy", "pair=0,1"]
-    with master(tmp_path, fixed(tmp_path, fast_overrides, "trainer.max_epochs=2"), sweep) as cfg:
+def test_dense_modules_are_trained_with_the_imp_round_0(tmp_path, fast_overrides):
+    """imp=none modules (2 epochs) start as round 0 (1 epoch) of their imp=protocol twins: the
+    sweep trains them on that round's rows; each is the module a dense training gives, and each
+    IMP module the one trained without twins (tests/same.py; dropout included)."""
+    sweep = ["imp=protocol,none", "loss=maxent,cross_entropy", "pair=0,1"]
+    epochs = ("trainer.max_epochs=2", "imp.round_epochs=1")
+    with master(tmp_path, fixed(tmp_path, fast_overrides, *epochs), sweep) as cfg:
         plan = planner.plan_sweep(cfg)
         planner.check_store(plan)
         dense = [g for g in plan.groups.values() if not g.cfg.imp.enabled]
         assert len(dense) == 2 and all(not g.missing and g.deferred for g in dense)
         assert plan.twins == sum(len(g.deferred) for g in dense) == plan.missing
-        assert "dense module(s) stored from the IMP round 0" in planner.describe(plan)
+        assert "dense module(s) trained with the IMP round 0" in planner.describe(plan)
         planner.train(plan)
         again = planner.plan_sweep(cfg)
         planner.check_store(again)
         assert again.missing == 0 and again.twins == 0
-        for g in dense:
-            (r, d), *_ = g.deferred
-            alone = train_family(g.cfg, [(r, tmp_path / f"alone-{g.cfg.loss.targets}")])[0]
-            stored, own = assert_same_module(d, tmp_path / f"alone-{g.cfg.loss.targets}")
+        for g in plan.groups.values():
+            (r, d), *_ = g.deferred or g.missing
+            out = tmp_path / f"alone-{g.cfg.loss.targets}-{g.cfg.imp.enabled}"
+            alone = train_family(g.cfg, [(r, out)])[0]
+            stored, own = assert_same_module(d, out)
             assert stored["stop_epochs"] == own["stop_epochs"] == alone["stop_epochs"]
+            assert stored["stop_epochs"] == ([1, 2] if g.cfg.imp.enabled else [2])
 
 
 def test_unknown_task_and_bad_jobs_are_not_planned(tmp_path, fast_overrides):

@@ -1,5 +1,5 @@
 """A seed's modules trained as a family: in passes of members that fit, each pass's directories
-locked, finished modules skipped, interrupted ones resumed, and dense twins stored from round 0."""
+locked, finished modules skipped, interrupted ones resumed, and dense twins trained with round 0."""
 
 import logging
 import os
@@ -52,8 +52,9 @@ def _train_chunk(recipe: Recipe, members: list[Member], device, group: int) -> l
         if m.twin is not None and m.start > 0:  # round 0 is done: the twin trains on its own
             m.twin = None
         if (t := m.twin) is not None:
-            t.resume(schedule(t.recipe, trainer.net), trainer.net, trainer.streams.steps(k),
-                     **origin)
+            dense = schedule(t.recipe, trainer.net)
+            t.resume(dense, trainer.net, trainer.streams.steps(k), **origin)
+            t.epochs = dense.phases[0].epochs
     twins = [m.twin for m in members if m.twin is not None]
     with (_deterministic(recipe.trainer.get("deterministic")), reused_host_memory(),
           denormals_flushed(recipe.flush_denormals)):
@@ -92,8 +93,8 @@ def train_family(recipe: Recipe, jobs, twins=None) -> list[dict]:
     """Train the ``(rewarded, out_dir)`` modules of one seed of ``recipe`` (a job config: its
     recipe) together (chunked to fit memory), skipping finished ones; every member directory
     is locked while its chunk trains. ``twins``: {rewarded tuple: (dense recipe, out_dir)}, the
-    dense modules whose training is the IMP round 0 of these (``first_phase_key``): stored from
-    it, not trained again."""
+    dense modules whose training starts as the IMP round 0 of these, or is its start
+    (``first_phase_key``): each trained on the stack row of that round 0, not apart."""
     recipe = Recipe.of(recipe)
     src = data_source(recipe.data)
     device = pick_device(str(recipe.trainer.get("accelerator", "auto")),

@@ -24,7 +24,8 @@ class Member(ModuleRun):
     last: dict | None = None
     weights: dict | None = None
     first_key: str = ""  # identity.first_phase_key: keys the dropout stream of round 0
-    twin: "Member | None" = None  # the dense module (its own recipe) its IMP round 0 yields
+    twin: "Member | None" = None  # the dense module (its own recipe) trained with its round 0
+    epochs: int = 0  # a twin's: the epochs of its training (it may end before or after round 0)
 
     @classmethod
     def of(cls, recipe: Recipe, rewarded, out_dir: Path, num_classes: int,

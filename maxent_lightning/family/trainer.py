@@ -233,21 +233,28 @@ class FamilyTrainer:
                   if lin.weight.numel() >= SPARSE_MIN_WEIGHTS and alive[n] < self.sparse_below}
         stack = Stack(self.theta0, masks, self.tables[rows], self.optimizer, self.orders,
                       self.device, sparse, self.buffers)
+        # what each row trains: its member's round r and, in round 0, its dense twin's
+        # training (of its own length: this row serves both until both have ended)
+        runs = {k: [(self.members[k], phase.epochs)] for k in rows}
         for k in rows:
-            m = self.members[k]
-            m.begin_round(r)
-            m.keeper, *others = phase_callbacks(self.recipe).values()
-            m.stoppers = [StopRule(cb) for cb in others]
-            m.best, m.last = None, None
+            if r == 0 and (twin := self.members[k].twin) is not None:
+                runs[k].append((twin, twin.epochs))
+            for run, _ in runs[k]:
+                run.begin_round(r)
+                run.keeper, *others = phase_callbacks(run.recipe).values()
+                run.stoppers = [StopRule(cb) for cb in others]
+                run.best, run.last = None, None
         gens = {k: generator(self.members[k].first_key if r == 0 else
                              self.members[k].fingerprint, r) for k in rows}
         phase.begin(self.dm)
         self.streams.begin(phase.shuffle_seed)
-        epochs = phase.epochs
+        epochs = max(end for k in rows for _, end in runs[k])
         entries = sum(m.numel() for m in masks.values())
         share = sum(float(m.sum()) for m in masks.values()) / entries if entries else 1.0
-        log.info("family %s: %d module(s), up to %d epochs%s",
+        twins = sum(len(runs[k]) - 1 for k in rows)
+        log.info("family %s: %d module(s), up to %d epochs%s%s",
                  self.schedule.label(phase) or "dense", len(rows), epochs,
+                 f" ({twins} with their dense twin)" if twins else "",
                  "".join(f", {n} sparse ({alive[n]:.1%} alive)" for n in sorted(sparse)))
         for epoch in range(epochs):
             began, cpu = time.perf_counter(), time.process_time()
@@ -259,49 +266,56 @@ class FamilyTrainer:
                      float(val.mean()), seconds,
                      extra={"epoch_s": seconds, "epoch_cpu_s": time.process_time() - cpu,
                             "round": r, "alive": share})
-            stopped = []
+            ended = []
             for i, k in enumerate(rows):
-                m = self.members[k]
-                m.steps += self.streams.steps(k)
                 row = {"epoch": epoch, "train/loss": float(train_loss[i]),
                        "val/loss": float(val[i]), **(extra[i] if self.track else {})}
-                for logger in m.loggers + (m.twin.loggers if m.twin and r == 0 else []):
-                    logger.log_metrics(row, step=m.steps)
-                if m.keeper.update(row[m.keeper.monitor], epoch):  # RestoreBestWeights
-                    m.best = stack.row(i)
-                if any([rule.should_stop(torch.tensor(row[rule.callback.monitor]))
-                        for rule in m.stoppers]):
-                    m.stop_epochs.append(epoch + 1)
-                    m.last = stack.row(i)
-                    stopped.append(i)
-            if stopped:
-                keep = [i for i in range(len(rows)) if i not in stopped]
+                runs[k] = self._epoch_end(runs[k], row, epoch, stack, i, self.streams.steps(k))
+                if not runs[k]:
+                    ended.append(i)
+            if ended:
+                keep = [i for i in range(len(rows)) if i not in ended]
                 rows = [rows[i] for i in keep]
                 if not rows:
                     break
                 stack.keep(keep)
-        for i, k in enumerate(rows):
-            self.members[k].stop_epochs.append(epochs)
-            self.members[k].last = stack.row(i)
         self._end_phase(phase)
 
+    @staticmethod
+    def _epoch_end(runs, row: dict, epoch: int, stack: Stack, i: int, steps: int) -> list:
+        """Log an epoch's ``row`` for each (module, last epoch) of stack row ``i``, keep its
+        best weights and apply its stopping rules: the runs still training."""
+        state, going = None, []
+        for run, end in runs:
+            run.steps += steps
+            for logger in run.loggers:
+                logger.log_metrics(row, step=run.steps)
+            if run.keeper.update(row[run.keeper.monitor], epoch):  # RestoreBestWeights
+                run.best = state = state or stack.row(i)
+            if (any([rule.should_stop(torch.tensor(row[rule.callback.monitor]))
+                     for rule in run.stoppers]) or epoch + 1 == end):
+                run.stop_epochs.append(epoch + 1)
+                run.last = state = state or stack.row(i)
+            else:
+                going.append((run, end))
+        return going
+
     def _end_phase(self, phase: Phase) -> None:
-        """Restore each member's best weights; before the final phase prune and record."""
+        """Restore each member's (and dense twin's) best weights; before the final phase prune
+        and record."""
         for m in self.members:
             if m.start > phase.round:
                 continue
-            m.weights = m.best if m.best is not None else m.last
-            try:
-                m.check_round(phase, m.keeper, m.weights)
-            except Diverged as err:
-                m.failed, m.start = str(err), self.schedule.rounds + 1
-                continue
-            if phase.final:
-                continue
-            if phase.round == 0 and m.twin is not None:  # its round 0 is this dense module
-                m.twin.weights, m.twin.stop_epochs = m.weights, m.stop_epochs[:1]
-                m.twin.steps = m.steps
-            m.end_round(phase, m.keeper, self.schedule.next_masks(m.weights, m.masks))
+            for run in [m, m.twin] if phase.round == 0 and m.twin is not None else [m]:
+                run.weights = run.best if run.best is not None else run.last
+                try:
+                    run.check_round(phase, run.keeper, run.weights)
+                except Diverged as err:
+                    run.failed, run.weights = str(err), None
+            if m.failed is not None:
+                m.start = self.schedule.rounds + 1
+            elif not phase.final:
+                m.end_round(phase, m.keeper, self.schedule.next_masks(m.weights, m.masks))
 
     def finish(self, members: list[Member], wall_s: float) -> list[dict]:
         """Test the members together (one ``Trainer.test`` of a plan with one net each, a
